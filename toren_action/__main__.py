@@ -1,0 +1,3 @@
+from toren_action.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The `toren` command line: parses flags and prints results. No job logic lives here, and no heavy SDK
+is imported until a command needs it (so `toren --help` and `toren status` start fast)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from toren_action import __version__
+from toren_action.errors import TorenError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line and exit code 2, like every other usage error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(UsageError.exit_code, f"toren: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="toren", description="Hand coding work to an AI agent in a Docker container; "
+                                          "get back a branch and a pull request.")
+    p.add_argument("--version", action="version", version=f"toren {__version__}")
+    sub = p.add_subparsers(dest="command_name", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run an agent on a task and deliver the result as a branch",
+                       description="Run an agent on a task in a container built from your base image, commit its "
+                                   "change on a new branch and push it. Background by default.")
+    g = r.add_argument_group("task and repository")
+    g.add_argument("--repo", help="local path, git URL or owner/name (default: the current directory)")
+    g.add_argument("--spec", metavar="FILE", help="markdown file holding the task")
+    g.add_argument("--issue", metavar="URL", help="GitHub issue holding the task (URL or owner/name#N)")
+    g.add_argument("--branch", help="branch to create (default: toren/<job id>)")
+    g.add_argument("--base-branch", help="branch to start from (default: the repository's default branch)")
+    g.add_argument("--force-branch", action="store_true", default=None,
+                   help="overwrite the branch if it already exists upstream")
+    g = r.add_argument_group("agent")
+    g.add_argument("--agent", "--cli-type", dest="agent", help="claude (default), gemini, codex, qwen or shell")
+    g.add_argument("--command", help="command the shell agent runs with /bin/sh -c")
+    g.add_argument("--model", help="model name for the agent CLI")
+    g.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop the agent when its cost passes this")
+    g.add_argument("--timeout", type=float, dest="timeout_minutes", metavar="MINUTES",
+                   help="stop the agent after this many minutes (default 60)")
+    g = r.add_argument_group("container")
+    g.add_argument("--base-image", metavar="IMAGE", help="image the agent image is built on (default python:3.11)")
+    g.add_argument("--pull", choices=("missing", "always", "never"), help="when to pull the base image")
+    g.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment variable (repeatable)")
+    g.add_argument("--secret", action="append", dest="secrets", metavar="NAME",
+                   help="host variable passed as the read-only file /run/toren/secrets/NAME (repeatable)")
+    g.add_argument("--volume", action="append", dest="volumes", metavar="SRC:DST[:ro|rw]",
+                   help="bind mount (repeatable)")
+    g.add_argument("--gpus", help="all, a count, or device=0,1")
+    g.add_argument("--network", help="bridge, host, none or a network name (default: the agent's)")
+    g.add_argument("--memory", help="memory limit (default 4g)")
+    g.add_argument("--pids-limit", type=int, metavar="N", help="process limit (default 1024)")
+    g.add_argument("--ca-bundle", metavar="PATH",
+                   help="extra CA bundle to trust in the image (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE or "
+                        "NODE_EXTRA_CA_CERTS when set)")
+    g = r.add_argument_group("result")
+    g.add_argument("--verify", metavar="CMD", help="command that must pass on the change before it is pushed")
+    g.add_argument("--draft", action="store_true", default=None, help="open the pull request as a draft")
+    g.add_argument("--no-pr", action="store_true", default=None, help="push the branch only")
+    g = r.add_argument_group("execution")
+    g.add_argument("--disable-daemon", action="store_true", help="run in the foreground and wait for the result")
+    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    g.add_argument("--quiet", "-q", action="store_true", help="show stages only, not the agent's output")
+    g.add_argument("--config", metavar="FILE", help="settings file (default: toren.toml or [tool.toren] in the repo)")
+
+    s = sub.add_parser("status", help="list jobs")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--state", help="only jobs in this state")
+    s.add_argument("--repo", help="only jobs whose repository contains this")
+    s.add_argument("--limit", type=int, default=50)
+
+    lg = sub.add_parser("logs", help="print a job's log")
+    lg.add_argument("job", help="job id or unambiguous prefix")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    lg.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+
+    sm = sub.add_parser("summary", help="what a job did")
+    sm.add_argument("job")
+    sm.add_argument("--json", action="store_true")
+
+    c = sub.add_parser("cleanup", help="remove finished jobs' containers and workspaces")
+    c.add_argument("job", nargs="?", help="one job (default: see --all / --older-than)")
+    c.add_argument("--all", action="store_true", help="every finished job")
+    c.add_argument("--older-than", metavar="AGE", help="finished jobs older than AGE (e.g. 7d, 12h)")
+    c.add_argument("--logs", action="store_true", help="also remove logs and job records")
+    c.add_argument("--dry-run", action="store_true", help="show what would be removed")
+
+    h = sub.add_parser("health", help="check Docker, git, disk and an image")
+    h.add_argument("--docker-image", metavar="IMAGE", help="also inspect this image")
+    h.add_argument("--security", action="store_true", help="add a security look at --docker-image")
+    h.add_argument("--json", action="store_true")
+
+    return p
+
+
+RUN_SETTING_FLAGS = (
+    "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
+    "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
+    "ca_bundle", "verify", "draft", "no_pr",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_run-job"] and len(argv) == 2:  # the detached half of a background `toren run`
+        args = argparse.Namespace(command_name="_run-job", job=argv[1])
+    else:
+        args = build_parser().parse_args(argv)
+    if not args.command_name:
+        build_parser().print_help()
+        return UsageError.exit_code
+    try:
+        from toren_action import commands
+
+        return getattr(commands, "cmd_" + args.command_name.lstrip("_").replace("-", "_"))(args)
+    except TorenError as exc:
+        print(f"toren: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("toren: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {k: getattr(args, k) for k in RUN_SETTING_FLAGS}
+    if args.env:
+        from toren_action.validate import env_pair
+
+        flags["env"] = dict(env_pair(e) for e in args.env)
+    return flags
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""What each `toren` subcommand does, over the store and the pipeline. cli.py only parses."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+from toren_action.cli import print_json, run_flags
+from toren_action.errors import STATE_EXIT_CODES, TorenError, UsageError
+from toren_action.paths import job_dir, log_path, toren_home
+from toren_action.store import FINAL_STATES, Store, new_job_id
+
+
+def cmd_run(args: Namespace) -> int:
+    from toren_action import container, pipeline
+    from toren_action.settings import Settings
+
+    settings = Settings.load(run_flags(args), config_file=args.config)
+    job_id = new_job_id()
+    plan = pipeline.make_plan(settings, job_id)
+    container.client()  # the engine must answer before a job exists
+    home = toren_home()
+    store = Store(home)
+    store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
+                     model=settings.model, base_image=settings.base_image, inputs=settings.to_record())
+
+    if not args.disable_daemon:
+        return _start_background(args, store, home, job_id)
+
+    from toren_action.ui import ConsoleReporter, outcome_json, print_outcome
+
+    reporter = ConsoleReporter(quiet=args.quiet)
+    outcome = pipeline.run_job(plan, store, home, job_id, reporter)
+    job = store.get(job_id)
+    if args.json:
+        print_json(outcome_json(outcome, job))
+    else:
+        print_outcome(outcome, job)
+    return outcome.exit_code
+
+
+def _start_background(args: Namespace, store: Store, home: Path, job_id: str) -> int:
+    """Detach a process that runs the job; the job's log and record tell the rest."""
+    log = log_path(home, job_id)
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "toren_action", "_run-job", job_id],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=os.getcwd(),
+        )
+    store.update(job_id, pid=proc.pid)
+    if args.json:
+        print_json({"job_id": job_id, "state": "queued", "log": str(log)})
+    else:
+        print(job_id)
+        print(f"toren: job {job_id} started in the background; follow it with `toren logs {job_id} --follow`",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_run_job(args: Namespace) -> int:
+    """The background half of `toren run` (hidden command)."""
+    from toren_action import pipeline
+    from toren_action.settings import settings_from_record
+
+    home = toren_home()
+    store = Store(home)
+    job = store.get(args.job)
+    settings = settings_from_record(job.inputs)
+    try:
+        plan = pipeline.make_plan(settings, job.id)
+    except TorenError as exc:
+        store.set_state(job.id, "failed", error=str(exc))
+        return exc.exit_code
+    return pipeline.run_job(plan, store, home, job.id).exit_code
+
+
+def cmd_status(args: Namespace) -> int:
+    store = Store(toren_home())
+    jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
+    if args.json:
+        print_json([j.to_dict() for j in jobs])
+    elif not jobs:
+        print("no jobs yet; start one with `toren run`")
+    else:
+        from toren_action.ui import status_table
+
+        status_table(jobs)
+    return 0
+
+
+def cmd_logs(args: Namespace) -> int:
+    home = toren_home()
+    store = Store(home)
+    job = store.resolve(args.job)
+    path = log_path(home, job.id)
+    if not path.exists():
+        raise TorenError(f"job {job.id} has no log (it was removed by `toren cleanup --logs`, or never started)")
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        lines = fh.readlines()
+        if args.tail is not None:
+            lines = lines[-args.tail:] if args.tail > 0 else []
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        while True:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+                continue
+            job = store.get(job.id)
+            if job.state in FINAL_STATES:
+                sys.stdout.write(fh.read())
+                return STATE_EXIT_CODES.get(job.state, 1)
+            time.sleep(0.2)
+
+
+def cmd_summary(args: Namespace) -> int:
+    store = Store(toren_home())
+    job = store.resolve(args.job)
+    facts = {
+        "job_id": job.id, "state": job.state, "repo": job.repo, "branch": job.branch, "agent": job.agent,
+        "model": job.model, "task": job.inputs.get("spec") or job.inputs.get("issue"),
+        "duration_s": job.duration, "files_changed": job.files_changed, "commit": job.result_commit,
+        "error": job.error, "cost_usd": job.cost_usd, "turns": job.turns,
+        "stages": [(e["state"], round(e["ts"] - job.created_at, 2)) for e in store.events(job.id)
+                   if e["kind"] == "state"],
+    }
+    if args.json:
+        print_json(facts)
+        return 0
+    from toren_action.ui import fmt_age
+
+    print(f"Job {job.id}: {job.state}, {job.agent} agent on {job.repo}, task {facts['task']}.")
+    print("Stages: " + " → ".join(f"{name} (+{t:.1f}s)" for name, t in facts["stages"]) + ".")
+    if job.result_commit:
+        print(f"Committed {job.result_commit[:10]} on {job.branch}, {len(job.files_changed)} file(s) changed: "
+              + ", ".join(job.files_changed[:20]))
+        if job.diffstat:
+            print(job.diffstat)
+    if job.error:
+        print(f"Reason: {job.error}")
+    print(f"Took {fmt_age(job.duration)}.")
+    return 0
+
+
+_AGE = re.compile(r"^([0-9]+)([smhdw])$")
+
+
+def _parse_age(text: str) -> float:
+    m = _AGE.match(text.strip())
+    if not m:
+        raise UsageError("--older-than", f"{text!r} is not an age; use a number and a unit, e.g. 30m, 12h, 7d")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def cmd_cleanup(args: Namespace) -> int:
+    if not (args.job or args.all or args.older_than):
+        raise UsageError("cleanup", "say what to remove: a JOB id, --all or --older-than AGE")
+    min_age = _parse_age(args.older_than) if args.older_than else None
+    home = toren_home()
+    store = Store(home)
+    if args.job:
+        jobs = [store.resolve(args.job)]
+        if jobs[0].state not in FINAL_STATES:
+            raise UsageError("cleanup", f"job {jobs[0].id} is still {jobs[0].state}; wait for it to end")
+    else:
+        jobs = [j for j in store.list(limit=None) if j.state in FINAL_STATES]
+        if min_age is not None:
+            now = time.time()
+            jobs = [j for j in jobs if now - (j.finished_at or j.created_at) >= min_age]
+    docker_client = None
+    try:
+        from toren_action import container
+
+        docker_client = container.client()
+    except TorenError as exc:
+        print(f"toren: {exc}; skipping containers", file=sys.stderr)
+    for job in jobs:
+        jdir = job_dir(home, job.id)
+        what = []
+        if docker_client is not None:
+            from toren_action.container import LABEL_JOB
+
+            cs = docker_client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job.id}"})
+            what += [f"container {c.short_id}" for c in cs]
+            if not args.dry_run:
+                for c in cs:
+                    c.remove(force=True)
+        if args.logs:
+            if jdir.exists():
+                what.append(f"{jdir}")
+            if not args.dry_run:
+                shutil.rmtree(jdir, ignore_errors=True)
+                store.delete(job.id)
+            what.append("job record")
+        else:
+            for sub in ("workspace", "secrets", "task"):
+                if (jdir / sub).exists():
+                    what.append(str(jdir / sub))
+                    if not args.dry_run:
+                        shutil.rmtree(jdir / sub, ignore_errors=True)
+        if what:
+            print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")
+    if not jobs:
+        print("nothing to clean up")
+    return 0
+
+
+def cmd_health(args: Namespace) -> int:
+    checks: list[dict] = []
+
+    def check(name: str, ok: bool, detail: str, required: bool = True) -> None:
+        checks.append({"check": name, "ok": ok, "detail": detail, "required": required})
+
+    git = shutil.which("git")
+    if git:
+        ver = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+        check("git", True, ver)
+    else:
+        check("git", False, "git is not on PATH; install git")
+    home = toren_home()
+    free = shutil.disk_usage(home).free
+    check("disk", free > 2 << 30, f"{free / (1 << 30):.1f} GiB free under {home}")
+    docker_client = None
+    try:
+        from toren_action import container
+
+        docker_client = container.client()
+        info = docker_client.info()
+        check("docker", True, f"engine {docker_client.version().get('Version')} ({info.get('Driver')}, "
+                              f"root {info.get('DockerRootDir')})")
+        runtimes = info.get("Runtimes") or {}
+        check("gpus", "nvidia" in runtimes, "NVIDIA runtime present" if "nvidia" in runtimes
+              else "no NVIDIA runtime: --gpus is unavailable on this engine", required=False)
+    except TorenError as exc:
+        check("docker", False, str(exc))
+    from toren_action.agents import KNOWN_AGENTS
+
+    check("agents", True, "profiles: " + ", ".join(KNOWN_AGENTS), required=False)
+    if args.docker_image:
+        _check_image(args.docker_image, docker_client, args.security, check)
+    if args.json:
+        print_json({"ok": all(c["ok"] for c in checks if c["required"]), "checks": checks})
+    else:
+        for c in checks:
+            mark = "✔" if c["ok"] else ("✘" if c["required"] else "!")
+            print(f"{mark} {c['check']:<8} {c['detail']}")
+    return 0 if all(c["ok"] for c in checks if c["required"]) else 1
+
+
+def _check_image(ref: str, docker_client, security: bool, check) -> None:
+    from toren_action.validate import image_ref
+
+    image_ref(ref, "--docker-image")
+    if docker_client is None:
+        check("image", False, f"{ref}: no Docker engine to inspect it")
+        return
+    import docker.errors
+
+    try:
+        img = docker_client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        check("image", False, f"{ref} is not present locally (toren run pulls it with --pull missing)", required=False)
+        return
+    cfg = img.attrs.get("Config") or {}
+    user = cfg.get("User") or "root"
+    check("image", img.attrs.get("Os") == "linux", f"{ref}: {img.attrs.get('Os')}/{img.attrs.get('Architecture')}, "
+          f"{img.attrs.get('Size', 0) / 1e6:.0f} MB, runs as {user}")
+    if security:
+        check("security", user not in ("root", "0", "0:0"),
+              f"{ref} runs as {user}" + (" (Toren's agent image runs as a non-root user anyway)"
+                                         if user in ("root", "0", "0:0") else ""), required=False)

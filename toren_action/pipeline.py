@@ -1,0 +1,360 @@
+"""The path of one job, stage by stage: plan (validate) -> workspace -> image -> agent -> verify -> commit
+-> push. Progress leaves as events through a Reporter; the CLI (or the Action) decides how to show them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from toren_action import validate
+from toren_action.agents import get_profile
+from toren_action.agents.base import AgentProfile, RunContext
+from toren_action.errors import (
+    AgentFailed,
+    Interrupted,
+    JobTimedOut,
+    TorenError,
+    UsageError,
+    VerificationFailed,
+)
+from toren_action.paths import job_dir, log_path
+from toren_action.redact import Redactor, Secret
+from toren_action.settings import Settings
+from toren_action.store import Store
+from toren_action.task import Task, from_spec
+from toren_action.validate import Mount, RepoRef
+
+CONTAINER_SECRETS = "/run/toren/secrets"
+CONTAINER_TASK = "/run/toren/task"
+_CREDENTIAL_NAME = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|^GH_TOKEN$", re.I)
+
+
+class Reporter(Protocol):
+    def stage(self, state: str, detail: str) -> None: ...
+    def line(self, text: str) -> None: ...
+
+
+class NullReporter:
+    def stage(self, state: str, detail: str) -> None:
+        pass
+
+    def line(self, text: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a job needs, validated. Built before the job exists; nothing has started yet."""
+
+    settings: Settings
+    repo: RepoRef
+    origin: str
+    task: Task
+    profile: AgentProfile
+    branch: str
+    mounts: tuple[Mount, ...]
+    env: dict[str, str]
+    secrets: tuple[Secret, ...]
+    network: str
+    ca_bundle: Path | None
+    timeout_s: float
+    uid: int
+    gid: int
+
+    @property
+    def redactor(self) -> Redactor:
+        return Redactor(self.secrets)
+
+
+def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, cwd: str | None = None) -> Plan:
+    """Validate every input (UsageError, exit 2, on the first problem). Touches nothing but the local
+    repository's refs (to refuse an existing branch)."""
+    environ = dict(os.environ if environ is None else environ)
+    cwd = cwd or os.getcwd()
+    home_dir = environ.get("HOME", str(Path.home()))
+
+    profile = get_profile(s.agent)
+    if profile.takes_command and not s.command:
+        raise UsageError("--command", f"the {s.agent} agent needs a command; e.g. --command 'make fmt'")
+    if s.command and not profile.takes_command:
+        raise UsageError("--command", f"only the shell agent takes --command; drop it or use --agent shell")
+
+    if s.spec and s.issue:
+        raise UsageError("--spec", "give either --spec or --issue, not both")
+    if not s.spec and not s.issue:
+        raise UsageError("--spec", "no task given; pass --spec FILE (a markdown file) or --issue URL")
+    if s.issue:
+        validate.issue_ref(s.issue)
+        raise UsageError("--issue", "reading GitHub issues is not in this version of Toren yet; "
+                                    "put the task in a file and use --spec")
+    task = from_spec(validate.spec_file(s.spec, cwd))
+
+    repo = validate.repo_spec(s.repo, cwd)
+    origin = repo.location
+    if repo.kind == "github":
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        origin = f"{server}/{repo.location}.git"
+
+    branch = validate.branch_name(s.branch or f"toren/{job_id}")
+    if s.base_branch:
+        validate.branch_name(s.base_branch, "--base-branch")
+    validate.image_ref(s.base_image)
+    validate.positive_number(s.timeout_minutes, "--timeout", 10080)
+    if s.max_cost_usd is not None:
+        validate.positive_number(s.max_cost_usd, "--max-cost-usd")
+    if s.gpus:
+        validate.gpus_spec(s.gpus)
+    network = validate.network_spec(s.network or profile.default_network)
+
+    env: dict[str, str] = {}
+    for key, value in s.env:
+        validate.env_entry(key, value)
+        if _CREDENTIAL_NAME.search(key):
+            raise UsageError("--env", f"{key} looks like a credential; pass it with --secret {key} so it reaches "
+                                      "the container as a read-only file, not an environment variable")
+        env[key] = value
+    secrets = tuple(Secret(n, environ[validate.secret_name(n, environ)]) for n in s.secrets)
+    mounts = tuple(validate.volume_spec(v, cwd, home_dir, s.allow_mounts) for v in s.volumes)
+
+    ca_bundle = None
+    if s.ca_bundle:
+        ca_bundle = validate.ca_bundle_file(s.ca_bundle, s.source_of("ca_bundle"))
+
+    uid, gid = os.getuid(), os.getgid()
+    if s.agent_uid:
+        uid = gid = s.agent_uid
+    elif uid == 0:
+        uid = gid = 1000
+
+    if repo.kind == "local":
+        from toren_action import workspace
+
+        if not s.force_branch and workspace.remote_branch_exists(origin, branch):
+            raise UsageError("--branch", f"{branch!r} already exists in {origin}; choose another name or pass "
+                                         "--force-branch to overwrite it")
+    return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
+                s.timeout_minutes * 60, uid, gid)
+
+
+@dataclass
+class Outcome:
+    job_id: str
+    state: str
+    exit_code: int
+    message: str = ""
+    branch: str | None = None
+    commit: str | None = None
+    files: list[str] = field(default_factory=list)
+    diffstat: str = ""
+    duration_s: float = 0.0
+    image_built: bool = False
+    pushed_to: str | None = None
+
+
+class _JobLog:
+    """The job's log file: every line redacted before it is written or shown."""
+
+    def __init__(self, path: Path, redact: Redactor, reporter: Reporter, started: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+        self._redact = redact
+        self._reporter = reporter
+        self._started = started
+
+    def stage(self, state: str, detail: str) -> None:
+        detail = self._redact(detail)
+        self._fh.write(f"[{time.monotonic() - self._started:7.2f}s] == {state}: {detail}\n")
+        self._reporter.stage(state, detail)
+
+    def line(self, text: str) -> None:
+        text = self._redact(text)
+        self._fh.write(text + "\n")
+        self._reporter.line(text)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporter | None = None) -> Outcome:
+    """Run one job to its end state; never leaves a container behind or a job in a running state."""
+    from toren_action import container, image, workspace
+
+    s = plan.settings
+    started = time.monotonic()
+    jdir = job_dir(home, job_id)
+    jdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = _JobLog(log_path(home, job_id), plan.redactor, reporter or NullReporter(), started)
+    secrets_dir = jdir / "secrets"
+    outcome = Outcome(job_id, "failed", 1, branch=plan.branch)
+    store.update(job_id, started_at=time.time(), pid=os.getpid())
+    state = "queued"
+
+    def enter(new_state: str, detail: str) -> None:
+        nonlocal state
+        state = new_state
+        store.set_state(job_id, new_state)
+        log.stage(new_state, detail)
+
+    try:
+        enter("preparing", f"cloning {plan.origin} into the job workspace")
+        mirror = workspace.update_mirror(home, plan.origin)
+        ws = workspace.create_clone(mirror, plan.origin, jdir / "workspace", s.base_branch, plan.branch)
+        store.update(job_id, base_commit=ws.base_commit)
+        log.stage("preparing", f"branch {plan.branch} from {ws.base_branch} at {ws.base_commit[:10]}")
+        workspace.give_tree_to(ws.path, plan.uid, plan.gid)
+        mounts = _job_mounts(plan, jdir, ws.path, secrets_dir)
+
+        enter("building", f"agent image on {s.base_image}")
+        docker = container.client()
+        base_id = image.resolve_base(docker, s.base_image, s.pull, log.line)
+        recipe = image.ImageRecipe(base_id, plan.profile, plan.uid, plan.gid, image.read_ca_bundle(plan.ca_bundle))
+        tag, built = image.ensure_image(docker, recipe, log.line)
+        outcome.image_built = built
+        store.update(job_id, image=tag)
+        log.stage("building", f"{'built' if built else 'reusing'} {tag}")
+
+        ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS)
+        env = {**plan.profile.environment(ctx), **plan.env, "TOREN_JOB_ID": job_id, "TOREN_TASK_FILE": ctx.prompt_file}
+        if plan.secrets:
+            env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
+        spec = container.ContainerSpec(
+            image=tag, command=plan.profile.command(ctx), job_id=job_id, user=f"{plan.uid}:{plan.gid}",
+            mounts=mounts, environment=env, network=plan.network, gpus=s.gpus, memory=s.memory,
+            pids_limit=s.pids_limit, timeout_s=plan.timeout_s, name=f"toren-{job_id}",
+        )
+        enter("running", f"{plan.profile.name} agent in {tag} (network {plan.network})")
+
+        def show(line: str) -> None:
+            shown = plan.profile.format_line(line)
+            if shown is not None:
+                log.line(shown)
+
+        result = container.run(docker, spec, show, on_start=lambda cid: store.update(job_id, container_id=cid))
+        store.update(job_id, exit_code=result.exit_code)
+        if result.exit_code != 0:
+            raise AgentFailed(f"the {plan.profile.name} agent exited with code {result.exit_code}; "
+                              f"see `toren logs {job_id}`")
+
+        if s.verify:
+            enter("verifying", s.verify)
+            vspec = container.ContainerSpec(**{**spec.__dict__, "command": ["/bin/sh", "-c", s.verify],
+                                               "name": f"toren-{job_id}-verify", "role": "verification"})
+            vres = container.run(docker, vspec, log.line)
+            store.add_event(job_id, "verify", {"command": s.verify, "exit_code": vres.exit_code})
+            if vres.exit_code != 0:
+                raise VerificationFailed(f"--verify exited with code {vres.exit_code}; nothing was pushed "
+                                         f"(the change is kept in {ws.path})")
+
+        agent_summary = workspace.read_agent_summary(ws)
+        change = workspace.commit_all(ws, _commit_message(plan, job_id), s.author_name, s.author_email)
+        if change is None:
+            enter("no_changes", "the agent left the tree unchanged; nothing to commit")
+            outcome.state, outcome.exit_code, outcome.message = "no_changes", 0, "the agent changed nothing"
+            shutil.rmtree(ws.path, ignore_errors=True)
+            return outcome
+
+        outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
+        store.update(job_id, result_commit=change.commit, files_changed=change.files, diffstat=change.diffstat)
+        (jdir / "pr.md").write_text(plan.redactor(_pr_body(plan, job_id, change, agent_summary)), "utf-8")
+
+        enter("pushing", f"{plan.branch} to {plan.origin}")
+        workspace.push(ws, plan.branch, s.force_branch, redact=plan.redactor)
+        outcome.pushed_to = plan.origin
+        enter("succeeded", f"{plan.branch} at {change.commit[:10]}, {len(change.files)} file(s) changed")
+        outcome.state, outcome.exit_code = "succeeded", 0
+        shutil.rmtree(ws.path, ignore_errors=True)
+        return outcome
+    except KeyboardInterrupt:
+        _fail(store, log, job_id, "cancelled", "interrupted (Ctrl-C); the container was removed", outcome,
+              Interrupted.exit_code)
+        raise Interrupted("interrupted; the container was removed and the job marked cancelled") from None
+    except JobTimedOut as exc:
+        _fail(store, log, job_id, "timed_out", str(exc), outcome, exc.exit_code)
+        return outcome
+    except TorenError as exc:
+        _fail(store, log, job_id, "failed", f"{state}: {exc}", outcome, exc.exit_code)
+        return outcome
+    except Exception as exc:  # a bug: keep the traceback in the log, one line for the user
+        log.line(traceback.format_exc())
+        _fail(store, log, job_id, "failed", f"{state}: internal error: {exc.__class__.__name__}: {exc}", outcome, 1)
+        return outcome
+    finally:
+        outcome.duration_s = time.monotonic() - started
+        shutil.rmtree(secrets_dir, ignore_errors=True)
+        log.close()
+
+
+def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, outcome: Outcome, code: int) -> None:
+    log.stage(state, message)
+    store.set_state(job_id, state, error=log._redact(message))
+    outcome.state, outcome.exit_code, outcome.message = state, code, log._redact(message)
+
+
+def _job_mounts(plan: Plan, jdir: Path, ws_path: Path, secrets_dir: Path) -> list[Mount]:
+    task_dir = jdir / "task"
+    task_dir.mkdir(exist_ok=True)
+    prompt = task_dir / "prompt.md"
+    prompt.write_text(plan.task.prompt(_repo_instructions(ws_path)), "utf-8")
+    prompt.chmod(0o444)
+    mounts = [
+        Mount(str(ws_path), "/workspace", False),
+        # the agent may read .git (status, diff, log) but never write it: no hooks, no config
+        Mount(str(ws_path / ".git"), "/workspace/.git", True),
+        Mount(str(task_dir), CONTAINER_TASK, True),
+    ]
+    if plan.secrets:
+        secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        for secret in plan.secrets:
+            path = secrets_dir / secret.name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secret.reveal())
+            os.chown(path, plan.uid, plan.gid) if os.geteuid() == 0 else None
+        if os.geteuid() == 0:
+            os.chown(secrets_dir, plan.uid, plan.gid)
+        secrets_dir.chmod(0o500)
+        mounts.append(Mount(str(secrets_dir), CONTAINER_SECRETS, True))
+    return mounts + list(plan.mounts)
+
+
+def _repo_instructions(ws_path: Path) -> str | None:
+    for name in ("AGENTS.md", "CLAUDE.md"):
+        p = ws_path / name
+        if p.is_file() and not p.is_symlink():
+            return p.read_text("utf-8", errors="replace")[:20_000]
+    return None
+
+
+def _commit_message(plan: Plan, job_id: str) -> str:
+    return (f"{plan.task.title}\n\nTask: {plan.task.source}\nAgent: {plan.profile.name}"
+            + (f" ({plan.settings.model})" if plan.settings.model else "")
+            + f"\nToren-Job: {job_id}\n")
+
+
+def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None) -> str:
+    verify = f"`{plan.settings.verify}` passed" if plan.settings.verify else "not configured (`--verify`)"
+    return "\n".join([
+        f"# {plan.task.title}",
+        "",
+        "## Summary",
+        agent_summary or "_The agent left no summary._",
+        "",
+        "## Changes",
+        "```",
+        change.diffstat,
+        "```",
+        "",
+        f"- Task: {plan.task.source}",
+        f"- Verification: {verify}",
+        f"- Agent: {plan.profile.name}" + (f", model {plan.settings.model}" if plan.settings.model else ""),
+        f"- Branch: `{plan.branch}`, commit `{change.commit[:12]}`",
+        "",
+        f"_Generated by Toren (job `{job_id}`). Review it as you would any contributor's change._",
+        "",
+    ])

@@ -1,0 +1,53 @@
+"""Secret values as a type, and the one redactor every output path goes through."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MASK = "***"
+#: Values shorter than this are not masked: they would mask ordinary words and digits.
+MIN_SECRET_LENGTH = 4
+
+
+class Secret:
+    """A secret value whose repr/str never show it. Call ``reveal()`` where the value is really needed."""
+
+    __slots__ = ("name", "_value")
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name!r}, {MASK!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # never pickled by accident
+        raise TypeError("Secret values cannot be pickled")
+
+
+class Redactor:
+    """Replaces every known secret value (and simple encodings of it) with ``***``."""
+
+    def __init__(self, secrets: Iterable[Secret | str] = ()) -> None:
+        values: set[str] = set()
+        for s in secrets:
+            value = s.reveal() if isinstance(s, Secret) else s
+            if value and len(value) >= MIN_SECRET_LENGTH:
+                values.add(value)
+                values.update(line for line in value.splitlines() if len(line.strip()) >= 8)
+        ordered = sorted(values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def bytes(self, data: bytes) -> bytes:
+        return self(data.decode("utf-8", errors="replace")).encode("utf-8")

@@ -1,0 +1,268 @@
+"""One typed, frozen settings object, merged from four layers and checked against a JSON schema.
+
+Precedence (later wins): built-in defaults < ``toren.toml`` (or ``[tool.toren]`` in ``pyproject.toml``)
+< ``TOREN_*`` environment variables < command-line flags. Each layer is validated on its own so an error
+names where the bad value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from toren_action.errors import ConfigError, UsageError
+
+DEFAULTS: dict[str, Any] = {
+    "repo": ".",
+    "spec": None,
+    "issue": None,
+    "branch": None,
+    "base_branch": None,
+    "force_branch": False,
+    "base_image": "python:3.11",
+    "pull": "missing",
+    "agent": "claude",
+    "command": None,
+    "model": None,
+    "env": {},
+    "secrets": [],
+    "volumes": [],
+    "gpus": None,
+    "network": None,
+    "timeout_minutes": 60,
+    "max_cost_usd": None,
+    "ca_bundle": None,
+    "draft": False,
+    "no_pr": False,
+    "verify": None,
+    "memory": "4g",
+    "pids_limit": 1024,
+    "author_name": "toren[bot]",
+    "author_email": "toren[bot]@users.noreply.github.com",
+    "allow_mounts": [],
+    "agent_uid": None,
+}
+
+#: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
+CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: str = DEFAULTS["repo"]
+    spec: str | None = None
+    issue: str | None = None
+    branch: str | None = None
+    base_branch: str | None = None
+    force_branch: bool = False
+    base_image: str = DEFAULTS["base_image"]
+    pull: str = DEFAULTS["pull"]
+    agent: str = DEFAULTS["agent"]
+    command: str | None = None
+    model: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    gpus: str | None = None
+    network: str | None = None
+    timeout_minutes: float = DEFAULTS["timeout_minutes"]
+    max_cost_usd: float | None = None
+    ca_bundle: str | None = None
+    draft: bool = False
+    no_pr: bool = False
+    verify: str | None = None
+    memory: str = DEFAULTS["memory"]
+    pids_limit: int = DEFAULTS["pids_limit"]
+    author_name: str = DEFAULTS["author_name"]
+    author_email: str = DEFAULTS["author_email"]
+    allow_mounts: tuple[str, ...] = ()
+    agent_uid: int | None = None
+    #: Where each non-default value came from (key -> "toren.toml", "TOREN_AGENT", "--agent", ...).
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+
+    def source_of(self, key: str) -> str:
+        """The option name to blame in an error about ``key``: the flag, variable or file that set it."""
+        return dict(self.sources).get(key, flag_name(key))
+
+    def to_record(self) -> dict[str, Any]:
+        """The inputs as stored with a job: plain JSON, secret values never included (only their names)."""
+        data = dataclasses.asdict(self)
+        data.pop("sources")
+        data["env"] = dict(self.env)
+        return data
+
+    @classmethod
+    def load(
+        cls,
+        flags: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+        config_file: str | None = None,
+        cwd: str | None = None,
+    ) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        check_layer(flags, "flags")
+        cwd = cwd or os.getcwd()
+
+        env_layer = _env_layer(environ)
+        repo_hint = flags.get("repo") or env_layer.get("repo") or "."
+        file_layer, file_name = _file_layer(config_file or environ.get("TOREN_CONFIG"), repo_hint, cwd)
+
+        merged: dict[str, Any] = dict(DEFAULTS)
+        sources: dict[str, str] = {}
+        for layer, origin in ((file_layer, file_name), (env_layer, "env"), (flags, "flags")):
+            for key, value in layer.items():
+                if key in ("env",) and isinstance(value, dict):
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = value
+                if origin == "env":
+                    sources[key] = "TOREN_" + key.upper()
+                elif origin == "flags":
+                    sources[key] = flag_name(key)
+                else:
+                    sources[key] = f"{origin}: {key}"
+
+        if not merged.get("ca_bundle"):
+            for var in CA_BUNDLE_VARIABLES:
+                if environ.get(var):
+                    merged["ca_bundle"] = environ[var]
+                    sources["ca_bundle"] = var
+                    break
+
+        return cls(
+            **{
+                **merged,
+                "env": tuple(sorted(merged["env"].items())),
+                "secrets": tuple(merged["secrets"]),
+                "volumes": tuple(merged["volumes"]),
+                "allow_mounts": tuple(merged["allow_mounts"]),
+                "sources": tuple(sorted(sources.items())),
+            }
+        )
+
+
+def flag_name(key: str) -> str:
+    return "--" + {"timeout_minutes": "timeout", "volumes": "volume"}.get(key, key).replace("_", "-")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    text = resources.files("toren_action").joinpath("schema/settings.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def check_layer(layer: dict[str, Any], origin: str) -> None:
+    """Validate one layer against the schema; raise a one-line error naming the key and the fix."""
+    import jsonschema  # lazy: keeps `toren --help` fast
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(layer), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    err = errors[0]
+    path = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties" and not path:
+        unknown = sorted(set(layer) - set(schema()["properties"]))
+        known = ", ".join(sorted(schema()["properties"]))
+        msg = f"unknown setting {unknown[0]!r}; known settings are: {known}"
+        path = unknown[0]
+    else:
+        msg = err.message
+    if origin == "flags":
+        raise UsageError(flag_name(path.split(".")[0]), msg)
+    if origin == "env":
+        raise UsageError("TOREN_" + path.split(".")[0].upper(), msg)
+    raise ConfigError(f"{origin}: {path}: {msg}; fix the value or remove it")
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    """Scalar settings from TOREN_<KEY> variables, converted to the schema's type."""
+    layer: dict[str, Any] = {}
+    props = schema()["properties"]
+    for key, prop in props.items():
+        var = "TOREN_" + key.upper()
+        if var not in environ:
+            continue
+        raw = environ[var]
+        types = prop.get("type", "string")
+        types = types if isinstance(types, list) else [types]
+        if "boolean" in types:
+            low = raw.strip().lower()
+            if low not in _BOOL_TRUE | _BOOL_FALSE:
+                raise UsageError(var, f"{raw!r} is not a boolean; use 1 or 0")
+            layer[key] = low in _BOOL_TRUE
+        elif "integer" in types or "number" in types:
+            try:
+                layer[key] = int(raw) if "integer" in types else float(raw)
+            except ValueError:
+                raise UsageError(var, f"{raw!r} is not a number") from None
+        elif "array" in types:
+            layer[key] = [item.strip() for item in raw.split(",") if item.strip()]
+        elif "object" in types:
+            continue  # maps only come from files and flags
+        else:
+            layer[key] = raw
+    check_layer(layer, "env")
+    return layer
+
+
+def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[str, Any], str]:
+    """Read toren.toml, or [tool.toren] in pyproject.toml, from the target repository (local) or cwd."""
+    candidates: list[Path] = []
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UsageError("--config", f"{explicit} is not a file; give the path of a toren.toml")
+        candidates = [path]
+    else:
+        base = Path(cwd, repo_hint) if Path(cwd, repo_hint).is_dir() else Path(cwd)
+        candidates = [base / "toren.toml", base / "pyproject.toml"]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        data = _read_toml(path)
+        if path.name == "pyproject.toml" and not explicit:
+            data = data.get("tool", {}).get("toren")
+            if data is None:
+                continue
+            name = f"{path} [tool.toren]"
+        else:
+            name = str(path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name}: expected a table of settings")
+        data = {k.replace("-", "_"): v for k, v in data.items()}
+        check_layer(data, name)
+        return data, name
+    return {}, ""
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as TOML ({exc}); fix the syntax") from None
+
+
+def settings_from_record(record: dict[str, Any]) -> Settings:
+    """Rebuild the settings stored with a job (for a background worker)."""
+    data = {k: v for k, v in record.items() if k in Settings.__dataclass_fields__ and k != "sources"}
+    data["env"] = tuple(sorted(dict(data.get("env") or {}).items()))
+    for key in ("secrets", "volumes", "allow_mounts"):
+        data[key] = tuple(data.get(key) or ())
+    return Settings(**data)

@@ -1,0 +1,237 @@
+"""The job store: one SQLite database under TOREN_HOME (WAL, busy timeout, numbered migrations).
+
+A job row holds its inputs (secret names, never values), its state and what it produced; the events
+table holds every state change with its time, which is what `status`, `logs` and `summary` read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toren_action.errors import JobNotFound
+
+STATES = (
+    "queued", "preparing", "building", "running", "verifying", "pushing",
+    "succeeded", "failed", "no_changes", "cancelled", "timed_out",
+)
+FINAL_STATES = frozenset({"succeeded", "failed", "no_changes", "cancelled", "timed_out"})
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs and their events
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        state TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        model TEXT,
+        base_image TEXT NOT NULL,
+        image TEXT,
+        container_id TEXT,
+        base_commit TEXT,
+        result_commit TEXT,
+        files_changed TEXT,
+        diffstat TEXT,
+        exit_code INTEGER,
+        error TEXT,
+        cost_usd REAL,
+        turns INTEGER,
+        started_at REAL,
+        finished_at REAL,
+        pid INTEGER,
+        inputs TEXT NOT NULL
+    );
+    CREATE INDEX jobs_created ON jobs(created_at);
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT
+    );
+    CREATE INDEX events_job ON events(job_id, id);
+    """,
+)
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_job_id(now: float | None = None) -> str:
+    """14 characters, lexically sortable by creation time: 10 of milliseconds, 4 random."""
+    ms = int((time.time() if now is None else now) * 1000)
+    head = "".join(_CROCKFORD[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
+    rand = secrets.randbits(20)
+    tail = "".join(_CROCKFORD[(rand >> (5 * i)) & 31] for i in reversed(range(4)))
+    return head + tail
+
+
+@dataclass
+class Job:
+    id: str
+    created_at: float
+    updated_at: float
+    state: str
+    repo: str
+    branch: str
+    agent: str
+    model: str | None
+    base_image: str
+    image: str | None
+    container_id: str | None
+    base_commit: str | None
+    result_commit: str | None
+    files_changed: list[str]
+    diffstat: str | None
+    exit_code: int | None
+    error: str | None
+    cost_usd: float | None
+    turns: int | None
+    started_at: float | None
+    finished_at: float | None
+    pid: int | None
+    inputs: dict[str, Any]
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or time.time()) - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "duration_s": self.duration}
+
+
+class Store:
+    def __init__(self, home: Path) -> None:
+        self.path = home / "toren.db"
+        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        self._migrate()
+        os.chmod(self.path, 0o600)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def create_job(self, *, repo: str, branch: str, agent: str, model: str | None, base_image: str,
+                   inputs: dict[str, Any], job_id: str | None = None) -> str:
+        now = time.time()
+        job_id = job_id or new_job_id(now)
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO jobs (id, created_at, updated_at, state, repo, branch, agent, model, base_image, inputs)"
+                " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (job_id, now, now, repo, branch, agent, model, base_image, json.dumps(inputs, sort_keys=True)),
+            )
+            conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, 'state', ?)",
+                         (job_id, now, json.dumps({"state": "queued"})))
+        return job_id
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        if "files_changed" in fields:
+            fields["files_changed"] = json.dumps(fields["files_changed"])
+        fields["updated_at"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as conn:
+            conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))  # noqa: S608
+
+    def set_state(self, job_id: str, state: str, **fields: Any) -> None:
+        assert state in STATES, state
+        now = time.time()
+        if state in FINAL_STATES:
+            fields.setdefault("finished_at", now)
+        with self._tx() as conn:
+            conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, 'state', ?)",
+                         (job_id, now, json.dumps({"state": state})))
+        self.update(job_id, state=state, **fields)
+
+    def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, ?, ?)",
+                         (job_id, time.time(), kind, json.dumps(data)))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT ts, kind, data FROM events WHERE job_id = ? ORDER BY id", (job_id,))
+        return [{"ts": r["ts"], "kind": r["kind"], **json.loads(r["data"] or "{}")} for r in rows]
+
+    def get(self, job_id: str) -> Job:
+        row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}; `toren status` lists the jobs")
+        return _job(row)
+
+    def resolve(self, prefix: str) -> Job:
+        """A job by full id or unambiguous prefix."""
+        prefix = prefix.strip().lower()
+        if not prefix or any(c not in _CROCKFORD for c in prefix):
+            raise JobNotFound(f"{prefix!r} is not a job id; `toren status` lists the jobs")
+        rows = self._conn.execute(
+            "SELECT * FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2", (prefix, prefix + "~")
+        ).fetchall()
+        if not rows:
+            raise JobNotFound(f"no job starts with {prefix!r}; `toren status` lists the jobs")
+        if len(rows) > 1 and rows[0]["id"] != prefix:
+            raise JobNotFound(f"{prefix!r} matches several jobs; give more characters of the id")
+        return _job(rows[0])
+
+    def list(self, *, limit: int | None = 50, state: str | None = None, repo: str | None = None) -> list[Job]:
+        sql, args = "SELECT * FROM jobs", []
+        where = []
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if repo:
+            where.append("repo LIKE ?")
+            args.append(f"%{repo}%")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_job(r) for r in self._conn.execute(sql, args)]
+
+    def delete(self, job_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["files_changed"] = json.loads(data["files_changed"] or "[]")
+    data["inputs"] = json.loads(data["inputs"] or "{}")
+    return Job(**data)

@@ -1,0 +1,98 @@
+"""How a job looks in a terminal: stage lines with elapsed time, the agent's output indented, and the
+final result. Plain text (fast, pipe-friendly); rich is used only for the status table."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_out": "✘", "cancelled": "✘"}
+
+
+class ConsoleReporter:
+    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self.started:6.1f}s"
+
+    def stage(self, state: str, detail: str) -> None:
+        mark = STAGE_MARKS.get(state, "▸")
+        print(f"[{self._elapsed()}] {mark} {state:<10} {detail}", file=self.stream, flush=True)
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(f"           │ {text}", file=self.stream, flush=True)
+
+
+def print_outcome(outcome, job, stream: TextIO = sys.stdout) -> None:
+    w = stream.write
+    if outcome.state == "succeeded":
+        w(f"✔ {outcome.state} in {outcome.duration_s:.1f}s\n")
+        w(f"  branch  {outcome.branch}  (pushed to {outcome.pushed_to})\n")
+        w(f"  commit  {outcome.commit}\n")
+        files = ", ".join(outcome.files[:10]) + (f", … (+{len(outcome.files) - 10})" if len(outcome.files) > 10 else "")
+        w(f"  files   {len(outcome.files)} changed: {files}\n")
+    else:
+        w(f"{STAGE_MARKS.get(outcome.state, '✘')} {outcome.state} in {outcome.duration_s:.1f}s: {outcome.message}\n")
+    w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
+
+
+def outcome_json(outcome, job) -> dict:
+    return {
+        "job_id": outcome.job_id,
+        "state": outcome.state,
+        "exit_code": outcome.exit_code,
+        "message": outcome.message,
+        "branch": outcome.branch,
+        "commit": outcome.commit,
+        "files_changed": outcome.files,
+        "diffstat": outcome.diffstat,
+        "duration_s": round(outcome.duration_s, 3),
+        "image": job.image if job else None,
+        "image_built": outcome.image_built,
+        "pushed_to": outcome.pushed_to,
+    }
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def status_table(jobs, stream: TextIO = sys.stdout) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("JOB", "STATE", "REPO", "BRANCH", "AGENT", "AGE", "DURATION", "TURNS", "COST", "RESULT"):
+        table.add_column(col, no_wrap=col in ("JOB", "STATE"))
+    now = time.time()
+    colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow", "no_changes": "blue"}
+    for j in jobs:
+        agent = j.agent + (f"/{j.model}" if j.model else "")
+        result = (j.result_commit or "")[:10] or (j.error or "")[:40]
+        table.add_row(
+            j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", _short_repo(j.repo), j.branch, agent,
+            fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
+            f"${j.cost_usd:.2f}" if j.cost_usd is not None else "-", result,
+        )
+    console = Console(file=stream, soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(file=stream, soft_wrap=False, width=240)
+    console.print(table)
+
+
+def _short_repo(repo: str) -> str:
+    return repo if len(repo) <= 40 else "…" + repo[-39:]

@@ -1,0 +1,234 @@
+"""Checks on user input, run before anything starts. Pure functions: each raises UsageError (exit 2)
+naming the option and the fix, or returns the parsed value."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from toren_action.errors import UsageError
+
+MAX_BRANCH_LENGTH = 200
+MAX_SPEC_BYTES = 1_000_000
+
+_BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GITHUB_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+_GIT_URL = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$")
+_ISSUE_URL = re.compile(r"^https?://[^/\s]+/(?:api/v3/repos/)?([A-Za-z0-9-]+/[A-Za-z0-9._-]+)/issues/([1-9][0-9]*)/?$")
+_ISSUE_SHORT = re.compile(r"^([A-Za-z0-9-]+/[A-Za-z0-9._-]+)#([1-9][0-9]*)$")
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REF = re.compile(
+    r"^(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?)/)?"  # optional registry host[:port]
+    rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*"  # path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
+    r"(?:@sha256:[a-f0-9]{64})?$"  # digest
+)
+_IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{12,64}$")
+_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_GPU_DEVICE = re.compile(r"^device=(?:[0-9]+|GPU-[0-9a-fA-F-]+)(?:,(?:[0-9]+|GPU-[0-9a-fA-F-]+))*$")
+
+#: Places inside the container that Toren owns; user volumes may not cover them.
+RESERVED_CONTAINER_PATHS = ("/workspace", "/run/toren")
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+#: Credential locations under $HOME that are never mounted unless listed in `allow_mounts`.
+CREDENTIAL_DIRS = (
+    ".ssh", ".aws", ".gnupg", ".docker", ".kube", ".azure", ".netrc", ".git-credentials",
+    ".config/gh", ".config/gcloud", ".claude", ".claude.json", ".codex", ".gemini", ".npmrc", ".pypirc",
+)
+
+
+def branch_name(name: str, option: str = "--branch") -> str:
+    """git check-ref-format rules for a branch, plus a length cap."""
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif len(name) > MAX_BRANCH_LENGTH:
+        problem = f"is longer than {MAX_BRANCH_LENGTH} characters"
+    elif _BRANCH_FORBIDDEN.search(name):
+        problem = "contains a space, a control character or one of ~ ^ : ? * [ \\"
+    elif name.startswith("-"):
+        problem = "starts with '-'"
+    elif name == "@" or "@{" in name:
+        problem = "contains '@{' or is '@'"
+    elif ".." in name:
+        problem = "contains '..'"
+    elif name.startswith("/") or name.endswith("/") or "//" in name:
+        problem = "has an empty path component ('/' at an end or '//')"
+    elif name.endswith("."):
+        problem = "ends with '.'"
+    elif any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
+        problem = "has a component starting with '.' or ending with '.lock'"
+    if problem:
+        raise UsageError(option, f"branch name {name!r} {problem}; use a name like toren/fix-parser")
+    return name
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    kind: str  # "local" | "url" | "github"
+    location: str  # absolute path, URL, or owner/name
+
+
+def repo_spec(spec: str, cwd: str) -> RepoRef:
+    """A local path (must be a git work tree or bare repo), a git URL, or owner/name on GitHub."""
+    if not spec or "\n" in spec or "\x00" in spec:
+        raise UsageError("--repo", "is empty or has a newline; give a path, a git URL or owner/name")
+    path = Path(cwd, spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError("--repo", f"{spec} is a file, not a repository directory")
+        if not ((path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())):
+            raise UsageError("--repo", f"{spec} is not a git repository; run `git init` there or pick another path")
+        return RepoRef("local", str(path.resolve()))
+    if _GIT_URL.match(spec):
+        return RepoRef("url", spec)
+    if _GITHUB_NAME.match(spec) and not spec.startswith((".", "/")):
+        return RepoRef("github", spec)
+    raise UsageError("--repo", f"{spec!r} is neither an existing directory, a git URL nor owner/name")
+
+
+@dataclass(frozen=True)
+class IssueRef:
+    repo: str  # owner/name
+    number: int
+
+
+def issue_ref(text: str) -> IssueRef:
+    for pattern in (_ISSUE_URL, _ISSUE_SHORT):
+        m = pattern.match(text.strip())
+        if m:
+            return IssueRef(m.group(1), int(m.group(2)))
+    raise UsageError("--issue", f"{text!r} is not an issue; use https://github.com/OWNER/NAME/issues/N or OWNER/NAME#N")
+
+
+def image_ref(ref: str, option: str = "--base-image") -> str:
+    if not ref or len(ref) > 512 or not (_IMAGE_REF.match(ref) or _IMAGE_ID.match(ref)):
+        raise UsageError(option, f"{ref!r} is not an image reference; use a name like python:3.11 or ghcr.io/org/img:tag")
+    return ref
+
+
+def env_pair(text: str, option: str = "--env") -> tuple[str, str]:
+    if "=" not in text:
+        raise UsageError(option, f"{text!r} has no '='; use KEY=VALUE")
+    key, value = text.split("=", 1)
+    return env_entry(key, value, option)
+
+
+def env_entry(key: str, value: str, option: str = "--env") -> tuple[str, str]:
+    if not _ENV_NAME.match(key):
+        raise UsageError(option, f"{key!r} is not a valid variable name; use letters, digits and '_'")
+    if any(c in value for c in "\n\r\x00"):
+        raise UsageError(option, f"the value of {key} contains a newline or NUL byte; pass multi-line data as a file")
+    return key, value
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # absolute host path
+    target: str  # absolute container path
+    read_only: bool
+
+
+def volume_spec(spec: str, cwd: str, home: str, allowed: tuple[str, ...] = ()) -> Mount:
+    """SRC:DST[:ro|rw] with an existing host SRC; sensitive host paths refused unless allowed."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError("--volume", f"{spec!r} is not SRC:DST[:ro|rw]; e.g. /data/models:/workspace/models:ro")
+    src, dst = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise UsageError("--volume", f"mode {mode!r} in {spec!r} must be ro or rw")
+    if ".." in PurePosixPath(src).parts or ".." in PurePosixPath(dst).parts:
+        raise UsageError("--volume", f"{spec!r} contains '..'; give the paths without it")
+    if not dst.startswith("/") or dst == "/":
+        raise UsageError("--volume", f"container path {dst!r} must be absolute and not '/'")
+    for reserved in RESERVED_CONTAINER_PATHS:
+        if dst == reserved or (reserved == "/run/toren" and dst.startswith(reserved + "/")):
+            raise UsageError("--volume", f"container path {dst} is Toren's own; mount somewhere else")
+    host = Path(cwd, src).expanduser()
+    if not host.exists():
+        raise UsageError("--volume", f"host path {src} does not exist; create it or fix the path")
+    real = os.path.realpath(host)
+    allowed_real = {os.path.realpath(Path(cwd, a).expanduser()) for a in allowed}
+    if real not in allowed_real:
+        reason = _sensitive_reason(real, os.path.realpath(home))
+        if reason:
+            raise UsageError(
+                "--volume", f"refusing to mount {real} ({reason}); add it to allow_mounts in toren.toml if you mean it"
+            )
+    return Mount(real, dst, mode == "ro")
+
+
+def _sensitive_reason(real: str, home: str) -> str | None:
+    if real == "/":
+        return "the host's root"
+    if real in DOCKER_SOCKETS or real.endswith("/docker.sock"):
+        return "the Docker socket gives root on the host"
+    if real == home:
+        return "your whole home directory"
+    for name in CREDENTIAL_DIRS:
+        cred = os.path.join(home, name)
+        if real == cred or real.startswith(cred + "/") or cred.startswith(real + "/"):
+            return f"it holds or contains credentials ({cred})"
+    if real in ("/etc", "/root", "/var/run", "/run", "/proc", "/sys", "/dev", "/boot"):
+        return "a system directory"
+    return None
+
+
+def gpus_spec(text: str) -> str:
+    if text == "all" or _GPU_DEVICE.match(text) or (text.isdigit() and int(text) > 0):
+        return text
+    raise UsageError("--gpus", f"{text!r} is not a GPU request; use all, a count like 2, or device=0,1")
+
+
+def network_spec(text: str) -> str:
+    if _NETWORK.match(text) and not text.startswith("container"):
+        return text
+    raise UsageError("--network", f"{text!r} is not a network; use bridge, host, none or a network name")
+
+
+def positive_number(value: float, option: str, maximum: float | None = None) -> float:
+    if not value > 0 or (maximum is not None and value > maximum):
+        bound = f" and at most {maximum:g}" if maximum is not None else ""
+        raise UsageError(option, f"{value!r} must be greater than 0{bound}")
+    return value
+
+
+def spec_file(path: str, cwd: str) -> Path:
+    p = Path(cwd, path).expanduser()
+    if not p.is_file():
+        raise UsageError("--spec", f"{path} is not a file; give the path of a markdown file holding the task")
+    size = p.stat().st_size
+    if size == 0:
+        raise UsageError("--spec", f"{path} is empty; write the task in it")
+    if size > MAX_SPEC_BYTES:
+        raise UsageError("--spec", f"{path} is larger than {MAX_SPEC_BYTES} bytes; shorten the task")
+    try:
+        p.read_text("utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UsageError("--spec", f"{path} cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    return p.resolve()
+
+
+def ca_bundle_file(path: str, origin: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(origin, f"CA bundle {path} is not a file; give a PEM file or unset {origin}")
+    try:
+        text = p.read_text("utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(origin, f"cannot read CA bundle {path} ({exc.strerror})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise UsageError(origin, f"{path} holds no PEM certificate; give a PEM CA bundle")
+    return p.resolve()
+
+
+def secret_name(name: str, environ: dict[str, str]) -> str:
+    if not _ENV_NAME.match(name):
+        raise UsageError("--secret", f"{name!r} is not a variable name; name a host environment variable")
+    if not environ.get(name):
+        raise UsageError("--secret", f"{name} is not set in your environment; export it first")
+    return name

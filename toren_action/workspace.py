@@ -1,0 +1,171 @@
+"""git on the host: a bare mirror per repository, a clone per job, the commit and the push.
+
+Host-side git never runs hooks or fsmonitor commands from a job's repository: the agent cannot write the
+job's .git (it is mounted read-only in the container), and every command here also disables both.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from toren_action.errors import GitError, UsageError
+
+SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "safe.directory=*",
+        "-c", "protocol.ext.allow=never"]
+TOREN_DIR = ".toren"
+
+
+def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
+        redact: Callable[[str], str] = str) -> str:
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", **(env or {})}
+    proc = subprocess.run(["git", *SAFE, *args], cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+        detail = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise GitError(redact(f"git {args[0]} failed: {detail}"))
+    return proc.stdout
+
+
+def mirror_path(home: Path, origin: str) -> Path:
+    digest = hashlib.sha256(origin.encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", origin.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))[:40]
+    return home / "mirrors" / f"{name}-{digest}.git"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def update_mirror(home: Path, origin: str) -> Path:
+    """Create or refresh the bare mirror of ``origin`` (one per repository, shared by all its jobs)."""
+    mirror = mirror_path(home, origin)
+    with _locked(mirror):
+        if (mirror / "HEAD").is_file():
+            git("remote", "update", "--prune", cwd=mirror)
+            # follow the origin's default branch if it changed
+            head = _remote_head(origin)
+            if head:
+                git("symbolic-ref", "HEAD", f"refs/heads/{head}", cwd=mirror)
+        else:
+            tmp = mirror.with_suffix(".tmp")
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            git("clone", "--mirror", "--quiet", origin, str(tmp))
+            tmp.rename(mirror)
+    return mirror
+
+
+def _remote_head(origin: str) -> str | None:
+    try:
+        out = git("ls-remote", "--symref", origin, "HEAD")
+    except GitError:
+        return None
+    m = re.search(r"^ref: refs/heads/(\S+)\s+HEAD", out, re.M)
+    return m.group(1) if m else None
+
+
+def default_branch(mirror: Path) -> str:
+    try:
+        return git("symbolic-ref", "--short", "HEAD", cwd=mirror).strip()
+    except GitError:
+        return "main"
+
+
+def branch_exists(mirror: Path, branch: str) -> bool:
+    try:
+        git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}", cwd=mirror)
+        return True
+    except GitError:
+        return False
+
+
+def remote_branch_exists(origin: str, branch: str) -> bool:
+    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}")
+    return bool(out.strip())
+
+
+@dataclass(frozen=True)
+class Workspace:
+    path: Path
+    base_commit: str
+    base_branch: str
+
+
+def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str) -> Workspace:
+    """A per-job clone sharing the mirror's objects, on a new branch from the base branch."""
+    base = base_branch or default_branch(mirror)
+    try:
+        commit = git("rev-parse", "--verify", f"refs/heads/{base}^{{commit}}", cwd=mirror).strip()
+    except GitError:
+        raise UsageError("--base-branch", f"branch {base!r} does not exist in {origin}; name an existing branch") from None
+    git("clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(dest))
+    git("remote", "set-url", "origin", origin, cwd=dest)
+    git("checkout", "--quiet", "-b", branch, commit, cwd=dest)
+    with open(dest / ".git" / "info" / "exclude", "a") as fh:
+        fh.write(f"\n/{TOREN_DIR}/\n")
+    return Workspace(dest, commit, base)
+
+
+def give_tree_to(dest: Path, uid: int, gid: int) -> None:
+    """Hand the work tree (not .git) to the container's user when it differs from ours (we are root)."""
+    if os.geteuid() == uid:
+        return
+    for root, dirs, files in os.walk(dest):
+        if root == str(dest) and ".git" in dirs:
+            dirs.remove(".git")
+        os.chown(root, uid, gid)
+        for name in files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+@dataclass(frozen=True)
+class Change:
+    commit: str
+    files: list[str]
+    diffstat: str
+
+
+def commit_all(ws: Workspace, message: str, author_name: str, author_email: str) -> Change | None:
+    """Commit everything the agent changed; None when the tree is unchanged."""
+    git("add", "--all", cwd=ws.path)
+    if not git("status", "--porcelain", "--untracked-files=no", cwd=ws.path).strip():
+        return None
+    env = {"GIT_AUTHOR_NAME": author_name, "GIT_AUTHOR_EMAIL": author_email,
+           "GIT_COMMITTER_NAME": author_name, "GIT_COMMITTER_EMAIL": author_email}
+    msg_file = ws.path / ".git" / "TOREN_COMMIT_MSG"
+    msg_file.write_text(message)
+    git("commit", "--quiet", "--no-verify", "-F", str(msg_file), cwd=ws.path, env=env)
+    commit = git("rev-parse", "HEAD", cwd=ws.path).strip()
+    files = [f for f in git("diff", "--name-only", ws.base_commit, commit, cwd=ws.path).splitlines() if f]
+    stat = git("diff", "--stat", ws.base_commit, commit, cwd=ws.path).rstrip()
+    return Change(commit, files, stat)
+
+
+def push(ws: Workspace, branch: str, force: bool, env: dict[str, str] | None = None,
+         redact: Callable[[str], str] = str) -> None:
+    refspec = f"{'+' if force else ''}HEAD:refs/heads/{branch}"
+    git("push", "--quiet", "--no-verify", "origin", refspec, cwd=ws.path, env=env, redact=redact)
+
+
+def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
+    path = ws.path / TOREN_DIR / "summary.md"
+    if path.is_file() and not path.is_symlink():
+        return path.read_text("utf-8", errors="replace")[:limit].strip() or None
+    return None
