@@ -297,6 +297,8 @@ def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, out
 
 
 def _job_mounts(plan: Plan, jdir: Path, ws_path: Path, secrets_dir: Path) -> list[Mount]:
+    from toren_action import workspace
+
     task_dir = jdir / "task"
     task_dir.mkdir(exist_ok=True)
     prompt = task_dir / "prompt.md"
@@ -308,6 +310,9 @@ def _job_mounts(plan: Plan, jdir: Path, ws_path: Path, secrets_dir: Path) -> lis
         Mount(str(ws_path / ".git"), "/workspace/.git", True),
         Mount(str(task_dir), CONTAINER_TASK, True),
     ]
+    shared = workspace.alternates_mount(ws_path)
+    if shared:
+        mounts.append(Mount(shared[0], shared[1], True))
     if plan.secrets:
         secrets_dir.mkdir(mode=0o700, exist_ok=True)
         for secret in plan.secrets:

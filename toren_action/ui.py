@@ -11,8 +11,8 @@ STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_
 
 
 class ConsoleReporter:
-    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
         self.quiet = quiet
         self.started = time.monotonic()
 
@@ -28,8 +28,8 @@ class ConsoleReporter:
             print(f"           │ {text}", file=self.stream, flush=True)
 
 
-def print_outcome(outcome, job, stream: TextIO = sys.stdout) -> None:
-    w = stream.write
+def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
+    w = (stream or sys.stdout).write
     if outcome.state == "succeeded":
         w(f"✔ {outcome.state} in {outcome.duration_s:.1f}s\n")
         w(f"  branch  {outcome.branch}  (pushed to {outcome.pushed_to})\n")
@@ -71,7 +71,8 @@ def fmt_age(seconds: float | None) -> str:
     return f"{seconds // 86400}d"
 
 
-def status_table(jobs, stream: TextIO = sys.stdout) -> None:
+def status_table(jobs, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
     from rich.console import Console
     from rich.table import Table
 

@@ -21,7 +21,7 @@ _ISSUE_URL = re.compile(r"^https?://[^/\s]+/(?:api/v3/repos/)?([A-Za-z0-9-]+/[A-
 _ISSUE_SHORT = re.compile(r"^([A-Za-z0-9-]+/[A-Za-z0-9._-]+)#([1-9][0-9]*)$")
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_REF = re.compile(
-    r"^(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?)/)?"  # optional registry host[:port]
+    r"^(?:(?:localhost(?::[0-9]+)?|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::[0-9]+)?|[A-Za-z0-9-]+:[0-9]+)/)?"  # registry
     rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*"  # path
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
     r"(?:@sha256:[a-f0-9]{64})?$"  # digest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import posixpath
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -116,11 +117,26 @@ def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None,
     except GitError:
         raise UsageError("--base-branch", f"branch {base!r} does not exist in {origin}; name an existing branch") from None
     git("clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(dest))
+    # A relative alternates path resolves both on the host and in the container (see alternates_mount).
+    alternates = dest / ".git" / "objects" / "info" / "alternates"
+    alternates.write_text(os.path.relpath(mirror / "objects", dest / ".git" / "objects") + "\n")
     git("remote", "set-url", "origin", origin, cwd=dest)
     git("checkout", "--quiet", "-b", branch, commit, cwd=dest)
     with open(dest / ".git" / "info" / "exclude", "a") as fh:
         fh.write(f"\n/{TOREN_DIR}/\n")
     return Workspace(dest, commit, base)
+
+
+def alternates_mount(ws_path: Path, container_path: str = "/workspace") -> tuple[str, str] | None:
+    """(host dir, container dir) to mount read-only so that git inside the container finds the objects the
+    job's clone shares with the mirror, at the place its relative alternates path points to."""
+    alternates = ws_path / ".git" / "objects" / "info" / "alternates"
+    if not alternates.is_file():
+        return None
+    rel = alternates.read_text().strip().splitlines()[0]
+    host = os.path.normpath(os.path.join(ws_path, ".git", "objects", rel))
+    inside = posixpath.normpath(posixpath.join(container_path, ".git", "objects", rel))
+    return host, inside
 
 
 def give_tree_to(dest: Path, uid: int, gid: int) -> None:

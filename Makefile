@@ -1,0 +1,20 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+.PHONY: bootstrap demo test lint bench clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	@bash scripts/demo.sh
+
+test: bootstrap
+	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: bootstrap
+	.venv/bin/ruff check toren_action tests bench
+
+bench: bootstrap
+	.venv/bin/python bench/bench_run.py
+
+clean:
+	rm -rf .toren-home .pytest_cache .ruff_cache build dist *.egg-info

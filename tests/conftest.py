@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated TOREN_HOME, throwaway git repositories, the real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BASE_IMAGE = os.environ.get("TOREN_TEST_BASE_IMAGE", "toren/base:bookworm")
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def toren_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "toren-home"
+    monkeypatch.setenv("TOREN_HOME", str(home))
+    for var in [v for v in os.environ if v.startswith("TOREN_") and v not in ("TOREN_HOME", "TOREN_TEST_BASE_IMAGE")]:
+        monkeypatch.delenv(var)
+    return home
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A user's checkout: one commit on main with src/a.py, plus an uncommitted local edit."""
+    path = tmp_path / "myproject"
+    (path / "src").mkdir(parents=True)
+    (path / "src" / "a.py").write_text("def old_name():\n    return 1\n\nprint(old_name())\n")
+    (path / "src" / "b.py").write_text("from a import old_name\n")
+    (path / "README.md").write_text("# myproject\n")
+    git("init", "-q", "-b", "main", cwd=path)
+    git("add", "-A", cwd=path)
+    git("-c", "user.name=User", "-c", "user.email=user@example.invalid", "commit", "-q", "-m", "initial", cwd=path)
+    (path / "NOTES.txt").write_text("the user's uncommitted work\n")
+    return path
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "task.md"
+    path.write_text("# Rename the helper\n\nRename old_name to new_name everywhere.\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    client = docker.from_env()
+    client.ping()  # no engine: the test errors (run scripts/setup-docker.sh), it is not skipped
+    client.images.get(BASE_IMAGE)  # missing: run scripts/build-base-image.sh
+    return client

@@ -1,0 +1,232 @@
+"""The README's `toren run --agent shell` flow and its failure paths, on real Docker and real git."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_IMAGE, git
+from toren_action.cli import main
+
+pytestmark = pytest.mark.docker
+
+
+def toren(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_shell(capsys, command: str, *extra: str, branch: str = "toren/rename-helper") -> tuple[int, dict, str]:
+    code, out, err = toren(capsys, "run", "--repo", "./myproject", "--spec", "task.md", "--branch", branch,
+                           "--agent", "shell", "--command", command, "--base-image", BASE_IMAGE,
+                           "--disable-daemon", "--json", *extra)
+    return code, json.loads(out), err
+
+
+@pytest.fixture
+def workdir(tmp_path, repo, spec, toren_home, monkeypatch, docker_client):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def job_record(toren_home: Path, job_id: str) -> dict:
+    conn = sqlite3.connect(toren_home / "toren.db")
+    conn.row_factory = sqlite3.Row
+    return dict(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+
+def toren_containers(docker_client, job_id: str) -> list:
+    return docker_client.containers.list(all=True, filters={"label": f"toren.job={job_id}"})
+
+
+def test_readme_flow(workdir, repo, toren_home, capsys, docker_client):
+    before_head = git("rev-parse", "HEAD", cwd=repo)
+    code, result, err = run_shell(capsys, "sed -i s/old_name/new_name/g src/*.py")
+    assert code == 0, err
+    assert result["state"] == "succeeded"
+    # live progress by stage went to stderr
+    for stage in ("preparing", "building", "running", "pushing", "succeeded"):
+        assert f" {stage} " in err
+
+    # the user's repository has the branch with one commit holding the change
+    assert git("rev-parse", "toren/rename-helper", cwd=repo).strip() == result["commit"]
+    assert git("rev-list", "--count", "main..toren/rename-helper", cwd=repo).strip() == "1"
+    assert git("show", "toren/rename-helper:src/a.py", cwd=repo).count("new_name") == 2
+    assert "old_name" not in git("show", "toren/rename-helper:src/b.py", cwd=repo)
+    assert sorted(result["files_changed"]) == ["src/a.py", "src/b.py"]
+    author = git("log", "-1", "--format=%an <%ae>|%s", "toren/rename-helper", cwd=repo)
+    assert author.strip() == "toren[bot] <toren[bot]@users.noreply.github.com>|Rename the helper"
+
+    # ... and its working tree and current branch are untouched
+    assert git("symbolic-ref", "--short", "HEAD", cwd=repo).strip() == "main"
+    assert git("rev-parse", "HEAD", cwd=repo) == before_head
+    assert (repo / "src" / "a.py").read_text().count("old_name") == 2
+    assert (repo / "NOTES.txt").read_text() == "the user's uncommitted work\n"
+
+    # the job record and the log
+    job = job_record(toren_home, result["job_id"])
+    assert job["state"] == "succeeded" and job["result_commit"] == result["commit"]
+    assert job["branch"] == "toren/rename-helper" and job["exit_code"] == 0
+    assert json.loads(job["files_changed"]) == result["files_changed"]
+    log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    assert "== running:" in log and "== succeeded:" in log
+    pr = (toren_home / "jobs" / result["job_id"] / "pr.md").read_text()
+    assert pr.startswith("# Rename the helper") and "src/a.py" in pr
+    assert not toren_containers(docker_client, result["job_id"])
+
+    # status and logs read the same job
+    code, out, _ = toren(capsys, "status", "--json")
+    assert code == 0 and [j["id"] for j in json.loads(out)] == [result["job_id"]]
+    code, out, _ = toren(capsys, "logs", result["job_id"][:12], "--tail", "1")
+    assert code == 0 and "succeeded" in out and out.count("\n") == 1
+
+
+def test_second_run_reuses_the_image_and_mirror(workdir, repo, toren_home, capsys, docker_client, tmp_path):
+    # a CA bundle of our own makes the image unique to this test, so the first run must build it
+    ca = tmp_path / "ca.pem"
+    ca.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text() + f"\n# {secrets.token_hex(8)}\n")
+    code, first, err = run_shell(capsys, "echo one > one.txt", "--ca-bundle", str(ca), branch="toren/one")
+    assert code == 0, err
+    try:
+        assert first["image_built"] is True and "Step " in err
+        code, second, err = run_shell(capsys, "echo two > two.txt", "--ca-bundle", str(ca), branch="toren/two")
+        assert code == 0, err
+        assert second["image_built"] is False and second["image"] == first["image"]
+        assert "Step " not in err and "reusing" in err
+        assert len(list((toren_home / "mirrors").glob("*.git"))) == 1
+        # the CA reached the image and the variables point at it
+        code, third, err = run_shell(capsys, "cmp $SSL_CERT_FILE $REQUESTS_CA_BUNDLE && cp $SSL_CERT_FILE ca.txt",
+                                     "--ca-bundle", str(ca), branch="toren/three")
+        assert code == 0, err
+        assert git("show", "toren/three:ca.txt", cwd=repo) == ca.read_text()
+    finally:
+        docker_client.images.remove(first["image"], force=True)
+
+
+def test_no_changes(workdir, repo, toren_home, capsys):
+    code, result, err = run_shell(capsys, "cat src/a.py >/dev/null", branch="toren/nothing")
+    assert code == 0, err
+    assert result["state"] == "no_changes" and result["commit"] is None
+    assert "toren/nothing" not in git("branch", "--list", cwd=repo)
+    assert job_record(toren_home, result["job_id"])["state"] == "no_changes"
+
+
+def test_failing_command(workdir, repo, toren_home, capsys, docker_client):
+    code, result, err = run_shell(capsys, "echo about to fail; sed -i s/old/new/ src/a.py; exit 3", branch="toren/f")
+    assert code == 6  # AgentFailed
+    assert result["state"] == "failed" and "exited with code 3" in result["message"]
+    job = job_record(toren_home, result["job_id"])
+    assert job["state"] == "failed" and job["exit_code"] == 3 and "code 3" in job["error"]
+    assert "about to fail" in (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    assert "toren/f" not in git("branch", "--list", cwd=repo)  # nothing pushed
+    assert not toren_containers(docker_client, result["job_id"])
+
+
+def test_timeout_stops_and_removes_the_container(workdir, repo, toren_home, capsys, docker_client):
+    started = time.monotonic()
+    code, result, err = run_shell(capsys, "touch started.txt; sleep 60", "--timeout", "0.05", branch="toren/slow")
+    assert time.monotonic() - started < 30
+    assert code == 7 and result["state"] == "timed_out"
+    assert job_record(toren_home, result["job_id"])["state"] == "timed_out"
+    assert not toren_containers(docker_client, result["job_id"])
+    assert "toren/slow" not in git("branch", "--list", cwd=repo)
+
+
+def test_verify_failure_blocks_the_push(workdir, repo, toren_home, capsys):
+    code, result, err = run_shell(capsys, "echo broken > src/a.py", "--verify", "python3 src/a.py",
+                                  branch="toren/broken")
+    assert code == 8 and result["state"] == "failed" and "--verify" in result["message"]
+    assert "toren/broken" not in git("branch", "--list", cwd=repo)
+
+
+def test_container_is_hardened_and_sees_its_inputs(workdir, repo, toren_home, capsys, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("mounted\n")
+    cmd = ("id -u > uid.txt; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status > status.txt; echo \"$FOO\" > foo.txt; "
+           "cat /data/in.txt > data.txt; (touch /data/x 2>/dev/null && echo rw || echo ro) > datamode.txt; "
+           "(touch .git/hooks/pre-commit 2>/dev/null && echo writable || echo readonly) > gitdir.txt; "
+           "git log --format=%s -1 > gitlog.txt; head -c 300 \"$TOREN_TASK_FILE\" > prompt.txt")
+    code, result, err = run_shell(capsys, cmd, "--env", "FOO=bar baz", "--volume", f"{data}:/data:ro",
+                                  branch="toren/inside")
+    assert code == 0, err
+
+    def show(name: str) -> str:
+        return git("show", f"toren/inside:{name}", cwd=repo)
+
+    expected_uid = str(os.getuid() or 1000)
+    assert show("uid.txt").strip() == expected_uid  # never root
+    assert "CapEff:\t0000000000000000" in show("status.txt") and "NoNewPrivs:\t1" in show("status.txt")
+    assert show("foo.txt") == "bar baz\n"
+    assert show("data.txt") == "mounted\n" and show("datamode.txt") == "ro\n"
+    assert show("gitdir.txt") == "readonly\n"  # the agent cannot plant hooks for host-side git
+    assert show("gitlog.txt") == "initial\n"  # but it can read history
+    assert "Do not commit" in show("prompt.txt")
+    # files the agent wrote belong to the agent's uid, i.e. the user's (or 1000 when the user is root)
+    assert not (repo / "uid.txt").exists()
+
+
+def test_secrets_reach_the_agent_as_files_and_nowhere_else(workdir, repo, toren_home, capsys, docker_client,
+                                                           monkeypatch):
+    value = "tok_" + secrets.token_hex(16)
+    monkeypatch.setenv("MY_TOKEN", value)
+    seen: dict[str, str] = {}
+
+    def inspect_while_running():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "inspect" not in seen:
+            for c in docker_client.containers.list(filters={"label": "toren.managed=1"}):
+                seen["inspect"] = json.dumps(docker_client.api.inspect_container(c.id))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=inspect_while_running)
+    watcher.start()
+    cmd = ('ls -l /run/toren/secrets/MY_TOKEN | cut -c1-10 > mode.txt; sleep 2; '
+           'echo "token is $(cat /run/toren/secrets/MY_TOKEN)"; cp /run/toren/secrets/MY_TOKEN got.txt; '
+           'env > env.txt')
+    code, result, err = run_shell(capsys, cmd, "--secret", "MY_TOKEN", branch="toren/secret")
+    watcher.join()
+    assert code == 0, err
+    # the agent got the value, as a read-only file
+    assert git("show", "toren/secret:got.txt", cwd=repo) == value
+    assert git("show", "toren/secret:mode.txt", cwd=repo).strip() == "-r--------"
+    assert value not in git("show", "toren/secret:env.txt", cwd=repo)  # not an environment variable
+    # ... and it is nowhere else
+    assert "inspect" in seen and value not in seen["inspect"]
+    log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    assert "token is ***" in log and value not in log
+    assert "token is ***" in err and value not in err
+    assert value.encode() not in (toren_home / "toren.db").read_bytes()
+    wal = toren_home / "toren.db-wal"
+    assert not wal.exists() or value.encode() not in wal.read_bytes()
+    assert "MY_TOKEN" in json.loads(job_record(toren_home, result["job_id"])["inputs"])["secrets"]
+    assert not (toren_home / "jobs" / result["job_id"] / "secrets").exists()  # removed after the job
+
+
+def test_background_run_returns_at_once(workdir, repo, toren_home, spec):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "toren_action", "run", "--repo", "./myproject", "--spec", "task.md",
+         "--branch", "toren/bg", "--agent", "shell", "--command", "sleep 1; echo bg > bg.txt",
+         "--base-image", BASE_IMAGE],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 5
+    job_id = proc.stdout.strip()
+    follow = subprocess.run([sys.executable, "-m", "toren_action", "logs", job_id, "--follow"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert follow.returncode == 0, follow.stdout + follow.stderr
+    assert "== succeeded:" in follow.stdout
+    assert git("show", "toren/bg:bg.txt", cwd=repo) == "bg\n"

@@ -1,0 +1,50 @@
+from toren_action.agents.shell import ShellProfile
+from toren_action.image import CA_PATH, ImageRecipe
+
+
+def recipe(**kw):
+    base = dict(base_id="sha256:" + "1" * 64, profile=ShellProfile(), uid=1000, gid=1000, ca_bundle=None)
+    return ImageRecipe(**{**base, **kw})
+
+
+def test_dockerfile_shape():
+    text = recipe().dockerfile()
+    lines = text.splitlines()
+    assert lines[1] == "FROM sha256:" + "1" * 64
+    assert lines[-1] == "USER 1000:1000"  # the agent never runs as root
+    assert "WORKDIR /workspace" in lines
+    assert CA_PATH not in text
+
+
+def test_ca_bundle_is_copied_and_trusted():
+    text = recipe(ca_bundle=b"-----BEGIN CERTIFICATE-----\n").dockerfile()
+    assert f"COPY ca-bundle.crt {CA_PATH}" in text
+    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PIP_CERT", "GIT_SSL_CAINFO"):
+        assert f"{var}={CA_PATH}" in text
+    # the CA goes in before anything that may fetch packages
+    assert text.index("COPY ca-bundle.crt") < text.index("apt-get")
+
+
+def test_hash_is_stable_and_tracks_every_input():
+    a = recipe()
+    assert a.content_hash() == recipe().content_hash()
+    assert a.tag == recipe().tag and a.tag.startswith("toren/agent:shell-")
+    others = [
+        recipe(base_id="sha256:" + "2" * 64),
+        recipe(uid=1234),
+        recipe(gid=55),
+        recipe(ca_bundle=b"x"),
+        recipe(ca_bundle=b"y"),
+    ]
+    hashes = {a.content_hash(), *(r.content_hash() for r in others)}
+    assert len(hashes) == 1 + len(others)
+
+
+def test_context_tar_holds_dockerfile_and_ca():
+    import io
+    import tarfile
+
+    data = recipe(ca_bundle=b"PEM").context_tar()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert sorted(tar.getnames()) == ["Dockerfile", "ca-bundle.crt"]
+        assert tar.extractfile("ca-bundle.crt").read() == b"PEM"
