@@ -110,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_run-job"] and len(argv) == 2:  # the detached half of a background `toren run`
         args = argparse.Namespace(command_name="_run-job", job=argv[1])
     else:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a bad flag (already printed as one line)
+            return exc.code if isinstance(exc.code, int) else UsageError.exit_code
     if not args.command_name:
         build_parser().print_help()
         return UsageError.exit_code

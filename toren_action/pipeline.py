@@ -83,7 +83,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     if profile.takes_command and not s.command:
         raise UsageError("--command", f"the {s.agent} agent needs a command; e.g. --command 'make fmt'")
     if s.command and not profile.takes_command:
-        raise UsageError("--command", f"only the shell agent takes --command; drop it or use --agent shell")
+        raise UsageError("--command", "only the shell agent takes --command; drop it or use --agent shell")
 
     if s.spec and s.issue:
         raise UsageError("--spec", "give either --spec or --issue, not both")

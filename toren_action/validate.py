@@ -101,12 +101,14 @@ def issue_ref(text: str) -> IssueRef:
         m = pattern.match(text.strip())
         if m:
             return IssueRef(m.group(1), int(m.group(2)))
-    raise UsageError("--issue", f"{text!r} is not an issue; use https://github.com/OWNER/NAME/issues/N or OWNER/NAME#N")
+    raise UsageError("--issue",
+                     f"{text!r} is not an issue; use https://github.com/OWNER/NAME/issues/N or OWNER/NAME#N")
 
 
 def image_ref(ref: str, option: str = "--base-image") -> str:
     if not ref or len(ref) > 512 or not (_IMAGE_REF.match(ref) or _IMAGE_ID.match(ref)):
-        raise UsageError(option, f"{ref!r} is not an image reference; use a name like python:3.11 or ghcr.io/org/img:tag")
+        raise UsageError(option,
+                         f"{ref!r} is not an image reference; use a name like python:3.11 or ghcr.io/org/img:tag")
     return ref
 
 

@@ -115,7 +115,8 @@ def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None,
     try:
         commit = git("rev-parse", "--verify", f"refs/heads/{base}^{{commit}}", cwd=mirror).strip()
     except GitError:
-        raise UsageError("--base-branch", f"branch {base!r} does not exist in {origin}; name an existing branch") from None
+        raise UsageError("--base-branch",
+                         f"branch {base!r} does not exist in {origin}; name an existing branch") from None
     git("clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(dest))
     # A relative alternates path resolves both on the host and in the container (see alternates_mount).
     alternates = dest / ".git" / "objects" / "info" / "alternates"
