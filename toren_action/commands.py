@@ -24,7 +24,7 @@ def cmd_run(args: Namespace) -> int:
     settings = Settings.load(run_flags(args), config_file=args.config)
     job_id = new_job_id()
     plan = pipeline.make_plan(settings, job_id)
-    container.client()  # the engine must answer before a job exists
+    docker = container.client()  # the engine must answer before a job exists
     home = toren_home()
     store = Store(home)
     store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
@@ -36,7 +36,7 @@ def cmd_run(args: Namespace) -> int:
     from toren_action.ui import ConsoleReporter, outcome_json, print_outcome
 
     reporter = ConsoleReporter(quiet=args.quiet)
-    outcome = pipeline.run_job(plan, store, home, job_id, reporter)
+    outcome = pipeline.run_job(plan, store, home, job_id, reporter, docker=docker)
     job = store.get(job_id)
     if args.json:
         print_json(outcome_json(outcome, job))

@@ -181,8 +181,10 @@ class _JobLog:
         self._fh.close()
 
 
-def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporter | None = None) -> Outcome:
-    """Run one job to its end state; never leaves a container behind or a job in a running state."""
+def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporter | None = None,
+            docker=None) -> Outcome:
+    """Run one job to its end state; never leaves a container behind or a job in a running state.
+    ``docker`` is a client the caller already has (one is made when it is None)."""
     from toren_action import container, image, workspace
 
     s = plan.settings
@@ -211,7 +213,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         mounts = _job_mounts(plan, jdir, ws.path, secrets_dir)
 
         enter("building", f"agent image on {s.base_image}")
-        docker = container.client()
+        docker = docker or container.client()
         base_id = image.resolve_base(docker, s.base_image, s.pull, log.line)
         recipe = image.ImageRecipe(base_id, plan.profile, plan.uid, plan.gid, image.read_ca_bundle(plan.ca_bundle))
         tag, built = image.ensure_image(docker, recipe, log.line)

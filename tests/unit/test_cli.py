@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+from toren_action.cli import build_parser, main
+
+RUN_FLAGS = ["--repo", "--spec", "--issue", "--branch", "--base-image", "--agent", "--cli-type", "--command", "--model",
+             "--disable-daemon", "--env", "--volume", "--gpus", "--network", "--timeout", "--max-cost-usd", "--pull",
+             "--ca-bundle", "--draft", "--no-pr", "--verify", "--json"]
+
+
+def test_every_command_and_run_flag_is_in_help(capsys):
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    for command in ("run", "status", "logs", "summary", "cleanup", "health"):
+        assert command in top
+    assert main(["run", "--help"]) == 0
+    run_help = capsys.readouterr().out
+    for flag in RUN_FLAGS:
+        assert flag in run_help, flag
+
+
+def test_cli_type_is_an_alias_of_agent():
+    args = build_parser().parse_args(["run", "--cli-type", "shell"])
+    assert args.agent == "shell"
+
+
+def test_help_and_status_do_not_import_heavy_sdks(tmp_path):
+    code = (
+        "import sys; from toren_action.cli import main; "
+        "main(['status']); "
+        "print(sorted(m for m in ('docker', 'jsonschema', 'requests', 'rich', 'github', 'anthropic') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"TOREN_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
