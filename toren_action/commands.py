@@ -199,6 +199,9 @@ def cmd_cleanup(args: Namespace) -> int:
             if jdir.exists():
                 what.append(f"{jdir}")
             if not args.dry_run:
+                from toren_action.pipeline import remove_secrets
+
+                remove_secrets(jdir / "secrets")
                 shutil.rmtree(jdir, ignore_errors=True)
                 store.delete(job.id)
             what.append("job record")
@@ -207,6 +210,10 @@ def cmd_cleanup(args: Namespace) -> int:
                 if (jdir / sub).exists():
                     what.append(str(jdir / sub))
                     if not args.dry_run:
+                        if sub == "secrets":
+                            from toren_action.pipeline import remove_secrets
+
+                            remove_secrets(jdir / sub)
                         shutil.rmtree(jdir / sub, ignore_errors=True)
         if what:
             print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")

@@ -288,8 +288,18 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         return outcome
     finally:
         outcome.duration_s = time.monotonic() - started
-        shutil.rmtree(secrets_dir, ignore_errors=True)
+        remove_secrets(secrets_dir)
         log.close()
+
+
+def remove_secrets(secrets_dir: Path) -> None:
+    """Delete a job's secret files. The directory is 0500 while the agent runs, so make it ours to write first."""
+    if secrets_dir.exists():
+        try:
+            secrets_dir.chmod(0o700)
+        except OSError:
+            pass
+        shutil.rmtree(secrets_dir, ignore_errors=True)
 
 
 def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, outcome: Outcome, code: int) -> None:
