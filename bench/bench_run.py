@@ -70,7 +70,8 @@ def main() -> None:
     print(f"runs: {args.runs}, image: {args.image}, repo: 200 files")
     print(f"floor (git clone + docker run --rm)   median {m_floor * 1000:7.0f} ms")
     print(f"toren run --disable-daemon (warm)     median {m_toren * 1000:7.0f} ms  "
-          f"(overhead {(m_toren - m_floor) * 1000:+.0f} ms, {m_toren / m_floor:.2f}x the floor; includes commit + push)")
+          f"(overhead {(m_toren - m_floor) * 1000:+.0f} ms, {m_toren / m_floor:.2f}x the floor; "
+          "includes commit + push)")
     print(f"python -c pass                        median {statistics.median(py_t) * 1000:7.0f} ms")
     print(f"toren --help                          median {statistics.median(help_t) * 1000:7.0f} ms")
     print(f"toren status ({args.runs + 1} jobs)              median {statistics.median(status_t) * 1000:7.0f} ms")

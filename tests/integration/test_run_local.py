@@ -230,3 +230,44 @@ def test_background_run_returns_at_once(workdir, repo, toren_home, spec):
     assert follow.returncode == 0, follow.stdout + follow.stderr
     assert "== succeeded:" in follow.stdout
     assert git("show", "toren/bg:bg.txt", cwd=repo) == "bg\n"
+
+
+def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_home, docker_client):
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toren_action", "run", "--repo", "./myproject", "--spec", "task.md",
+         "--branch", "toren/interrupted", "--agent", "shell", "--command", "touch x; sleep 60",
+         "--base-image", BASE_IMAGE, "--disable-daemon", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = docker_client.containers.list(filters={"label": "toren.managed=1", "status": "running"})
+        if running:
+            break
+        time.sleep(0.1)
+    assert running, "the agent container never started"
+    job_id = running[0].labels["toren.job"]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not toren_containers(docker_client, job_id)
+    assert job_record(toren_home, job_id)["state"] == "cancelled"
+    assert "toren/interrupted" not in git("branch", "--list", cwd=repo)
+
+
+def test_base_image_without_git_or_apt_is_refused_clearly(workdir, repo, toren_home, capsys, docker_client, tmp_path):
+    import io
+
+    tag = f"toren-test/nogit:{secrets.token_hex(4)}"
+    dockerfile = (f"FROM {BASE_IMAGE}\nRUN rm -f /usr/bin/git /usr/bin/apt-get\n").encode()
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
+    try:
+        code, result, err = run_shell(capsys, "true", "--base-image", tag, "--pull", "never", branch="toren/nogit")
+        assert code == 5, err  # ImageError
+        assert result["state"] == "failed"
+        assert "neither git nor apt-get" in result["message"] and "Debian/Ubuntu" in result["message"]
+    finally:
+        docker_client.images.remove(tag, force=True)

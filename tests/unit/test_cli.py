@@ -28,7 +28,8 @@ def test_help_and_status_do_not_import_heavy_sdks(tmp_path):
     code = (
         "import sys; from toren_action.cli import main; "
         "main(['status']); "
-        "print(sorted(m for m in ('docker', 'jsonschema', 'requests', 'rich', 'github', 'anthropic') if m in sys.modules))"
+        "heavy = ('docker', 'jsonschema', 'requests', 'rich', 'github', 'anthropic'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"TOREN_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout
