@@ -132,7 +132,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     elif uid == 0:
         uid = gid = 1000
 
-    if repo.kind == "local":
+    if repo.kind in ("local", "url"):  # owner/name needs GitHub credentials: checked when GitHub support lands
         from toren_action import workspace
 
         if not s.force_branch and workspace.remote_branch_exists(origin, branch):

@@ -1,0 +1,77 @@
+"""The other commands over real jobs: health, summary, cleanup; and a repository given as a git URL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import BASE_IMAGE, git
+from tests.integration.test_run_local import run_shell, toren
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def workdir(tmp_path, repo, spec, toren_home, monkeypatch, docker_client):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_health_json(workdir, capsys):
+    code, out, _ = toren(capsys, "health", "--json", "--docker-image", BASE_IMAGE, "--security")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["docker"]["ok"] and checks["git"]["ok"]
+    assert checks["image"]["ok"] and "linux" in checks["image"]["detail"]
+    assert checks["gpus"]["required"] is False
+    assert "runs as root" in checks["security"]["detail"]
+
+
+def test_health_missing_image_is_reported(workdir, capsys):
+    code, out, _ = toren(capsys, "health", "--docker-image", "toren-test/absent:1")
+    assert "not present locally" in out
+
+
+def test_summary_and_cleanup(workdir, toren_home, capsys, docker_client):
+    code, failed, _ = run_shell(capsys, "echo partial > p.txt; exit 4", branch="toren/fails")
+    assert code == 6
+    job_id = failed["job_id"]
+    ws = toren_home / "jobs" / job_id / "workspace"
+    assert (ws / "p.txt").read_text() == "partial\n"  # kept for inspection
+
+    code, out, _ = toren(capsys, "summary", job_id)
+    assert code == 0 and "failed" in out and "exited with code 4" in out and "running" in out
+
+    code, out, _ = toren(capsys, "cleanup", "--all", "--dry-run")
+    assert code == 0 and "would remove" in out and ws.exists()
+    code, out, _ = toren(capsys, "cleanup", job_id[:10])
+    assert code == 0 and not ws.exists()
+    assert (toren_home / "jobs" / job_id / "job.log").exists()  # logs stay without --logs
+    code, out, _ = toren(capsys, "cleanup", "--all", "--logs")
+    assert code == 0 and not (toren_home / "jobs" / job_id).exists()
+    code, out, err = toren(capsys, "logs", job_id)
+    assert code == 10 and "no job" in err
+
+
+def test_cleanup_needs_a_target(workdir, capsys):
+    code, _, err = toren(capsys, "cleanup")
+    assert code == 2 and "--all" in err
+    code, _, err = toren(capsys, "cleanup", "--older-than", "soon")
+    assert code == 2 and err.startswith("toren: --older-than: ")
+
+
+def test_repo_as_git_url(workdir, repo, toren_home, capsys, tmp_path):
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    code, out, err = toren(capsys, "run", "--repo", f"file://{bare}", "--spec", "task.md", "--branch", "toren/url",
+                           "--agent", "shell", "--command", "echo via-url > url.txt", "--base-image", BASE_IMAGE,
+                           "--disable-daemon", "--json")
+    assert code == 0, err
+    assert git("show", "toren/url:url.txt", cwd=bare) == "via-url\n"
+    # a second job on the same URL is refused when the branch exists there
+    code, out, err = toren(capsys, "run", "--repo", f"file://{bare}", "--spec", "task.md", "--branch", "toren/url",
+                           "--agent", "shell", "--command", "true", "--base-image", BASE_IMAGE, "--disable-daemon")
+    assert code == 2 and err.startswith("toren: --branch: ") and "already exists" in err
