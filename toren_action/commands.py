@@ -13,8 +13,19 @@ from pathlib import Path
 
 from toren_action.cli import print_json, run_flags
 from toren_action.errors import STATE_EXIT_CODES, TorenError, UsageError
-from toren_action.paths import job_dir, log_path, toren_home
+from toren_action.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.store import FINAL_STATES, Store, new_job_id
+
+
+def _stop_on_termination() -> None:
+    """SIGTERM and SIGHUP take the same path as Ctrl-C: container removed, job marked cancelled."""
+    import signal
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
 
 
 def cmd_run(args: Namespace) -> int:
@@ -35,6 +46,7 @@ def cmd_run(args: Namespace) -> int:
 
     from toren_action.ui import ConsoleReporter, outcome_json, print_outcome
 
+    _stop_on_termination()
     reporter = ConsoleReporter(quiet=args.quiet)
     outcome = pipeline.run_job(plan, store, home, job_id, reporter, docker=docker)
     job = store.get(job_id)
@@ -69,20 +81,26 @@ def cmd_run_job(args: Namespace) -> int:
     from toren_action import pipeline
     from toren_action.settings import settings_from_record
 
+    _stop_on_termination()
     home = toren_home()
     store = Store(home)
     job = store.get(args.job)
+    store.update(job.id, pid=os.getpid())
     settings = settings_from_record(job.inputs)
     try:
         plan = pipeline.make_plan(settings, job.id)
     except TorenError as exc:
         store.set_state(job.id, "failed", error=str(exc))
         return exc.exit_code
-    return pipeline.run_job(plan, store, home, job.id).exit_code
+    try:
+        return pipeline.run_job(plan, store, home, job.id).exit_code
+    except TorenError as exc:  # Interrupted: the job is already marked cancelled
+        return exc.exit_code
 
 
 def cmd_status(args: Namespace) -> int:
     store = Store(toren_home())
+    store.reap_lost()
     jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
     if args.json:
         print_json([j.to_dict() for j in jobs])
@@ -101,7 +119,7 @@ def cmd_logs(args: Namespace) -> int:
     job = store.resolve(args.job)
     path = log_path(home, job.id)
     if not path.exists():
-        raise TorenError(f"job {job.id} has no log (it was removed by `toren cleanup --logs`, or never started)")
+        raise TorenError(f"job {job.id} has no log yet (it has not started)")
     with open(path, encoding="utf-8", errors="replace") as fh:
         lines = fh.readlines()
         if args.tail is not None:
@@ -116,6 +134,7 @@ def cmd_logs(args: Namespace) -> int:
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
                 continue
+            store.reap_lost()
             job = store.get(job.id)
             if job.state in FINAL_STATES:
                 sys.stdout.write(fh.read())
@@ -168,6 +187,7 @@ def cmd_cleanup(args: Namespace) -> int:
     min_age = _parse_age(args.older_than) if args.older_than else None
     home = toren_home()
     store = Store(home)
+    store.reap_lost()
     if args.job:
         jobs = [store.resolve(args.job)]
         if jobs[0].state not in FINAL_STATES:
@@ -199,22 +219,15 @@ def cmd_cleanup(args: Namespace) -> int:
             if jdir.exists():
                 what.append(f"{jdir}")
             if not args.dry_run:
-                from toren_action.pipeline import remove_secrets
-
-                remove_secrets(jdir / "secrets")
-                shutil.rmtree(jdir, ignore_errors=True)
+                remove_tree(jdir)
                 store.delete(job.id)
             what.append("job record")
         else:
             for sub in ("workspace", "secrets", "task"):
                 if (jdir / sub).exists():
                     what.append(str(jdir / sub))
-                    if not args.dry_run:
-                        if sub == "secrets":
-                            from toren_action.pipeline import remove_secrets
-
-                            remove_secrets(jdir / sub)
-                        shutil.rmtree(jdir / sub, ignore_errors=True)
+                    if not args.dry_run and not remove_tree(jdir / sub):
+                        print(f"toren: could not remove all of {jdir / sub}", file=sys.stderr)
         if what:
             print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")
     if not jobs:

@@ -24,3 +24,30 @@ def job_dir(home: Path, job_id: str) -> Path:
 
 def log_path(home: Path, job_id: str) -> Path:
     return job_dir(home, job_id) / "job.log"
+
+
+def remove_tree(path: Path) -> bool:
+    """Delete a directory tree we own, even where the agent left read-only directories in it.
+    Returns True when it is gone."""
+    import shutil
+    import stat
+
+    def make_writable_and_retry(func, target, _exc_info):
+        parent = os.path.dirname(target)
+        for p in (parent, target):
+            try:
+                os.chmod(p, os.stat(p).st_mode | stat.S_IRWXU)
+            except OSError:
+                pass
+        try:
+            func(target)
+        except OSError:
+            pass
+
+    if path.exists() or path.is_symlink():
+        try:
+            os.chmod(path, os.stat(path).st_mode | stat.S_IRWXU)
+        except OSError:
+            pass
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+    return not path.exists()

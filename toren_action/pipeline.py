@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from toren_action.errors import (
     UsageError,
     VerificationFailed,
 )
-from toren_action.paths import job_dir, log_path
+from toren_action.paths import job_dir, log_path, remove_tree
 from toren_action.redact import Redactor, Secret
 from toren_action.settings import Settings
 from toren_action.store import Store
@@ -127,6 +126,9 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
         ca_bundle = validate.ca_bundle_file(s.ca_bundle, s.source_of("ca_bundle"))
 
     uid, gid = os.getuid(), os.getgid()
+    if s.agent_uid and s.agent_uid != uid and os.geteuid() != 0:
+        raise UsageError(s.source_of("agent_uid"), f"only root can run the agent as another uid ({s.agent_uid}); "
+                                                   "drop the setting or run Toren as root")
     if s.agent_uid:
         uid = gid = s.agent_uid
     elif uid == 0:
@@ -258,7 +260,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         if change is None:
             enter("no_changes", "the agent left the tree unchanged; nothing to commit")
             outcome.state, outcome.exit_code, outcome.message = "no_changes", 0, "the agent changed nothing"
-            shutil.rmtree(ws.path, ignore_errors=True)
+            remove_tree(ws.path)
             return outcome
 
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
@@ -270,7 +272,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         outcome.pushed_to = plan.origin
         enter("succeeded", f"{plan.branch} at {change.commit[:10]}, {len(change.files)} file(s) changed")
         outcome.state, outcome.exit_code = "succeeded", 0
-        shutil.rmtree(ws.path, ignore_errors=True)
+        remove_tree(ws.path)
         return outcome
     except KeyboardInterrupt:
         _fail(store, log, job_id, "cancelled", "interrupted (Ctrl-C); the container was removed", outcome,
@@ -293,13 +295,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
 
 
 def remove_secrets(secrets_dir: Path) -> None:
-    """Delete a job's secret files. The directory is 0500 while the agent runs, so make it ours to write first."""
-    if secrets_dir.exists():
-        try:
-            secrets_dir.chmod(0o700)
-        except OSError:
-            pass
-        shutil.rmtree(secrets_dir, ignore_errors=True)
+    """Delete a job's secret files (the directory is 0500 while the agent runs; remove_tree copes)."""
+    remove_tree(secrets_dir)
 
 
 def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, outcome: Outcome, code: int) -> None:

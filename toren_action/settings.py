@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "agent_uid": None,
 }
 
+#: Settings that reach host secrets, host paths or the host network: never taken from a file that was found in
+#: the repository (only from flags, TOREN_* or an explicit --config file).
+HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle", "network", "agent_uid", "gpus"})
+
 #: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 
@@ -226,7 +230,11 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             raise UsageError("--config", f"{explicit} is not a file; give the path of a toren.toml")
         candidates = [path]
     else:
-        base = Path(cwd, repo_hint) if Path(cwd, repo_hint).is_dir() else Path(cwd)
+        try:
+            hinted = Path(cwd, Path(repo_hint).expanduser())
+            base = hinted if hinted.is_dir() else Path(cwd)
+        except OSError:  # an impossible --repo path: validation reports it
+            base = Path(cwd)
         candidates = [base / "toren.toml", base / "pyproject.toml"]
     for path in candidates:
         if not path.is_file():
@@ -243,6 +251,12 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             raise ConfigError(f"{name}: expected a table of settings")
         data = {k.replace("-", "_"): v for k, v in data.items()}
         check_layer(data, name)
+        if not explicit:
+            # A file found in the repository is the repository's, possibly written by an earlier agent: it may not
+            # reach host secrets, host paths or the host network.
+            for key in sorted(set(data) & HOST_REACHING_KEYS):
+                raise ConfigError(f"{name}: {key}: a settings file found in the repository may not set {key}; "
+                                  f"pass it as {flag_name(key)} or TOREN_{key.upper()}, or in a file named by --config")
         return data, name
     return {}, ""
 
@@ -255,7 +269,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it as TOML ({exc}); fix the syntax") from None
 
 

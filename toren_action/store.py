@@ -116,6 +116,7 @@ class Job:
 
 class Store:
     def __init__(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = home / "toren.db"
         self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
@@ -224,10 +225,32 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self._conn.execute(sql, args)]
 
+    def reap_lost(self) -> list[str]:
+        """Mark failed every unfinished job whose process is gone (killed, machine rebooted). Returns their ids."""
+        lost = []
+        placeholders = ",".join("?" * len(FINAL_STATES))
+        rows = self._conn.execute(f"SELECT id, pid FROM jobs WHERE state NOT IN ({placeholders})",  # noqa: S608
+                                  tuple(FINAL_STATES)).fetchall()
+        for row in rows:
+            if row["pid"] and not _alive(row["pid"]):
+                self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} is gone")
+                lost.append(row["id"])
+        return lost
+
     def delete(self, job_id: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -61,6 +61,8 @@ def outcome_json(outcome, job) -> dict:
 def fmt_age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
@@ -74,6 +76,7 @@ def fmt_age(seconds: float | None) -> str:
 def status_table(jobs, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -85,9 +88,10 @@ def status_table(jobs, stream: TextIO | None = None) -> None:
         agent = j.agent + (f"/{j.model}" if j.model else "")
         result = (j.result_commit or "")[:10] or (j.error or "")[:40]
         table.add_row(
-            j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", _short_repo(j.repo), j.branch, agent,
+            j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", escape(_short_repo(j.repo)), escape(j.branch),
+            escape(agent),
             fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
-            f"${j.cost_usd:.2f}" if j.cost_usd is not None else "-", result,
+            f"${j.cost_usd:.2f}" if j.cost_usd is not None else "-", escape(result),
         )
     console = Console(file=stream, soft_wrap=False)
     if not console.is_terminal:

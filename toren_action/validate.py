@@ -4,6 +4,7 @@ naming the option and the fix, or returns the parsed value."""
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -40,6 +41,24 @@ CREDENTIAL_DIRS = (
 )
 
 
+def user_path(text: str, cwd: str) -> Path:
+    """A path as the user wrote it: ~ expanded, relative to cwd."""
+    return Path(cwd, Path(text).expanduser())
+
+
+def _stat_kind(path: Path, option: str) -> str | None:
+    """'dir', 'file', 'other' or None (absent), or a UsageError for a path that cannot even be looked at."""
+    try:
+        if path.is_dir():
+            return "dir"
+        if path.is_file():
+            return "file"
+        return "other" if path.exists() else None
+    except OSError as exc:
+        raise UsageError(option, f"cannot look at {str(path)[:80]} ({exc.strerror}); give a shorter or "
+                                 "accessible path") from None
+
+
 def branch_name(name: str, option: str = "--branch") -> str:
     """git check-ref-format rules for a branch, plus a length cap."""
     problem = None
@@ -51,8 +70,8 @@ def branch_name(name: str, option: str = "--branch") -> str:
         problem = "contains a space, a control character or one of ~ ^ : ? * [ \\"
     elif name.startswith("-"):
         problem = "starts with '-'"
-    elif name == "@" or "@{" in name:
-        problem = "contains '@{' or is '@'"
+    elif name in ("@", "HEAD") or "@{" in name:
+        problem = "is HEAD, '@' or contains '@{'"
     elif ".." in name:
         problem = "contains '..'"
     elif name.startswith("/") or name.endswith("/") or "//" in name:
@@ -76,14 +95,18 @@ def repo_spec(spec: str, cwd: str) -> RepoRef:
     """A local path (must be a git work tree or bare repo), a git URL, or owner/name on GitHub."""
     if not spec or "\n" in spec or "\x00" in spec:
         raise UsageError("--repo", "is empty or has a newline; give a path, a git URL or owner/name")
-    path = Path(cwd, spec).expanduser()
-    if path.exists():
-        if not path.is_dir():
+    path = user_path(spec, cwd)
+    kind = _stat_kind(path, "--repo")
+    if kind is not None:
+        if kind != "dir":
             raise UsageError("--repo", f"{spec} is a file, not a repository directory")
         if not ((path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())):
             raise UsageError("--repo", f"{spec} is not a git repository; run `git init` there or pick another path")
         return RepoRef("local", str(path.resolve()))
     if _GIT_URL.match(spec):
+        if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", spec) or re.match(r"^https?://[^/@]+@", spec):
+            raise UsageError("--repo", "the URL carries a credential; remove it and let a git credential helper "
+                                       "supply it, so it never reaches the job's files, logs or records")
         return RepoRef("url", spec)
     if _GITHUB_NAME.match(spec) and not spec.startswith((".", "/")):
         return RepoRef("github", spec)
@@ -145,16 +168,18 @@ def volume_spec(spec: str, cwd: str, home: str, allowed: tuple[str, ...] = ()) -
         raise UsageError("--volume", f"mode {mode!r} in {spec!r} must be ro or rw")
     if ".." in PurePosixPath(src).parts or ".." in PurePosixPath(dst).parts:
         raise UsageError("--volume", f"{spec!r} contains '..'; give the paths without it")
+    if dst.startswith("/"):
+        dst = re.sub("/+", "/", posixpath.normpath(dst))
     if not dst.startswith("/") or dst == "/":
         raise UsageError("--volume", f"container path {dst!r} must be absolute and not '/'")
     for reserved in RESERVED_CONTAINER_PATHS:
         if dst == reserved or (reserved == "/run/toren" and dst.startswith(reserved + "/")):
             raise UsageError("--volume", f"container path {dst} is Toren's own; mount somewhere else")
-    host = Path(cwd, src).expanduser()
-    if not host.exists():
+    host = user_path(src, cwd)
+    if _stat_kind(host, "--volume") is None:
         raise UsageError("--volume", f"host path {src} does not exist; create it or fix the path")
     real = os.path.realpath(host)
-    allowed_real = {os.path.realpath(Path(cwd, a).expanduser()) for a in allowed}
+    allowed_real = {os.path.realpath(user_path(a, cwd)) for a in allowed}
     if real not in allowed_real:
         reason = _sensitive_reason(real, os.path.realpath(home))
         if reason:
@@ -200,8 +225,8 @@ def positive_number(value: float, option: str, maximum: float | None = None) -> 
 
 
 def spec_file(path: str, cwd: str) -> Path:
-    p = Path(cwd, path).expanduser()
-    if not p.is_file():
+    p = user_path(path, cwd)
+    if _stat_kind(p, "--spec") != "file":
         raise UsageError("--spec", f"{path} is not a file; give the path of a markdown file holding the task")
     size = p.stat().st_size
     if size == 0:
@@ -217,7 +242,7 @@ def spec_file(path: str, cwd: str) -> Path:
 
 def ca_bundle_file(path: str, origin: str) -> Path:
     p = Path(path).expanduser()
-    if not p.is_file():
+    if _stat_kind(p, origin) != "file":
         raise UsageError(origin, f"CA bundle {path} is not a file; give a PEM file or unset {origin}")
     try:
         text = p.read_text("utf-8", errors="replace")

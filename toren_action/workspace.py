@@ -19,15 +19,18 @@ from pathlib import Path
 
 from toren_action.errors import GitError, UsageError
 
-SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "safe.directory=*",
-        "-c", "protocol.ext.allow=never"]
+SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never"]
 TOREN_DIR = ".toren"
 
 
 def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
         redact: Callable[[str], str] = str) -> str:
     full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", **(env or {})}
-    proc = subprocess.run(["git", *SAFE, *args], cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
+    # Trust only the directory we run in (a job's tree may belong to the agent's uid); a repository the agent
+    # nests inside it stays untrusted, so git refuses to run its config instead of running it as us.
+    trust = ["-c", f"safe.directory={os.path.realpath(cwd)}"] if cwd else []
+    proc = subprocess.run(["git", *SAFE, *trust, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
         detail = lines[-1] if lines else f"exit code {proc.returncode}"
@@ -65,9 +68,9 @@ def update_mirror(home: Path, origin: str) -> Path:
         else:
             tmp = mirror.with_suffix(".tmp")
             if tmp.exists():
-                import shutil
+                from toren_action.paths import remove_tree
 
-                shutil.rmtree(tmp)
+                remove_tree(tmp)
             git("clone", "--mirror", "--quiet", origin, str(tmp))
             tmp.rename(mirror)
     return mirror
@@ -122,7 +125,7 @@ def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None,
     alternates = dest / ".git" / "objects" / "info" / "alternates"
     alternates.write_text(os.path.relpath(mirror / "objects", dest / ".git" / "objects") + "\n")
     git("remote", "set-url", "origin", origin, cwd=dest)
-    git("checkout", "--quiet", "-b", branch, commit, cwd=dest)
+    git("checkout", "--quiet", "-B", branch, commit, cwd=dest)
     with open(dest / ".git" / "info" / "exclude", "a") as fh:
         fh.write(f"\n/{TOREN_DIR}/\n")
     return Workspace(dest, commit, base)
@@ -159,8 +162,24 @@ class Change:
     diffstat: str
 
 
+def nested_repositories(root: Path) -> list[str]:
+    """Paths (relative) of every .git below the top level: a repository the agent made inside the tree.
+    Host-side git would enter it and could run its filters or hooks, so Toren refuses to commit such a tree."""
+    found = []
+    for dirpath, dirs, files in os.walk(root):
+        if dirpath != str(root) and (".git" in dirs or ".git" in files):
+            found.append(os.path.relpath(os.path.join(dirpath, ".git"), root))
+        if ".git" in dirs:
+            dirs.remove(".git")
+    return sorted(found)
+
+
 def commit_all(ws: Workspace, message: str, author_name: str, author_email: str) -> Change | None:
     """Commit everything the agent changed; None when the tree is unchanged."""
+    nested = nested_repositories(ws.path)
+    if nested:
+        raise GitError(f"the agent created a git repository inside the work tree ({', '.join(nested[:3])}); "
+                       "Toren does not commit nested repositories, as host-side git could run their config")
     git("add", "--all", cwd=ws.path)
     if not git("status", "--porcelain", "--untracked-files=no", cwd=ws.path).strip():
         return None

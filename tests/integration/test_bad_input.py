@@ -52,6 +52,10 @@ CASES = [
     ("repo-missing", with_(repo="/nonexistent/deeply/nested"), "--repo"),
     ("repo-not-git", with_(repo="plain"), "--repo"),
     ("repo-is-file", with_(repo="task.md"), "--repo"),
+    ("repo-url-credential", with_(repo="https://user:ghp_secret123@example.com/a/b.git"), "--repo"),
+    ("repo-path-too-long", with_(repo="x" * 300), "--repo"),
+    ("spec-path-too-long", with_(spec="s" * 300 + ".md"), "--spec"),
+    ("branch-head", with_(branch="HEAD"), "--branch"),
     ("image-upper", with_(base_image="UPPER/Case"), "--base-image"),
     ("image-space", with_(base_image="bad image"), "--base-image"),
     ("env-no-equals", GOOD + ["--env", "NOEQUALS"], "--env"),
@@ -65,6 +69,9 @@ CASES = [
     ("volume-ssh", GOOD + ["--volume", "{home}/.ssh:/s:ro"], "--volume"),
     ("volume-relative-dst", GOOD + ["--volume", "plain:relative"], "--volume"),
     ("volume-workspace", GOOD + ["--volume", "plain:/workspace"], "--volume"),
+    ("volume-workspace-slash", GOOD + ["--volume", "plain://workspace/."], "--volume"),
+    ("volume-secrets-dots", GOOD + ["--volume", "plain:/run//toren/./secrets"], "--volume"),
+    ("volume-source-too-long", GOOD + ["--volume", "v" * 300 + ":/x"], "--volume"),
     ("volume-mode", GOOD + ["--volume", "plain:/x:rx"], "--volume"),
     ("volume-dotdot", GOOD + ["--volume", "plain/../plain:/x"], "--volume"),
     ("gpus-word", GOOD + ["--gpus", "lots"], "--gpus"),
@@ -132,6 +139,26 @@ def test_config_file_error_exits_3(bad_input_dir, toren_home, repo, capsys, dock
     err = capsys.readouterr().err
     assert code == 3 and "toren.toml: timeout_minutes:" in err and len(err.strip().splitlines()) == 1
     assert_nothing_started(toren_home, repo, docker_client)
+
+
+def test_repository_config_may_not_reach_host_secrets(bad_input_dir, toren_home, repo, capsys, docker_client,
+                                                        monkeypatch):
+    monkeypatch.setenv("HOST_DEPLOY_TOKEN", "s3cr3t-value-123")
+    for line in ('secrets = ["HOST_DEPLOY_TOKEN"]', 'volumes = ["/etc:/host-etc:ro"]', 'network = "host"',
+                 'allow_mounts = ["/"]'):
+        (repo / "toren.toml").write_text(line + "\n")
+        code = main(["run", *GOOD])
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert "may not set" in err and len(err.strip().splitlines()) == 1
+        assert_nothing_started(toren_home, repo, docker_client)
+
+
+def test_bad_utf8_config_is_a_config_error(bad_input_dir, toren_home, repo, capsys, docker_client):
+    (repo / "toren.toml").write_bytes(b'command = "\xff"\n')
+    code = main(["run", *GOOD])
+    err = capsys.readouterr().err
+    assert code == 3 and "cannot read it as TOML" in err
 
 
 def test_environment_error_names_the_variable(bad_input_dir, toren_home, repo, capsys, docker_client, monkeypatch):

@@ -271,3 +271,50 @@ def test_base_image_without_git_or_apt_is_refused_clearly(workdir, repo, toren_h
         assert "neither git nor apt-get" in result["message"] and "Debian/Ubuntu" in result["message"]
     finally:
         docker_client.images.remove(tag, force=True)
+
+
+def test_nested_repository_from_the_agent_cannot_run_code_on_the_host(workdir, repo, toren_home, capsys):
+    marker = Path(f"/tmp/toren-pwned-{secrets.token_hex(6)}")
+    cmd = ("mkdir sub && cd sub && git init -q && "
+           f"git config filter.evil.clean 'touch {marker}; cat' && echo '* filter=evil' > .gitattributes && "
+           "echo a > f && git add . && git -c user.name=a -c user.email=a@b commit -qm x && echo b > f")
+    code, result, err = run_shell(capsys, cmd, branch="toren/nested")
+    assert not marker.exists(), "host-side git ran a filter the agent configured"
+    assert code == 9 and result["state"] == "failed"
+    assert "git repository inside the work tree (sub/.git)" in result["message"]
+    assert "toren/nested" not in git("branch", "--list", cwd=repo)
+
+
+def test_sigterm_to_a_background_job_cancels_it_and_removes_the_container(workdir, repo, toren_home, docker_client):
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "toren_action", "run", "--repo", "./myproject", "--spec", "task.md",
+         "--branch", "toren/killed", "--agent", "shell", "--command", "sleep 60", "--base-image", BASE_IMAGE],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    job_id = proc.stdout.strip()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not docker_client.containers.list(
+            filters={"label": f"toren.job={job_id}", "status": "running"}):
+        time.sleep(0.1)
+    pid = job_record(toren_home, job_id)["pid"]
+    os.kill(pid, signal.SIGTERM)
+    while time.monotonic() < deadline and job_record(toren_home, job_id)["state"] != "cancelled":
+        time.sleep(0.1)
+    assert job_record(toren_home, job_id)["state"] == "cancelled"
+    assert not toren_containers(docker_client, job_id)
+
+
+def test_a_job_whose_process_died_is_marked_lost(toren_home, capsys):
+    from toren_action.store import Store
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store = Store(toren_home)
+    job_id = store.create_job(repo="/r", branch="b", agent="shell", model=None, base_image="i", inputs={})
+    store.set_state(job_id, "running", pid=dead.pid)
+    code, out, _ = toren(capsys, "status", "--json")
+    job = [j for j in json.loads(out) if j["id"] == job_id][0]
+    assert job["state"] == "failed" and "worker lost" in job["error"]

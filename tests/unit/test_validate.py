@@ -22,7 +22,7 @@ def test_good_branch_names(name):
 
 @pytest.mark.parametrize("name", [
     "", "has space", "a..b", "-x", "x.lock", "a/", "/a", "a//b", "a.", ".hidden", "a/.b", "x~1", "x^", "x:y",
-    "x?", "x*", "x[", "x\\y", "@", "a@{b", "tab\there", "x" * 201,
+    "x?", "x*", "x[", "x\\y", "@", "a@{b", "tab\there", "x" * 201, "HEAD",
 ])
 def test_bad_branch_names(name):
     with pytest.raises(UsageError) as exc:
@@ -168,3 +168,18 @@ def test_repo_specs(tmp_path):
         validate.repo_spec("plain", str(tmp_path))
     with pytest.raises(UsageError, match="neither"):
         validate.repo_spec("no/such/path", str(tmp_path))
+
+
+def test_tilde_is_expanded(tmp_path, monkeypatch):
+    home = tmp_path / "h"
+    (home / "data").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    m = validate.volume_spec("~/data:/data", "/", str(tmp_path / "other-home"))
+    assert m.source == os.path.realpath(home / "data")
+    (home / "t.md").write_text("# t\n")
+    assert validate.spec_file("~/t.md", "/") == (home / "t.md").resolve()
+
+
+def test_volume_destinations_are_normalised(tmp_path):
+    (tmp_path / "d").mkdir()
+    assert validate.volume_spec("d:/data//models/", str(tmp_path), "/nonexistent").target == "/data/models"
