@@ -275,7 +275,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         remove_tree(ws.path)
         return outcome
     except KeyboardInterrupt:
-        _fail(store, log, job_id, "cancelled", "interrupted (Ctrl-C); the container was removed", outcome,
+        _fail(store, log, job_id, "cancelled",
+              "interrupted (Ctrl-C or a termination signal); the container was removed", outcome,
               Interrupted.exit_code)
         raise Interrupted("interrupted; the container was removed and the job marked cancelled") from None
     except JobTimedOut as exc:

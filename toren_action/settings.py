@@ -153,7 +153,8 @@ class Settings:
 
 
 def flag_name(key: str) -> str:
-    return "--" + {"timeout_minutes": "timeout", "volumes": "volume"}.get(key, key).replace("_", "-")
+    flags = {"timeout_minutes": "timeout", "volumes": "volume", "secrets": "secret"}
+    return "--" + flags.get(key, key).replace("_", "-")
 
 
 @lru_cache(maxsize=1)
@@ -256,7 +257,7 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             # reach host secrets, host paths or the host network.
             for key in sorted(set(data) & HOST_REACHING_KEYS):
                 raise ConfigError(f"{name}: {key}: a settings file found in the repository may not set {key}; "
-                                  f"pass it as {flag_name(key)} or TOREN_{key.upper()}, or in a file named by --config")
+                                  f"set TOREN_{key.upper()}, a flag, or put it in a file named by --config")
         return data, name
     return {}, ""
 

@@ -184,7 +184,8 @@ def volume_spec(spec: str, cwd: str, home: str, allowed: tuple[str, ...] = ()) -
         reason = _sensitive_reason(real, os.path.realpath(home))
         if reason:
             raise UsageError(
-                "--volume", f"refusing to mount {real} ({reason}); add it to allow_mounts in toren.toml if you mean it"
+                "--volume", f"refusing to mount {real} ({reason}); list it in allow_mounts (TOREN_ALLOW_MOUNTS or a "
+                            "--config file) if you mean it"
             )
     return Mount(real, dst, mode == "ro")
 
