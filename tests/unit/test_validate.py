@@ -30,19 +30,12 @@ def test_bad_branch_names(name):
     assert str(exc.value).startswith("--branch: ")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x17F), min_size=1, max_size=40))
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x17F), min_size=1, max_size=40),
+    st.text(alphabet="ab/.-_@{~^:", min_size=1, max_size=12),  # the characters git's rules are about
+))
 def test_branch_validator_never_accepts_what_git_refuses(name):
-    try:
-        validate.branch_name(name)
-    except UsageError:
-        return
-    assert git_accepts_branch(name), name
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="ab/.-_@{~^:", min_size=1, max_size=12))
-def test_branch_validator_on_tricky_alphabet(name):
     try:
         validate.branch_name(name)
     except UsageError:
