@@ -11,6 +11,11 @@ import pytest
 BASE_IMAGE = os.environ.get("TOREN_TEST_BASE_IMAGE", "toren/base:bookworm")
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment for running `python -m toren_action` in a child process from this checkout."""
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
 def git(*args: str, cwd: Path) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
@@ -54,3 +59,10 @@ def docker_client():
     client.ping()  # no engine: the test errors (run scripts/setup-docker.sh), it is not skipped
     client.images.get(BASE_IMAGE)  # missing: run scripts/build-base-image.sh
     return client
+
+
+@pytest.fixture
+def workdir(tmp_path, repo, spec, toren_home, monkeypatch, docker_client):
+    """The user's shell: cwd holds ./myproject and task.md; Docker answers."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -134,7 +134,7 @@ def cmd_logs(args: Namespace) -> int:
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
                 continue
-            store.reap_lost()
+            store.reap_lost(job.id)
             job = store.get(job.id)
             if job.state in FINAL_STATES:
                 sys.stdout.write(fh.read())

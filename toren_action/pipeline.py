@@ -291,13 +291,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         return outcome
     finally:
         outcome.duration_s = time.monotonic() - started
-        remove_secrets(secrets_dir)
+        remove_tree(secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
         log.close()
-
-
-def remove_secrets(secrets_dir: Path) -> None:
-    """Delete a job's secret files (the directory is 0500 while the agent runs; remove_tree copes)."""
-    remove_tree(secrets_dir)
 
 
 def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, outcome: Outcome, code: int) -> None:
@@ -330,7 +325,8 @@ def _job_mounts(plan: Plan, jdir: Path, ws_path: Path, secrets_dir: Path) -> lis
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secret.reveal())
-            os.chown(path, plan.uid, plan.gid) if os.geteuid() == 0 else None
+            if os.geteuid() == 0:
+                os.chown(path, plan.uid, plan.gid)
         if os.geteuid() == 0:
             os.chown(secrets_dir, plan.uid, plan.gid)
         secrets_dir.chmod(0o500)

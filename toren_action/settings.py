@@ -255,7 +255,9 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
         if not explicit:
             # A file found in the repository is the repository's, possibly written by an earlier agent: it may not
             # reach host secrets, host paths or the host network.
-            for key in sorted(set(data) & HOST_REACHING_KEYS):
+            forbidden = sorted(set(data) & HOST_REACHING_KEYS)
+            if forbidden:
+                key = forbidden[0]
                 raise ConfigError(f"{name}: {key}: a settings file found in the repository may not set {key}; "
                                   f"set TOREN_{key.upper()}, a flag, or put it in a file named by --config")
         return data, name

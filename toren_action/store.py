@@ -225,12 +225,16 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self._conn.execute(sql, args)]
 
-    def reap_lost(self) -> list[str]:
-        """Mark failed every unfinished job whose process is gone (killed, machine rebooted). Returns their ids."""
+    def reap_lost(self, job_id: str | None = None) -> list[str]:
+        """Mark failed every unfinished job (or just ``job_id``) whose process is gone (killed, machine rebooted).
+        Returns their ids."""
         lost = []
         placeholders = ",".join("?" * len(FINAL_STATES))
-        rows = self._conn.execute(f"SELECT id, pid FROM jobs WHERE state NOT IN ({placeholders})",  # noqa: S608
-                                  tuple(FINAL_STATES)).fetchall()
+        sql = f"SELECT id, pid FROM jobs WHERE state NOT IN ({placeholders})"  # noqa: S608
+        args: tuple = tuple(FINAL_STATES)
+        if job_id:
+            sql, args = sql + " AND id = ?", (*args, job_id)
+        rows = self._conn.execute(sql, args).fetchall()
         for row in rows:
             if row["pid"] and not _alive(row["pid"]):
                 self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} is gone")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_IMAGE, git
+from tests.conftest import BASE_IMAGE, git, subprocess_env
 from toren_action.cli import main
 
 pytestmark = pytest.mark.docker
@@ -177,7 +177,7 @@ def test_missing_base_image_with_pull_never(bad_input_dir, toren_home, repo, cap
 
 
 def test_as_a_subprocess_one_line_and_exit_2(bad_input_dir, toren_home):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, "-m", "toren_action", "run", *with_(branch="bad name")],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2

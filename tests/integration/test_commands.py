@@ -13,12 +13,6 @@ from tests.integration.test_run_local import run_shell, toren
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def workdir(tmp_path, repo, spec, toren_home, monkeypatch, docker_client):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_health_json(workdir, capsys):
     code, out, _ = toren(capsys, "health", "--json", "--docker-image", BASE_IMAGE, "--security")
     report = json.loads(out)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_IMAGE, git
+from tests.conftest import BASE_IMAGE, git, subprocess_env
 from toren_action.cli import main
 
 pytestmark = pytest.mark.docker
@@ -31,12 +31,6 @@ def run_shell(capsys, command: str, *extra: str, branch: str = "toren/rename-hel
                            "--agent", "shell", "--command", command, "--base-image", BASE_IMAGE,
                            "--disable-daemon", "--json", *extra)
     return code, json.loads(out), err
-
-
-@pytest.fixture
-def workdir(tmp_path, repo, spec, toren_home, monkeypatch, docker_client):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def job_record(toren_home: Path, job_id: str) -> dict:
@@ -214,7 +208,7 @@ def test_secrets_reach_the_agent_as_files_and_nowhere_else(workdir, repo, toren_
 
 
 def test_background_run_returns_at_once(workdir, repo, toren_home, spec):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = subprocess_env()
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "toren_action", "run", "--repo", "./myproject", "--spec", "task.md",
@@ -235,7 +229,7 @@ def test_background_run_returns_at_once(workdir, repo, toren_home, spec):
 def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_home, docker_client):
     import signal
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = subprocess_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "toren_action", "run", "--repo", "./myproject", "--spec", "task.md",
          "--branch", "toren/interrupted", "--agent", "shell", "--command", "touch x; sleep 60",
@@ -288,7 +282,7 @@ def test_nested_repository_from_the_agent_cannot_run_code_on_the_host(workdir, r
 def test_sigterm_to_a_background_job_cancels_it_and_removes_the_container(workdir, repo, toren_home, docker_client):
     import signal
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = subprocess_env()
     proc = subprocess.run(
         [sys.executable, "-m", "toren_action", "run", "--repo", "./myproject", "--spec", "task.md",
          "--branch", "toren/killed", "--agent", "shell", "--command", "sleep 60", "--base-image", BASE_IMAGE],

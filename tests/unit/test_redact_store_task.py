@@ -88,7 +88,7 @@ def test_secrets_dir_is_removed_for_a_non_root_owner():
     import tempfile
     from pathlib import Path
 
-    from toren_action.pipeline import remove_secrets
+    from toren_action.paths import remove_tree
 
     base = Path(tempfile.mkdtemp(prefix="toren-secrets-test-"))
     base.chmod(0o777)
@@ -103,7 +103,7 @@ def test_secrets_dir_is_removed_for_a_non_root_owner():
             (d / "TOKEN").write_text("x")
             (d / "TOKEN").chmod(0o400)
             d.chmod(0o500)
-            remove_secrets(d)
+            remove_tree(d)
             os._exit(1 if d.exists() else 0)
         except BaseException:
             os._exit(2)
