@@ -40,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--agent", "--cli-type", dest="agent", help="claude (default), gemini, codex, qwen or shell")
     g.add_argument("--command", help="command the shell agent runs with /bin/sh -c")
     g.add_argument("--model", help="model name for the agent CLI")
+    g.add_argument("--agent-version", metavar="VERSION",
+                   help="version of the agent CLI's npm package (default: pinned)")
     g.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop the agent when its cost passes this")
+    g.add_argument("--max-turns", type=int, metavar="N", help="stop the agent after N model turns")
+    g.add_argument("--push-partial", action="store_true", default=None,
+                   help="when a budget stops the agent, still commit and push the work so far")
+    g.add_argument("--allowed-tools", action="append", metavar="TOOL",
+                   help="tool the agent may use (repeatable; Claude Code syntax, e.g. 'Bash(git diff:*)')")
+    g.add_argument("--disallowed-tools", action="append", metavar="TOOL",
+                   help="tool the agent may not use (repeatable)")
+    g.add_argument("--append-system-prompt", metavar="TEXT", help="text appended to the agent's system prompt")
     g.add_argument("--timeout", type=float, dest="timeout_minutes", metavar="MINUTES",
                    help="stop the agent after this many minutes (default 60)")
     g = r.add_argument_group("container")
@@ -100,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 RUN_SETTING_FLAGS = (
     "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
+    "agent_version", "max_turns", "push_partial", "allowed_tools", "disallowed_tools", "append_system_prompt",
     "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
     "ca_bundle", "verify", "draft", "no_pr",
 )

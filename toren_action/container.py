@@ -65,9 +65,10 @@ def device_requests(gpus: str | None):
     return [DeviceRequest(device_ids=gpus.split("=", 1)[1].split(","), capabilities=[["gpu"]])]
 
 
-def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], None],
+def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None],
         on_start: Callable[[str], None] | None = None) -> ContainerResult:
-    """Create, start and wait for a container; stream its output line by line to ``on_line``.
+    """Create, start and wait for a container; stream its output line by line to ``on_line``. When ``on_line``
+    returns True (a budget passed, a bad key), the container is killed at once.
 
     The container is removed on every path out of here: normal exit, timeout, error or Ctrl-C.
     """
@@ -128,14 +129,17 @@ def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], None],
                 pass
 
 
-def _pump(container, on_line: Callable[[str], None]) -> None:
+def _pump(container, on_line: Callable[[str], bool | None]) -> None:
     pending = b""
+    stopped = False
     try:
         for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                on_line(line.decode("utf-8", errors="replace").rstrip("\r"))
+                if on_line(line.decode("utf-8", errors="replace").rstrip("\r")) and not stopped:
+                    stopped = True
+                    _kill(container)
     except Exception:  # noqa: BLE001,S110 - the container went away; what was read is kept
         pass
     if pending:

@@ -78,6 +78,36 @@ class JobNotFound(TorenError):
     exit_code = 10
 
 
+class BudgetExceeded(TorenError):
+    """The agent's running cost passed ``--max-cost-usd``; its container was stopped."""
+
+    exit_code = 11
+
+
+class AgentAuthFailed(TorenError):
+    """The model API refused the agent's credentials (401/403)."""
+
+    exit_code = 12
+
+
+class AgentRateLimited(TorenError):
+    """The model API kept answering 429 or 5xx (rate limit, overload) until the CLI gave up."""
+
+    exit_code = 13
+
+
+class MaxTurnsReached(TorenError):
+    """The agent used all of ``--max-turns`` before finishing."""
+
+    exit_code = 14
+
+
+class MissingCredentials(TorenError):
+    """The agent CLI needs a credential that is not set on the host. Checked before anything is built."""
+
+    exit_code = 15
+
+
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 
@@ -91,4 +121,17 @@ STATE_EXIT_CODES = {
     "failed": AgentFailed.exit_code,
     "timed_out": JobTimedOut.exit_code,
     "cancelled": Interrupted.exit_code,
+    "budget_exceeded": BudgetExceeded.exit_code,
+    "auth_failed": AgentAuthFailed.exit_code,
+    "rate_limited": AgentRateLimited.exit_code,
+    "max_turns": MaxTurnsReached.exit_code,
+}
+
+#: The job state each agent-side failure ends in.
+ERROR_STATES = {
+    BudgetExceeded: "budget_exceeded",
+    AgentAuthFailed: "auth_failed",
+    AgentRateLimited: "rate_limited",
+    MaxTurnsReached: "max_turns",
+    JobTimedOut: "timed_out",
 }

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from toren_action.agents.base import AgentProfile
+from toren_action.agents.base import CLI_PREFIX, NODE_PREFIX, AgentProfile
 from toren_action.errors import ImageError
 
 IMAGE_REPOSITORY = "toren/agent"
@@ -20,7 +21,8 @@ CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_E
                 "GIT_SSL_CAINFO")
 UNSUPPORTED_EXIT = 90
 #: Bump when the rendered Dockerfile changes meaning, so old images are not reused.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class ImageRecipe:
     uid: int
     gid: int
     ca_bundle: bytes | None
+    #: The Node runtime to copy in (toolchain.node_runtime) and its label "24.19.0-x86_64"; None for profiles
+    #: that install no npm package.
+    node_dir: Path | None = None
+    node_label: str = ""
 
     def dockerfile(self) -> str:
         lines = [
@@ -57,7 +63,15 @@ class ImageRecipe:
         ]
         install = self.profile.install_layer().strip()
         if install:
-            lines.append(install)
+            # Node, then the CLI in its own layer: a new CLI version reuses every layer above it
+            lines += [
+                f"# node {self.node_label}",
+                f"COPY node {NODE_PREFIX}",
+                f"ENV PATH={CLI_PREFIX}/bin:{NODE_PREFIX}/bin:${{PATH:-{DEFAULT_PATH}}} "
+                "NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false",
+                f"# agent CLI {self.profile.package}@{self.profile.version}",
+                install,
+            ]
         lines += [
             "ENV HOME=/home/toren",
             "WORKDIR /workspace",
@@ -77,9 +91,9 @@ class ImageRecipe:
     def tag(self) -> str:
         return f"{IMAGE_REPOSITORY}:{self.profile.name}-{self.content_hash()[:16]}"
 
-    def context_tar(self) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
+    def write_context(self, fileobj) -> None:
+        """The build context as a tar: the Dockerfile, the CA bundle, the Node runtime."""
+        with tarfile.open(fileobj=fileobj, mode="w") as tar:
             files = {"Dockerfile": self.dockerfile().encode()}
             if self.ca_bundle is not None:
                 files["ca-bundle.crt"] = self.ca_bundle
@@ -88,11 +102,17 @@ class ImageRecipe:
                 info.size = len(data)
                 info.mode = 0o644
                 tar.addfile(info, io.BytesIO(data))
+            if self.node_dir is not None and self.profile.install_layer():
+                tar.add(self.node_dir, arcname="node", filter=_root_owned)
+
+    def context_tar(self) -> bytes:
+        buf = io.BytesIO()
+        self.write_context(buf)
         return buf.getvalue()
 
 
-def resolve_base(client, ref: str, pull: str, progress: Callable[[str], None]) -> str:
-    """The base image's id after applying the pull policy (missing, always, never)."""
+def resolve_base(client, ref: str, pull: str, progress: Callable[[str], None]) -> tuple[str, str]:
+    """The base image's id and architecture after applying the pull policy (missing, always, never)."""
     import docker.errors
 
     present = None
@@ -134,9 +154,12 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None]) -
         pass
     progress(f"building {tag}")
     tail: list[str] = []
+    context = tempfile.TemporaryFile()  # noqa: SIM115 - closed below; the Node runtime makes it ~140 MB
+    recipe.write_context(context)
+    context.seek(0)
     try:
         for chunk in client.api.build(
-            fileobj=io.BytesIO(recipe.context_tar()), custom_context=True, tag=tag, rm=True, forcerm=True,
+            fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
             decode=True, labels={"toren.managed": "1", "toren.image-hash": recipe.content_hash()},
         ):
             if "stream" in chunk:
@@ -154,7 +177,15 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None]) -
                                  + (f" (last output: {last.strip()})" if last else ""))
     except docker.errors.APIError as exc:
         raise ImageError(f"building the agent image failed: {_explain(exc)}") from None
+    finally:
+        context.close()
     return tag, True
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
 
 
 def read_ca_bundle(path: Path | None) -> bytes | None:
@@ -171,11 +202,11 @@ def _split_tag(ref: str) -> tuple[str, str | None]:
     return ref, "latest"
 
 
-def _check_os(image, ref: str) -> str:
+def _check_os(image, ref: str) -> tuple[str, str]:
     os_name = image.attrs.get("Os", "linux")
     if os_name != "linux":
         raise ImageError(f"--base-image: {ref} is a {os_name} image; Toren needs a Linux image")
-    return image.id
+    return image.id, image.attrs.get("Architecture") or "amd64"
 
 
 def _explain(exc) -> str:

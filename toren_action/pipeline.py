@@ -13,11 +13,16 @@ from typing import Protocol
 
 from toren_action import validate
 from toren_action.agents import get_profile
-from toren_action.agents.base import AgentProfile, RunContext
+from toren_action.agents.base import AgentProfile, RunContext, Verdict, launch_command
 from toren_action.errors import (
+    ERROR_STATES,
+    AgentAuthFailed,
     AgentFailed,
+    AgentRateLimited,
+    BudgetExceeded,
     Interrupted,
-    JobTimedOut,
+    MaxTurnsReached,
+    MissingCredentials,
     TorenError,
     UsageError,
     VerificationFailed,
@@ -31,6 +36,11 @@ from toren_action.validate import Mount, RepoRef
 
 CONTAINER_SECRETS = "/run/toren/secrets"
 CONTAINER_TASK = "/run/toren/task"
+CONTAINER_SOCKETS = "/run/toren/sockets"
+_LOOPBACK = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^/@]*@)?(?:localhost|127\.[0-9.]+|\[::1\])(?:[:/]|$)", re.I)
+#: How each verdict from an agent's stream ends the job.
+VERDICT_ERRORS = {"auth": AgentAuthFailed, "rate_limit": AgentRateLimited, "max_turns": MaxTurnsReached,
+                  "budget": BudgetExceeded, "error": AgentFailed}
 _CREDENTIAL_NAME = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$|^GH_TOKEN$", re.I)
 
 
@@ -65,6 +75,10 @@ class Plan:
     timeout_s: float
     uid: int
     gid: int
+    #: Names of the credential secrets the agent CLI authenticates with.
+    credentials: tuple[str, ...] = ()
+    #: Non-secret host variables for the CLI (base URLs; unix sockets rewritten to their mount point).
+    passthrough: tuple[tuple[str, str], ...] = ()
 
     @property
     def redactor(self) -> Redactor:
@@ -78,7 +92,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     cwd = cwd or os.getcwd()
     home_dir = environ.get("HOME", str(Path.home()))
 
-    profile = get_profile(s.agent)
+    profile = get_profile(s.agent, s.agent_version)
     if profile.takes_command and not s.command:
         raise UsageError("--command", f"the {s.agent} agent needs a command; e.g. --command 'make fmt'")
     if s.command and not profile.takes_command:
@@ -120,6 +134,10 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
         env[key] = value
     secrets = tuple(Secret(n, environ[validate.secret_name(n, environ)]) for n in s.secrets)
     mounts = tuple(validate.volume_spec(v, cwd, home_dir, s.allow_mounts) for v in s.volumes)
+    credentials = resolve_credentials(profile, environ, home_dir)
+    secrets += tuple(c for c in credentials if c.name not in {x.name for x in secrets})
+    passthrough, socket_mounts = _passthrough(profile, environ, network)
+    mounts += socket_mounts
 
     ca_bundle = None
     if s.ca_bundle:
@@ -141,7 +159,60 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
             raise UsageError("--branch", f"{branch!r} already exists in {origin}; choose another name or pass "
                                          "--force-branch to overwrite it")
     return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
-                s.timeout_minutes * 60, uid, gid)
+                s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), tuple(passthrough.items()))
+
+
+def resolve_credentials(profile: AgentProfile, environ: dict[str, str], home_dir: str) -> tuple[Secret, ...]:
+    """The first credential the profile accepts that the host has: a variable, a file named by a variable,
+    or a well-known login file. None found is an error before anything is built."""
+    if not profile.credentials:
+        return ()
+    for cred in profile.credentials:
+        if environ.get(cred.name):
+            return (Secret(cred.name, environ[cred.name].strip()),)
+        for var, path in ((cred.file_var, environ.get(cred.file_var or "")), (None, cred.default_file)):
+            if not path:
+                continue
+            file = Path(path.replace("~", home_dir, 1) if path.startswith("~") else path)
+            try:
+                value = file.read_text("utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                if var:  # the user named this file: say what is wrong with it
+                    raise MissingCredentials(f"{var}: cannot read {path} ({exc.__class__.__name__}); "
+                                             "point it at a readable file holding the key") from None
+                continue
+            if value:
+                return (Secret(cred.name, value),)
+    first = profile.credentials[0]
+    ways = [f"export {first.name}"] + [f"set {c.file_var} to a file holding it" for c in profile.credentials
+                                       if c.file_var and c is first]
+    others = [c.name for c in profile.credentials[1:] if not c.default_file]
+    logins = [c.default_file for c in profile.credentials if c.default_file]
+    hint = ", ".join(ways + ([f"or set {' or '.join(others)}"] if others else [])
+                     + ([f"or log in so that {logins[0]} exists"] if logins else []))
+    raise MissingCredentials(f"{first.name}: the {profile.name} agent needs credentials and none were found; {hint}")
+
+
+def _passthrough(profile: AgentProfile, environ: dict[str, str], network: str) -> tuple[dict[str, str],
+                                                                                          tuple[Mount, ...]]:
+    values: dict[str, str] = {}
+    mounts: list[Mount] = []
+    for var in profile.passthrough_env:
+        value = environ.get(var)
+        if not value:
+            continue
+        if var.endswith("_UNIX_SOCKET"):  # a model API on a host socket: mount it, point the CLI at the mount
+            path = Path(value).expanduser()
+            if not path.is_socket():
+                raise UsageError(var, f"{value} is not a unix socket; start the server first or unset {var}")
+            target = f"{CONTAINER_SOCKETS}/{var.lower()}.sock"
+            mounts.append(Mount(str(path.resolve()), target, False))
+            value = target
+        elif var.endswith("_BASE_URL") and _LOOPBACK.match(value) and network != "host":
+            raise UsageError(var, f"{value} is on this machine's loopback, which the container cannot reach on "
+                                  f"network {network}; pass --network host (or serve it on a unix socket)")
+        values[var] = value
+    return values, tuple(mounts)
 
 
 @dataclass
@@ -157,6 +228,9 @@ class Outcome:
     duration_s: float = 0.0
     image_built: bool = False
     pushed_to: str | None = None
+    usage: dict | None = None
+    cost_usd: float | None = None
+    cost_source: str | None = None
 
 
 class _JobLog:
@@ -216,32 +290,69 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
 
         enter("building", f"agent image on {s.base_image}")
         docker = docker or container.client()
-        base_id = image.resolve_base(docker, s.base_image, s.pull, log.line)
-        recipe = image.ImageRecipe(base_id, plan.profile, plan.uid, plan.gid, image.read_ca_bundle(plan.ca_bundle))
+        base_id, arch = image.resolve_base(docker, s.base_image, s.pull, log.line)
+        node_dir, node_label = None, ""
+        if plan.profile.package:
+            from toren_action import toolchain
+
+            node_arch = toolchain.wheel_arch(arch)
+            node_dir = toolchain.node_runtime(node_arch, log.line)
+            node_label = f"{toolchain.NODE_VERSION}-{node_arch}"
+        recipe = image.ImageRecipe(base_id, plan.profile, plan.uid, plan.gid, image.read_ca_bundle(plan.ca_bundle),
+                                   node_dir, node_label)
         tag, built = image.ensure_image(docker, recipe, log.line)
         outcome.image_built = built
         store.update(job_id, image=tag)
         log.stage("building", f"{'built' if built else 'reusing'} {tag}")
 
-        ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS)
+        ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
+                         s.max_turns, s.max_cost_usd, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
+                         dict(plan.passthrough))
         env = {**plan.profile.environment(ctx), **plan.env, "TOREN_JOB_ID": job_id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
+        command = plan.profile.command(ctx)
+        if plan.profile.package:  # a CLI: the launcher fills its secret variables and the prompt argument
+            command = launch_command(command, plan.profile.secret_environment(ctx))
         spec = container.ContainerSpec(
-            image=tag, command=plan.profile.command(ctx), job_id=job_id, user=f"{plan.uid}:{plan.gid}",
+            image=tag, command=command, job_id=job_id, user=f"{plan.uid}:{plan.gid}",
             mounts=mounts, environment=env, network=plan.network, gpus=s.gpus, memory=s.memory,
             pids_limit=s.pids_limit, timeout_s=plan.timeout_s, name=f"toren-{job_id}",
         )
         enter("running", f"{plan.profile.name} agent in {tag} (network {plan.network})")
 
-        def show(line: str) -> None:
-            shown = plan.profile.format_line(line)
-            if shown is not None:
-                log.line(shown)
+        parser = plan.profile.parser()
+        stopped: list[Verdict] = []
+        prices = s.price_overrides()
 
-        result = container.run(docker, spec, show, on_start=lambda cid: store.update(job_id, container_id=cid))
+        def show(line: str) -> bool:
+            """One line of the agent's output: log it readably; True stops the container."""
+            for text in parser.feed(line):
+                log.line(text)
+            if stopped:
+                return False
+            verdict = parser.stop or _budget_verdict(plan, parser, prices)
+            if verdict:
+                stopped.append(verdict)
+                log.line(f"toren: stopping the agent: {verdict.message}")
+                return True
+            return False
+
+        try:
+            result = container.run(docker, spec, show, on_start=lambda cid: store.update(job_id, container_id=cid))
+        finally:
+            outcome.usage, outcome.cost_usd, outcome.cost_source = _record_usage(
+                store, job_id, plan, parser, prices, log)
         store.update(job_id, exit_code=result.exit_code)
-        if result.exit_code != 0:
+        verdict = stopped[0] if stopped else parser.verdict
+        partial = False
+        if verdict is not None:
+            error = VERDICT_ERRORS[verdict.kind](verdict.message + f"; see `toren logs {job_id}`")
+            if not (s.push_partial and verdict.kind in ("budget", "max_turns")):
+                raise error
+            partial = error
+            log.stage(ERROR_STATES[type(error)], f"{verdict.message}; --push-partial: delivering the work so far")
+        elif result.exit_code != 0:
             raise AgentFailed(f"the {plan.profile.name} agent exited with code {result.exit_code}; "
                               f"see `toren logs {job_id}`")
 
@@ -270,6 +381,11 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         enter("pushing", f"{plan.branch} to {plan.origin}")
         workspace.push(ws, plan.branch, s.force_branch, redact=plan.redactor)
         outcome.pushed_to = plan.origin
+        if partial:
+            message = f"{partial}; the work so far was pushed to {plan.branch} at {change.commit[:10]}"
+            _fail(store, log, job_id, ERROR_STATES[type(partial)], message, outcome, partial.exit_code)
+            remove_tree(ws.path)
+            return outcome
         enter("succeeded", f"{plan.branch} at {change.commit[:10]}, {len(change.files)} file(s) changed")
         outcome.state, outcome.exit_code = "succeeded", 0
         remove_tree(ws.path)
@@ -279,8 +395,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
               "interrupted (Ctrl-C or a termination signal); the container was removed", outcome,
               Interrupted.exit_code)
         raise Interrupted("interrupted; the container was removed and the job marked cancelled") from None
-    except JobTimedOut as exc:
-        _fail(store, log, job_id, "timed_out", str(exc), outcome, exc.exit_code)
+    except tuple(ERROR_STATES) as exc:  # the agent's own end: timed out, budget, bad key, rate limit, max turns
+        _fail(store, log, job_id, ERROR_STATES[type(exc)], str(exc), outcome, exc.exit_code)
         return outcome
     except TorenError as exc:
         _fail(store, log, job_id, "failed", f"{state}: {exc}", outcome, exc.exit_code)
@@ -293,6 +409,54 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         outcome.duration_s = time.monotonic() - started
         remove_tree(secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
         log.close()
+
+
+def _budget_verdict(plan: Plan, parser, prices) -> Verdict | None:
+    s = plan.settings
+    if s.max_cost_usd:
+        from toren_action.agents.pricing import cost_usd
+
+        cost, _ = cost_usd(_with_model(parser.usage, plan), prices)
+        if cost is not None and cost > s.max_cost_usd:
+            return Verdict("budget", f"the agent's cost ${cost:.4f} passed --max-cost-usd {s.max_cost_usd:g}")
+    if s.max_turns and not plan.profile.enforces_max_turns and parser.usage.turns > s.max_turns:
+        return Verdict("max_turns", f"the agent started turn {parser.usage.turns}, past --max-turns {s.max_turns}")
+    return None
+
+
+def _with_model(usage, plan: Plan):
+    if not usage.model:
+        usage.model = plan.settings.model or plan.profile.default_model
+    return usage
+
+
+def _record_usage(store: Store, job_id: str, plan: Plan, parser, prices, log: _JobLog):
+    """Store the turns, tokens, cost and the parsed events; log one line about them."""
+    from toren_action.agents.pricing import cost_usd
+
+    if not plan.profile.package:  # the shell agent uses no model
+        return None, None, None
+    usage = _with_model(parser.usage, plan)
+    cost, source = cost_usd(usage, prices)
+    data = usage.to_dict()
+    store.update(job_id, usage=data, turns=usage.turns, cost_usd=cost, cost_source=source)
+    redact = plan.redactor
+    store.add_events(job_id, [(kind, _redacted(item, redact)) for kind, item in parser.events])
+    money = f"${cost:.4f}" + (" (estimated from the price table)" if source == "price-table" else "") \
+        if cost is not None else "cost unknown (no price for this model; set `prices` in the config)"
+    log.stage("running", f"{usage.turns} turn(s), {usage.tool_calls} tool call(s), {usage.input_tokens} tokens in "
+                         f"({usage.cache_read_tokens} cached), {usage.output_tokens} out, {money}")
+    return data, cost, source
+
+
+def _redacted(item, redact):
+    if isinstance(item, str):
+        return redact(item)
+    if isinstance(item, dict):
+        return {k: _redacted(v, redact) for k, v in item.items()}
+    if isinstance(item, list):
+        return [_redacted(v, redact) for v in item]
+    return item
 
 
 def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, outcome: Outcome, code: int) -> None:
@@ -335,11 +499,13 @@ def _job_mounts(plan: Plan, jdir: Path, ws_path: Path, secrets_dir: Path) -> lis
 
 
 def _repo_instructions(ws_path: Path) -> str | None:
-    for name in ("AGENTS.md", "CLAUDE.md"):
+    """AGENTS.md, CLAUDE.md and GEMINI.md from the repository's root, those present, 20 000 characters at most."""
+    parts = []
+    for name in ("AGENTS.md", "CLAUDE.md", "GEMINI.md"):
         p = ws_path / name
         if p.is_file() and not p.is_symlink():
-            return p.read_text("utf-8", errors="replace")[:20_000]
-    return None
+            parts.append(f"From {name}:\n\n" + p.read_text("utf-8", errors="replace").strip())
+    return "\n\n".join(parts)[:20_000] or None
 
 
 def _commit_message(plan: Plan, job_id: str) -> str:

@@ -41,6 +41,7 @@ class Redactor:
             if value and len(value) >= MIN_SECRET_LENGTH:
                 values.add(value)
                 values.update(line for line in value.splitlines() if len(line.strip()) >= 8)
+                values.update(_json_strings(value))
         ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 
@@ -51,3 +52,26 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         return self(data.decode("utf-8", errors="replace")).encode("utf-8")
+
+
+def _json_strings(value: str) -> set[str]:
+    """Long string leaves of a JSON secret (a credentials file): each is masked on its own too."""
+    if not value.lstrip().startswith(("{", "[")):
+        return set()
+    import json
+
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) >= 16:
+            found.add(item)
+    return found

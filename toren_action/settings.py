@@ -30,6 +30,13 @@ DEFAULTS: dict[str, Any] = {
     "agent": "claude",
     "command": None,
     "model": None,
+    "agent_version": None,
+    "max_turns": None,
+    "allowed_tools": [],
+    "disallowed_tools": [],
+    "append_system_prompt": None,
+    "push_partial": False,
+    "prices": {},
     "env": {},
     "secrets": [],
     "volumes": [],
@@ -70,6 +77,14 @@ class Settings:
     agent: str = DEFAULTS["agent"]
     command: str | None = None
     model: str | None = None
+    agent_version: str | None = None
+    max_turns: int | None = None
+    allowed_tools: tuple[str, ...] = ()
+    disallowed_tools: tuple[str, ...] = ()
+    append_system_prompt: str | None = None
+    push_partial: bool = False
+    #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}
+    prices: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     secrets: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
@@ -99,7 +114,11 @@ class Settings:
         data = dataclasses.asdict(self)
         data.pop("sources")
         data["env"] = dict(self.env)
+        data["prices"] = self.price_overrides()
         return data
+
+    def price_overrides(self) -> dict[str, dict[str, float]]:
+        return {model: dict(p) for model, p in self.prices}
 
     @classmethod
     def load(
@@ -122,7 +141,7 @@ class Settings:
         sources: dict[str, str] = {}
         for layer, origin in ((file_layer, file_name), (env_layer, "env"), (flags, "flags")):
             for key, value in layer.items():
-                if key in ("env",) and isinstance(value, dict):
+                if key in ("env", "prices") and isinstance(value, dict):
                     merged[key] = {**merged[key], **value}
                 else:
                     merged[key] = value
@@ -147,6 +166,9 @@ class Settings:
                 "secrets": tuple(merged["secrets"]),
                 "volumes": tuple(merged["volumes"]),
                 "allow_mounts": tuple(merged["allow_mounts"]),
+                "allowed_tools": tuple(merged["allowed_tools"]),
+                "disallowed_tools": tuple(merged["disallowed_tools"]),
+                "prices": _price_tuple(merged["prices"]),
                 "sources": tuple(sorted(sources.items())),
             }
         )
@@ -280,6 +302,11 @@ def settings_from_record(record: dict[str, Any]) -> Settings:
     """Rebuild the settings stored with a job (for a background worker)."""
     data = {k: v for k, v in record.items() if k in Settings.__dataclass_fields__ and k != "sources"}
     data["env"] = tuple(sorted(dict(data.get("env") or {}).items()))
-    for key in ("secrets", "volumes", "allow_mounts"):
+    for key in ("secrets", "volumes", "allow_mounts", "allowed_tools", "disallowed_tools"):
         data[key] = tuple(data.get(key) or ())
+    data["prices"] = _price_tuple(data.get("prices") or {})
     return Settings(**data)
+
+
+def _price_tuple(prices: dict[str, dict[str, float]]) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    return tuple(sorted((model, tuple(sorted(p.items()))) for model, p in prices.items()))

@@ -22,8 +22,10 @@ from toren_action.errors import JobNotFound
 STATES = (
     "queued", "preparing", "building", "running", "verifying", "pushing",
     "succeeded", "failed", "no_changes", "cancelled", "timed_out",
+    "budget_exceeded", "auth_failed", "rate_limited", "max_turns",
 )
-FINAL_STATES = frozenset({"succeeded", "failed", "no_changes", "cancelled", "timed_out"})
+FINAL_STATES = frozenset({"succeeded", "failed", "no_changes", "cancelled", "timed_out",
+                          "budget_exceeded", "auth_failed", "rate_limited", "max_turns"})
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs and their events
@@ -64,6 +66,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_job ON events(job_id, id);
     """,
+    # 2: what the agent used: tokens, tool calls, errors (JSON) and where the cost figure came from
+    """
+    ALTER TABLE jobs ADD COLUMN usage TEXT;
+    ALTER TABLE jobs ADD COLUMN cost_source TEXT
+    """,
 )
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -103,6 +110,8 @@ class Job:
     finished_at: float | None
     pid: int | None
     inputs: dict[str, Any]
+    usage: dict[str, Any] | None = None
+    cost_source: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -163,8 +172,9 @@ class Store:
         return job_id
 
     def update(self, job_id: str, **fields: Any) -> None:
-        if "files_changed" in fields:
-            fields["files_changed"] = json.dumps(fields["files_changed"])
+        for key in ("files_changed", "usage"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
         fields["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as conn:
@@ -184,6 +194,12 @@ class Store:
         with self._tx() as conn:
             conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, ?, ?)",
                          (job_id, time.time(), kind, json.dumps(data)))
+
+    def add_events(self, job_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.executemany("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, ?, ?)",
+                             [(job_id, now, kind, json.dumps(data)) for kind, data in events])
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT ts, kind, data FROM events WHERE job_id = ? ORDER BY id", (job_id,))
@@ -261,4 +277,5 @@ def _job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["files_changed"] = json.loads(data["files_changed"] or "[]")
     data["inputs"] = json.loads(data["inputs"] or "{}")
+    data["usage"] = json.loads(data["usage"]) if data.get("usage") else None
     return Job(**data)

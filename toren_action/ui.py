@@ -7,7 +7,8 @@ import sys
 import time
 from typing import TextIO
 
-STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_out": "✘", "cancelled": "✘"}
+STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_out": "✘", "cancelled": "✘",
+               "budget_exceeded": "✘", "auth_failed": "✘", "rate_limited": "✘", "max_turns": "✘"}
 
 
 class ConsoleReporter:
@@ -38,6 +39,13 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
         w(f"  files   {len(outcome.files)} changed: {files}\n")
     else:
         w(f"{STAGE_MARKS.get(outcome.state, '✘')} {outcome.state} in {outcome.duration_s:.1f}s: {outcome.message}\n")
+    if outcome.usage:
+        u = outcome.usage
+        cost = f"${outcome.cost_usd:.4f}" if outcome.cost_usd is not None else "cost unknown"
+        if outcome.cost_source == "price-table":
+            cost += " (price table)"
+        w(f"  usage   {u['turns']} turns, {u['tool_calls']} tool calls, {u['input_tokens']} tokens in "
+          f"({u['cache_read_tokens']} cached), {u['output_tokens']} out, {cost}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
 
 
@@ -55,6 +63,9 @@ def outcome_json(outcome, job) -> dict:
         "image": job.image if job else None,
         "image_built": outcome.image_built,
         "pushed_to": outcome.pushed_to,
+        "usage": outcome.usage,
+        "cost_usd": outcome.cost_usd,
+        "cost_source": outcome.cost_source,
     }
 
 
@@ -83,7 +94,8 @@ def status_table(jobs, stream: TextIO | None = None) -> None:
     for col in ("JOB", "STATE", "REPO", "BRANCH", "AGENT", "AGE", "DURATION", "TURNS", "COST", "RESULT"):
         table.add_column(col, no_wrap=col in ("JOB", "STATE"))
     now = time.time()
-    colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow", "no_changes": "blue"}
+    colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow", "no_changes": "blue",
+              "budget_exceeded": "red", "auth_failed": "red", "rate_limited": "red", "max_turns": "red"}
     for j in jobs:
         agent = j.agent + (f"/{j.model}" if j.model else "")
         result = (j.result_commit or "")[:10] or (j.error or "")[:40]
@@ -91,7 +103,7 @@ def status_table(jobs, stream: TextIO | None = None) -> None:
             j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", escape(_short_repo(j.repo)), escape(j.branch),
             escape(agent),
             fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
-            f"${j.cost_usd:.2f}" if j.cost_usd is not None else "-", escape(result),
+            f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-", escape(result),
         )
     console = Console(file=stream, soft_wrap=False)
     if not console.is_terminal:

@@ -1,8 +1,21 @@
-"""The contract of an agent profile. A new coding CLI is one new subclass."""
+"""The contract of an agent profile. A new coding CLI is one new subclass plus a stream parser.
+
+A profile is data (npm package, pinned version, credentials, base-URL variables, switches that stop side
+traffic) and a little code: the headless command line and a parser that turns the CLI's JSON stream into
+readable log lines, usage figures and a verdict on failures (bad key, rate limit, turn limit).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Where the pinned Node runtime and the agent CLIs live in the agent image.
+NODE_PREFIX = "/opt/toren/node"
+CLI_PREFIX = "/opt/toren/cli"
+#: argv placeholder the launcher replaces with the prompt file's text.
+PROMPT_ARG = "@TOREN_PROMPT@"
 
 
 @dataclass(frozen=True)
@@ -13,6 +26,103 @@ class RunContext:
     model: str | None
     command: str | None
     secrets_dir: str
+    #: Names of the credential files present in ``secrets_dir``.
+    credentials: tuple[str, ...] = ()
+    max_turns: int | None = None
+    max_cost_usd: float | None = None
+    allowed_tools: tuple[str, ...] = ()
+    disallowed_tools: tuple[str, ...] = ()
+    append_system_prompt: str | None = None
+    #: Non-secret variables taken from the host (base URLs of gateways), already filtered by the profile.
+    passthrough: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One way to authenticate a CLI. ``name`` is the host variable holding the value (and the name of the
+    read-only file it becomes in the container); ``file_var`` is a host variable naming a file that holds it;
+    ``default_file`` is a well-known file in the user's home (a subscription login)."""
+
+    name: str
+    description: str
+    file_var: str | None = None
+    default_file: str | None = None
+
+
+@dataclass
+class Usage:
+    """What an agent run used, as parsed from its stream."""
+
+    model: str | None = None
+    turns: int = 0
+    tool_calls: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    #: The CLI's own cost figure when it reports one (Claude Code does), else None.
+    reported_cost_usd: float | None = None
+    #: True when the vendor counts cached tokens inside input_tokens (OpenAI, Gemini); False when it reports
+    #: them apart (Anthropic).
+    cache_read_in_input: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A condition that ends the run: ``kind`` is auth, rate_limit, max_turns, budget or error."""
+
+    kind: str
+    message: str
+
+
+class StreamParser:
+    """Feeds on the CLI's output one line at a time. Subclasses parse their vendor's JSON events."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        #: Set when the stream shows a condition that should stop the run now (a bad key).
+        self.stop: Verdict | None = None
+        #: Set when the stream shows how the run ended (max turns, an error result).
+        self.verdict: Verdict | None = None
+        #: Structured events kept with the job: tool calls, errors, retries, the final result.
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.final_text: str | None = None
+
+    def feed(self, line: str) -> list[str]:
+        """Readable log lines for one line of output (none hides it)."""
+        line = line.rstrip()
+        if not line.strip():
+            return []
+        if not line.lstrip().startswith("{"):
+            return [line]
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return [line]
+        if not isinstance(event, dict):
+            return [line]
+        shown = self.on_event(event)
+        return [line] if shown is None else shown
+
+    def on_event(self, event: dict[str, Any]) -> list[str] | None:
+        """Readable lines for one JSON event; None shows the line as it came."""
+        return None
+
+    # helpers for subclasses
+    def tool(self, name: str, args: Any) -> str:
+        self.usage.tool_calls += 1
+        arg = main_argument(args)
+        self.events.append(("tool", {"name": name, "arg": arg[:300]}))
+        return f"→ {name}" + (f" {arg}" if arg else "")
+
+    def error(self, text: str, **data: Any) -> str:
+        self.usage.errors += 1
+        self.events.append(("error", {"message": text[:500], **data}))
+        return f"✗ {text}"
 
 
 class AgentProfile:
@@ -24,10 +134,37 @@ class AgentProfile:
     default_network: str = "bridge"
     #: True when the profile runs the user's --command.
     takes_command: bool = False
+    #: True when the CLI is a Node program (it needs the Node runtime on PATH when it runs).
+    node_runtime: bool = False
+    #: Ways to authenticate, in order of preference; one is enough.
+    credentials: tuple[Credential, ...] = ()
+    #: Host variables passed through when set (base URLs for gateways and proxies; never secrets).
+    passthrough_env: tuple[str, ...] = ()
+    #: Model used when --model is not given (for the price table; the CLI picks its own when None).
+    default_model: str | None = None
+    #: Whether the CLI enforces --max-turns itself (otherwise Toren counts turns and stops the container).
+    enforces_max_turns: bool = False
+
+    def __init__(self, version: str | None = None) -> None:
+        if version:
+            self.version = version
 
     def install_layer(self) -> str:
         """Dockerfile lines (run as root) that install the CLI; part of the image's content hash."""
+        if not self.package:
+            return ""
+        return (
+            f"RUN {NODE_PREFIX}/bin/npm install --global --prefix {CLI_PREFIX} --no-fund --no-audit "
+            f"--loglevel=error {self.package}@{self.version} && {self.post_install()}"
+            f"{CLI_PREFIX}/bin/{self.executable()} --version"
+        )
+
+    def post_install(self) -> str:
+        """Shell commands (each ending in ``&& ``) run after npm install, before the version check."""
         return ""
+
+    def executable(self) -> str:
+        return self.name
 
     def command(self, ctx: RunContext) -> list[str]:
         raise NotImplementedError
@@ -36,6 +173,51 @@ class AgentProfile:
         """Non-secret environment for the CLI (switches that stop telemetry and update checks)."""
         return {}
 
-    def format_line(self, line: str) -> str | None:
-        """Turn one line of the CLI's output into a readable log line (None hides it)."""
-        return line
+    def secret_environment(self, ctx: RunContext) -> dict[str, str]:
+        """Variables the launcher fills from secret files just before it starts the CLI: {VAR: file name}.
+        They live only in the CLI's process, never in the container's configuration."""
+        return {}
+
+    def parser(self) -> StreamParser:
+        return StreamParser()
+
+
+def main_argument(args: Any) -> str:
+    """The one argument of a tool call worth showing: the command, the path, the pattern."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return _one_line(args)
+    if not isinstance(args, dict):
+        return _one_line(json.dumps(args)) if args else ""
+    for key in ("command", "cmd", "file_path", "absolute_path", "path", "filePath", "pattern", "url", "query",
+                "description", "prompt"):
+        if key in args and args[key]:
+            value = args[key]
+            return _one_line(" ".join(value) if isinstance(value, list) else str(value))
+    return _one_line(json.dumps(args)) if args else ""
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: The container's entry: export the named secret files as variables for the CLI's process only, put the
+#: prompt file's text where the command line has PROMPT_ARG, then exec the CLI (no shell stays around).
+LAUNCHER = r"""set -e
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+  export "${1%%=*}=$(cat "$TOREN_SECRETS_DIR/${1#*=}")"
+  shift
+done
+shift
+prompt=$(cat "$TOREN_TASK_FILE")
+for a in "$@"; do shift; if [ "$a" = "@TOREN_PROMPT@" ]; then set -- "$@" "$prompt"; else set -- "$@" "$a"; fi; done
+exec "$@"
+"""
+
+
+def launch_command(argv: list[str], secret_env: dict[str, str]) -> list[str]:
+    return ["/bin/sh", "-c", LAUNCHER, "toren-launch", *(f"{var}={name}" for var, name in secret_env.items()), "--",
+            *argv]
