@@ -197,6 +197,7 @@ def _passthrough(profile: AgentProfile, environ: dict[str, str], network: str) -
                                                                                           tuple[Mount, ...]]:
     values: dict[str, str] = {}
     mounts: list[Mount] = []
+    on_socket = any(environ.get(v) for v in profile.passthrough_env if v.endswith("_UNIX_SOCKET"))
     for var in profile.passthrough_env:
         value = environ.get(var)
         if not value:
@@ -208,7 +209,7 @@ def _passthrough(profile: AgentProfile, environ: dict[str, str], network: str) -
             target = f"{CONTAINER_SOCKETS}/{var.lower()}.sock"
             mounts.append(Mount(str(path.resolve()), target, False))
             value = target
-        elif var.endswith("_BASE_URL") and _LOOPBACK.match(value) and network != "host":
+        elif var.endswith("_BASE_URL") and _LOOPBACK.match(value) and network != "host" and not on_socket:
             raise UsageError(var, f"{value} is on this machine's loopback, which the container cannot reach on "
                                   f"network {network}; pass --network host (or serve it on a unix socket)")
         values[var] = value
@@ -311,6 +312,10 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         env = {**plan.profile.environment(ctx), **plan.env, "TOREN_JOB_ID": job_id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
+        for name, content in plan.profile.task_files(ctx).items():
+            path = jdir / "task" / name
+            path.write_text(content, "utf-8")
+            path.chmod(0o444)
         command = plan.profile.command(ctx)
         if plan.profile.package:  # a CLI: the launcher fills its secret variables and the prompt argument
             command = launch_command(command, plan.profile.secret_environment(ctx))
@@ -345,6 +350,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
                 store, job_id, plan, parser, prices, log)
         store.update(job_id, exit_code=result.exit_code)
         verdict = stopped[0] if stopped else parser.verdict
+        if verdict is None and result.exit_code != 0:
+            verdict = plan.profile.exit_verdict(result.exit_code)
         partial = False
         if verdict is not None:
             error = VERDICT_ERRORS[verdict.kind](verdict.message + f"; see `toren logs {job_id}`")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+import os
+import socketserver
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -39,9 +42,11 @@ class Script:
 class FakeServer:
     """Subclasses implement handle(req, respond) where respond(status, headers, body_or_chunks)."""
 
-    def __init__(self, script: Script | None = None):
+    def __init__(self, script: Script | None = None, unix_socket: str | None = None):
         self.script = script or Script()
         self.requests: list[Recorded] = []
+        #: Called with each request before it is answered (tests look at the running container from here).
+        self.on_request: Callable[[Recorded], None] | None = None
         self._lock = threading.Lock()
         server = self
 
@@ -57,6 +62,8 @@ class FakeServer:
                 req = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 with server._lock:
                     server.requests.append(req)
+                if server.on_request:
+                    server.on_request(req)
                 server.handle(req, self._respond)
 
             def _respond(self, status: int, headers: dict[str, str], body):
@@ -78,12 +85,24 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.unix_socket = unix_socket
+        if unix_socket:
+            class UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+                def get_request(self):
+                    conn, _ = super().get_request()
+                    return conn, ("unix", 0)
+
+            self._httpd = UnixHTTPServer(unix_socket, Handler)
+            os.chmod(unix_socket, 0o666)  # the agent runs as another uid
+        else:
+            self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
+        if self.unix_socket:
+            return "http://localhost"
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 

@@ -105,8 +105,8 @@ def bad_key_error(status: int = 400) -> dict:
 
 
 class FakeGemini(FakeServer):
-    def __init__(self, script: Script | None = None):
-        super().__init__(script)
+    def __init__(self, script: Script | None = None, **kwargs):
+        super().__init__(script, **kwargs)  # kwargs: whatever FakeServer takes (e.g. unix_socket)
         self._state_lock = threading.Lock()
         self._agent_calls = 0
         self._loop_counter = itertools.count(1)

@@ -48,8 +48,8 @@ def openai_error(status: int, message: str | None = None) -> dict:
 
 
 class FakeChatCompletions(FakeServer):
-    def __init__(self, script=None):
-        super().__init__(script)
+    def __init__(self, script=None, **kwargs):
+        super().__init__(script, **kwargs)  # kwargs pass through (e.g. unix_socket in newer base.py)
         self._fail_queue = list(self.script.extra.get("fail_statuses", []))
         self.tool_calls_made = 0
 

@@ -178,6 +178,14 @@ class AgentProfile:
         They live only in the CLI's process, never in the container's configuration."""
         return {}
 
+    def task_files(self, ctx: RunContext) -> dict[str, str]:
+        """Extra files for the read-only task directory (settings the repository must not override)."""
+        return {}
+
+    def exit_verdict(self, exit_code: int) -> Verdict | None:
+        """How a non-zero exit code the stream did not explain ends the job (None: the agent failed)."""
+        return None
+
     def parser(self) -> StreamParser:
         return StreamParser()
 

@@ -57,7 +57,10 @@ class ClaudeProfile(AgentProfile):
         return argv
 
     def environment(self, ctx: RunContext) -> dict[str, str]:
-        return {
+        extra = {}
+        if "ANTHROPIC_UNIX_SOCKET" in ctx.passthrough and "ANTHROPIC_BASE_URL" not in ctx.passthrough:
+            extra["ANTHROPIC_BASE_URL"] = "http://localhost"  # the socket carries it; the CLI still wants a URL
+        return {**extra,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",  # only model calls: no telemetry, no update checks
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_ERROR_REPORTING": "1",
