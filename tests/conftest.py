@@ -24,7 +24,8 @@ def git(*args: str, cwd: Path) -> str:
 def toren_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "toren-home"
     monkeypatch.setenv("TOREN_HOME", str(home))
-    for var in [v for v in os.environ if v.startswith("TOREN_") and v not in ("TOREN_HOME", "TOREN_TEST_BASE_IMAGE")]:
+    for var in [v for v in os.environ if v.startswith("TOREN_") and v not in ("TOREN_HOME", "TOREN_TEST_BASE_IMAGE",
+                                                                                  "TOREN_CACHE_DIR")]:
         monkeypatch.delenv(var)
     return home
 

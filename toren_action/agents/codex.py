@@ -12,8 +12,7 @@ import json
 import re
 from typing import Any
 
-from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, \
-    Verdict
+from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, Verdict
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _STATUS = re.compile(r"\b(?:status|last status:)\s*(\d{3})\b|\b(\d{3}) (?:Unauthorized|Forbidden|Too Many Requests)")

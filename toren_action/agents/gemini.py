@@ -13,8 +13,7 @@ import json
 import re
 from typing import Any
 
-from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, \
-    Verdict
+from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, Verdict
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 SETTINGS_FILE = "gemini-settings.json"

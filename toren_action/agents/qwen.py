@@ -12,8 +12,7 @@ import json
 import re
 from typing import Any
 
-from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, \
-    Verdict
+from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, Verdict
 from toren_action.agents.claude import ClaudeStream
 
 SETTINGS = {

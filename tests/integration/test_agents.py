@@ -1,0 +1,232 @@
+"""The real agent CLIs (installed from npm into the agent image) against fake model servers the tests own.
+
+Each fake listens on 127.0.0.1 (the container uses --network host) or on a unix socket mounted into the
+container, and follows a script: one tool call that writes a file, then a final answer. The agent images are
+content-hashed, so they are built once per machine and reused by every test here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_IMAGE, git
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.base import FakeServer, Script
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.openai_chat import FakeChatCompletions
+from tests.fakes.openai_responses import FakeResponses
+from toren_action.cli import main
+
+pytestmark = pytest.mark.docker
+
+
+@dataclass(frozen=True)
+class Vendor:
+    agent: str
+    fake: type[FakeServer]
+    key_var: str
+    url_var: str
+    url_suffix: str
+    model: str
+    cost_source: str
+
+
+VENDORS = {
+    "claude": Vendor("claude", FakeAnthropic, "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "", "claude-sonnet-4-5",
+                     "cli"),
+    "gemini": Vendor("gemini", FakeGemini, "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "", "gemini-2.5-flash",
+                     "price-table"),
+    "codex": Vendor("codex", FakeResponses, "OPENAI_API_KEY", "OPENAI_BASE_URL", "/v1", "gpt-5.5", "price-table"),
+    "qwen": Vendor("qwen", FakeChatCompletions, "OPENAI_API_KEY", "OPENAI_BASE_URL", "/v1", "qwen3-coder-plus",
+                   "price-table"),
+}
+CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CREDENTIALS_FILE",
+                   "ANTHROPIC_BASE_URL", "ANTHROPIC_UNIX_SOCKET", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL",
+                   "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL")
+
+
+@pytest.fixture
+def agent_env(monkeypatch, tmp_path):
+    """No credentials from the machine running the tests; HOME without a Claude login (the Node download
+    cache stays where it was, so it is fetched once per machine)."""
+    from toren_action.toolchain import cache_dir
+
+    monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir()))
+    for var in CREDENTIAL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    return monkeypatch
+
+
+def run_agent(capsys, vendor: Vendor, *extra: str, branch: str) -> tuple[int, dict, str]:
+    code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", branch, "--agent", vendor.agent,
+                 "--model", vendor.model, "--base-image", BASE_IMAGE, "--pull", "never", "--network", "host",
+                 "--timeout", "4", "--disable-daemon", "--json", *extra])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def files_under(root: Path):
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            yield path
+
+
+@pytest.mark.parametrize("name", list(VENDORS))
+def test_agent_writes_the_file_records_usage_and_keeps_the_key_secret(name, workdir, repo, toren_home, capsys,
+                                                                      docker_client, agent_env):
+    vendor = VENDORS[name]
+    key = "sk-test-" + secrets.token_hex(20)
+    seen: dict[str, str] = {}
+    with vendor.fake(Script(api_key=key, content=f"written by {name}\n")) as fake:
+
+        def look_at_the_running_container(_req):
+            if "inspect" not in seen:
+                for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+                    seen["inspect"] = json.dumps(docker_client.api.inspect_container(c.id))
+                    seen["env"] = c.exec_run(["env"], user="0").output.decode()
+
+        fake.on_request = look_at_the_running_container
+        agent_env.setenv(vendor.key_var, key)
+        agent_env.setenv(vendor.url_var, fake.url + vendor.url_suffix)
+        code, result, err = run_agent(capsys, vendor, branch=f"toren/{name}-hello")
+        assert fake.requests, f"the CLI never called the fake model: {err}"
+
+    assert code == 0, err
+    assert result["state"] == "succeeded"
+    # the agent's tool call wrote the file; it is on the job's branch in the user's repository
+    assert git("show", f"toren/{name}-hello:hello.txt", cwd=repo) == f"written by {name}\n"
+    assert result["files_changed"] == ["hello.txt"]
+
+    # readable log: the tool call with its argument, then the final text
+    assert "hello.txt" in err and "Wrote hello.txt." in err
+    # usage and cost: two model turns of 1200 tokens in and 80 out each, one tool call
+    usage = result["usage"]
+    assert usage["turns"] == 2 and usage["tool_calls"] == 1
+    assert (usage["input_tokens"], usage["output_tokens"]) == (2400, 160)
+    assert result["cost_usd"] > 0 and result["cost_source"] == vendor.cost_source
+    assert main(["status", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)[0]
+    assert listed["cost_usd"] == result["cost_usd"] and listed["turns"] == 2
+    assert listed["usage"]["input_tokens"] == 2400
+
+    # the key reached the CLI (the fake checked it) and nothing else
+    assert "inspect" in seen, "the container was not seen while it ran"
+    assert key not in seen["inspect"] and key not in seen["env"]
+    assert key not in err and key not in json.dumps(result)
+    leaks = [str(p) for p in files_under(toren_home) if key.encode() in p.read_bytes()]
+    assert not leaks, f"the key was written to {leaks}"
+
+
+@pytest.mark.parametrize("name", list(VENDORS))
+def test_a_rejected_key_ends_the_job_as_auth_failed(name, workdir, repo, toren_home, capsys, docker_client,
+                                                     agent_env):
+    vendor = VENDORS[name]
+    with vendor.fake(Script(mode="unauthorized")) as fake:
+        agent_env.setenv(vendor.key_var, "sk-wrong-" + secrets.token_hex(8))
+        agent_env.setenv(vendor.url_var, fake.url + vendor.url_suffix)
+        code, result, err = run_agent(capsys, vendor, branch=f"toren/{name}-401")
+    assert code == 12, err
+    assert result["state"] == "auth_failed"
+    assert "refused the credentials" in result["message"]
+    assert git("branch", "--list", f"toren/{name}-401", cwd=repo).strip() == ""  # nothing pushed
+
+
+def test_claude_budget_stops_the_agent_and_pushes_nothing(workdir, repo, toren_home, capsys, docker_client,
+                                                          agent_env):
+    vendor = VENDORS["claude"]
+    with vendor.fake(Script(mode="loop")) as fake:
+        agent_env.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code, result, err = run_agent(capsys, vendor, "--max-cost-usd", "0.02", branch="toren/budget")
+        calls = len(fake.requests)
+    assert code == 11, err
+    assert result["state"] == "budget_exceeded"
+    assert "--max-cost-usd" in result["message"]
+    assert 2 <= calls < 20  # stopped after a few turns, not at the timeout
+    assert git("branch", "--list", "toren/budget", cwd=repo).strip() == ""
+    log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    assert "→ Write /workspace/hello-" in log  # the work so far is in the log
+    assert result["cost_usd"] > 0
+
+
+def test_push_partial_delivers_the_work_done_before_the_budget_stop(workdir, repo, toren_home, capsys, docker_client,
+                                                                    agent_env):
+    vendor = VENDORS["claude"]
+    with vendor.fake(Script(mode="loop")) as fake:
+        agent_env.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code, result, err = run_agent(capsys, vendor, "--max-cost-usd", "0.02", "--push-partial",
+                                      branch="toren/partial")
+    assert code == 11, err
+    assert result["state"] == "budget_exceeded" and "pushed to toren/partial" in result["message"]
+    files = git("ls-tree", "--name-only", "toren/partial", cwd=repo).split()
+    assert any(f.startswith("hello-") for f in files)
+
+
+def test_codex_max_turns_is_enforced_by_toren(workdir, repo, toren_home, capsys, docker_client, agent_env):
+    vendor = VENDORS["codex"]
+    with vendor.fake(Script(mode="loop")) as fake:
+        agent_env.setenv("OPENAI_API_KEY", fake.script.api_key)
+        agent_env.setenv("OPENAI_BASE_URL", fake.url + "/v1")
+        code, result, err = run_agent(capsys, vendor, "--max-turns", "3", branch="toren/turns")
+        calls = len(fake.requests)
+    assert code == 14, err
+    assert result["state"] == "max_turns"
+    assert calls < 30
+    assert git("branch", "--list", "toren/turns", cwd=repo).strip() == ""
+
+
+def test_claude_reaches_the_model_over_a_unix_socket_with_no_network(workdir, repo, toren_home, capsys,
+                                                                     docker_client, agent_env):
+    sock_dir = tempfile.mkdtemp(prefix="toren-sock-")
+    os.chmod(sock_dir, 0o755)
+    socket_path = os.path.join(sock_dir, "anthropic.sock")
+    with FakeAnthropic(Script(), unix_socket=socket_path) as fake:
+        agent_env.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        agent_env.setenv("ANTHROPIC_UNIX_SOCKET", socket_path)
+        code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/socket",
+                     "--base-image", BASE_IMAGE, "--pull", "never", "--network", "none", "--disable-daemon",
+                     "--json"])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["usage"]["turns"] == 2
+    assert git("show", "toren/socket:hello.txt", cwd=repo) == Script().content
+    assert fake.requests and all(r.path.startswith("/v1/messages") for r in fake.requests)
+
+
+def test_missing_credentials_fail_before_anything_is_built(workdir, repo, toren_home, capsys, agent_env):
+    code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--agent", "gemini", "--disable-daemon"])
+    _, err = capsys.readouterr()
+    assert code == 15
+    assert err.count("\n") == 1 and "GEMINI_API_KEY" in err and "GEMINI_API_KEY_FILE" in err
+    assert not (toren_home / "toren.db").exists()  # no job was created
+
+
+def test_a_key_file_works_like_the_variable(workdir, repo, toren_home, capsys, docker_client, agent_env, tmp_path):
+    vendor = VENDORS["claude"]
+    key = "sk-file-" + secrets.token_hex(16)
+    key_file = tmp_path / "anthropic.key"
+    key_file.write_text(key + "\n")
+    with vendor.fake(Script(api_key=key)) as fake:
+        agent_env.setenv("ANTHROPIC_API_KEY_FILE", str(key_file))
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code, result, err = run_agent(capsys, vendor, branch="toren/key-file")
+    assert code == 0, err
+    assert all(r.headers.get("x-api-key") == key for r in fake.requests)
+
+
+def test_a_loopback_base_url_needs_the_host_network(workdir, repo, toren_home, capsys, agent_env):
+    agent_env.setenv("ANTHROPIC_API_KEY", "sk-test-0123456789")
+    agent_env.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/")
+    code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--disable-daemon"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "ANTHROPIC_BASE_URL" in err and "--network host" in err
