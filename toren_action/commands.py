@@ -263,9 +263,7 @@ def cmd_health(args: Namespace) -> int:
               else "no NVIDIA runtime: --gpus is unavailable on this engine", required=False)
     except TorenError as exc:
         check("docker", False, str(exc))
-    from toren_action.agents import KNOWN_AGENTS
-
-    check("agents", True, "profiles: " + ", ".join(KNOWN_AGENTS), required=False)
+    _check_agents(check)
     if args.docker_image:
         _check_image(args.docker_image, docker_client, args.security, check)
     if args.json:
@@ -273,8 +271,29 @@ def cmd_health(args: Namespace) -> int:
     else:
         for c in checks:
             mark = "✔" if c["ok"] else ("✘" if c["required"] else "!")
-            print(f"{mark} {c['check']:<8} {c['detail']}")
+            print(f"{mark} {c['check']:<13} {c['detail']}")
     return 0 if all(c["ok"] for c in checks if c["required"]) else 1
+
+
+def _check_agents(check) -> None:
+    """Each profile: its pinned CLI, and whether credentials for it are present (names only, never values)."""
+    from toren_action.agents import KNOWN_AGENTS, get_profile
+    from toren_action.toolchain import NODE_VERSION, cache_dir
+
+    home_dir = os.environ.get("HOME", str(Path.home()))
+    for name in KNOWN_AGENTS:
+        profile = get_profile(name)
+        if not profile.package:
+            check(f"agent {name}", True, "built in; needs no credentials", required=False)
+            continue
+        found = profile.credentials_present(dict(os.environ), home_dir)
+        wanted = " or ".join(c.name if not c.default_file else c.default_file for c in profile.credentials)
+        detail = f"{profile.package}@{profile.version}; " + (
+            f"credentials: {', '.join(found)}" if found else f"no credentials: set {wanted}")
+        check(f"agent {name}", bool(found), detail, required=False)
+    cached = any(cache_dir().glob(f"node-{NODE_VERSION}-*/bin/node"))
+    check("node", True, f"Node {NODE_VERSION} for agent images: " + (
+        f"cached in {cache_dir()}" if cached else "downloaded from PyPI on the first build"), required=False)
 
 
 def _check_image(ref: str, docker_client, security: bool, check) -> None:

@@ -24,6 +24,25 @@ def test_health_json(workdir, capsys):
     assert "runs as root" in checks["security"]["detail"]
 
 
+def test_health_lists_agent_profiles_and_which_credentials_are_present(workdir, capsys, monkeypatch, tmp_path):
+    for var in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GEMINI_API_KEY_FILE", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-health-0123456789")
+    key_file = tmp_path / "gemini.key"
+    key_file.write_text("AIza-health-0123456789")
+    monkeypatch.setenv("GEMINI_API_KEY_FILE", str(key_file))
+    code, out, _ = toren(capsys, "health", "--json")
+    checks = {c["check"]: c for c in json.loads(out)["checks"]}
+    assert checks["agent claude"]["ok"] and "ANTHROPIC_API_KEY" in checks["agent claude"]["detail"]
+    assert "@anthropic-ai/claude-code@" in checks["agent claude"]["detail"]
+    assert checks["agent gemini"]["ok"] and "GEMINI_API_KEY_FILE" in checks["agent gemini"]["detail"]
+    assert not checks["agent codex"]["ok"] and "set OPENAI_API_KEY" in checks["agent codex"]["detail"]
+    assert checks["agent shell"]["ok"]
+    assert "sk-ant-health" not in out and "AIza-health" not in out  # names, never values
+    assert code == 0  # a missing key for one agent is a warning, not a failed check
+
+
 def test_health_missing_image_is_reported(workdir, capsys):
     code, out, _ = toren(capsys, "health", "--docker-image", "toren-test/absent:1")
     assert "not present locally" in out

@@ -105,7 +105,10 @@ class StreamParser:
             return [line]
         if not isinstance(event, dict):
             return [line]
-        shown = self.on_event(event)
+        try:
+            shown = self.on_event(event)
+        except Exception:  # noqa: BLE001 - an event shape we do not know must not stop the log
+            return [line]
         return [line] if shown is None else shown
 
     def on_event(self, event: dict[str, Any]) -> list[str] | None:
@@ -148,6 +151,20 @@ class AgentProfile:
     def __init__(self, version: str | None = None) -> None:
         if version:
             self.version = version
+
+    def credentials_present(self, environ: dict[str, str], home_dir: str) -> list[str]:
+        """Where this machine has credentials for the CLI (variable or file names, never values)."""
+        import os
+
+        found = []
+        for cred in self.credentials:
+            if environ.get(cred.name):
+                found.append(cred.name)
+            if cred.file_var and environ.get(cred.file_var) and os.path.isfile(environ[cred.file_var]):
+                found.append(f"{cred.file_var} ({environ[cred.file_var]})")
+            if cred.default_file and os.path.isfile(cred.default_file.replace("~", home_dir, 1)):
+                found.append(cred.default_file)
+        return found
 
     def install_layer(self) -> str:
         """Dockerfile lines (run as root) that install the CLI; part of the image's content hash."""
