@@ -48,3 +48,25 @@ def test_context_tar_holds_dockerfile_and_ca():
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert sorted(tar.getnames()) == ["Dockerfile", "ca-bundle.crt"]
         assert tar.extractfile("ca-bundle.crt").read() == b"PEM"
+
+
+def test_the_cli_gets_its_own_layer_after_node_and_its_version_is_in_the_hash(tmp_path):
+    from toren_action.agents.claude import ClaudeProfile
+
+    node = tmp_path / "node"
+    (node / "bin").mkdir(parents=True)
+    (node / "bin" / "node").write_bytes(b"\x7fELF")
+    a = recipe(profile=ClaudeProfile(), node_dir=node, node_label="24.19.0-x86_64")
+    text = a.dockerfile()
+    # system layers, then Node, then the CLI: a new CLI version reuses every layer above its own
+    assert text.index("safe.directory") < text.index("COPY node /opt/toren/node") < text.index("npm install")
+    assert "@anthropic-ai/claude-code@" + ClaudeProfile.version in text
+    b = recipe(profile=ClaudeProfile("2.0.0"), node_dir=node, node_label="24.19.0-x86_64")
+    assert a.content_hash() != b.content_hash() and a.tag != b.tag
+    cut = text.index("# agent CLI")
+    assert text[:cut] == b.dockerfile()[:cut]  # identical up to the CLI layer: Docker reuses those layers
+    import io
+    import tarfile
+
+    names = tarfile.open(fileobj=io.BytesIO(a.context_tar())).getnames()
+    assert "node/bin/node" in names and "Dockerfile" in names
