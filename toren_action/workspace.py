@@ -205,3 +205,9 @@ def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
     if path.is_file() and not path.is_symlink():
         return path.read_text("utf-8", errors="replace")[:limit].strip() or None
     return None
+
+
+def change_contains(ws, redact) -> bool:
+    """True when the last commit's patch holds a secret value (the redactor would mask something in it)."""
+    patch = git("show", "--format=", "--no-color", "--no-ext-diff", "HEAD", cwd=ws.path)
+    return redact(patch) != patch

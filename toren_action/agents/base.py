@@ -91,6 +91,8 @@ class StreamParser:
         #: Structured events kept with the job: tool calls, errors, retries, the final result.
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.final_text: str | None = None
+        #: Set once the CLI has reported its final result (no budget stop after that).
+        self.finished = False
 
     def feed(self, line: str) -> list[str]:
         """Readable log lines for one line of output (none hides it)."""
@@ -147,6 +149,10 @@ class AgentProfile:
     default_model: str | None = None
     #: Whether the CLI enforces --max-turns itself (otherwise Toren counts turns and stops the container).
     enforces_max_turns: bool = False
+    #: Whether its stream reports tokens as it goes (so Toren can stop it on cost), and whether it reports
+    #: its own cost figure.
+    meters_live: bool = True
+    reports_cost: bool = False
 
     def __init__(self, version: str | None = None) -> None:
         if version:
@@ -233,7 +239,8 @@ def _one_line(text: str, limit: int = 160) -> str:
 #: prompt file's text where the command line has PROMPT_ARG, then exec the CLI (no shell stays around).
 LAUNCHER = r"""set -e
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
-  export "${1%%=*}=$(cat "$TOREN_SECRETS_DIR/${1#*=}")"
+  value=$(cat "$TOREN_SECRETS_DIR/${1#*=}") || { echo "toren: cannot read secret ${1#*=}" >&2; exit 97; }
+  export "${1%%=*}=$value"
   shift
 done
 shift

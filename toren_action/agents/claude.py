@@ -21,6 +21,7 @@ class ClaudeProfile(AgentProfile):
     version = "2.1.332"
     default_model = "claude-sonnet-4-5"
     enforces_max_turns = True
+    reports_cost = True
     credentials = (
         Credential("ANTHROPIC_API_KEY", "Anthropic API key", file_var="ANTHROPIC_API_KEY_FILE"),
         Credential("CLAUDE_CODE_OAUTH_TOKEN", "Claude subscription token (`claude setup-token`)"),
@@ -34,8 +35,10 @@ class ClaudeProfile(AgentProfile):
         settings: dict[str, Any] = {}
         if "ANTHROPIC_API_KEY" in ctx.credentials:
             settings["apiKeyHelper"] = f"cat {ctx.secrets_dir}/ANTHROPIC_API_KEY"
+        # --setting-sources user: the repository's .claude/settings*.json could otherwise set an `env` that
+        # sends the API key to another host, or an apiKeyHelper of its own
         argv = [f"{CLI_PREFIX}/bin/claude", "-p", PROMPT_ARG, "--output-format", "stream-json", "--verbose",
-                "--dangerously-skip-permissions", "--no-session-persistence"]
+                "--dangerously-skip-permissions", "--no-session-persistence", "--setting-sources", "user"]
         if settings:
             argv += ["--settings", json.dumps(settings)]
         if ctx.model:
@@ -93,15 +96,15 @@ class ClaudeStream(StreamParser):
         if kind == "system" and sub == "api_retry":
             return self._retry(event)
         if kind == "assistant":
-            return self._assistant(event.get("message") or {})
+            return self._assistant(event.get("message") or {}, str(event.get("uuid") or id(event)))
         if kind == "user":
             return self._tool_results(event.get("message") or {})
         if kind == "result":
             return self._result(event)
         return []
 
-    def _assistant(self, msg: dict[str, Any]) -> list[str]:
-        mid = msg.get("id") or ""
+    def _assistant(self, msg: dict[str, Any], event_id: str) -> list[str]:
+        mid = msg.get("id") or event_id
         if mid not in self._messages:  # one API response arrives as several events sharing its id
             self.usage.turns += 1
         usage = msg.get("usage") or {}
@@ -144,6 +147,7 @@ class ClaudeStream(StreamParser):
                 f"{(event.get('retry_delay_ms') or 0) / 1000:.1f}s"]
 
     def _result(self, event: dict[str, Any]) -> list[str]:
+        self.finished = True
         usage = event.get("usage") or {}
         self.usage.input_tokens = int(usage.get("input_tokens") or self.usage.input_tokens)
         self.usage.output_tokens = int(usage.get("output_tokens") or self.usage.output_tokens)

@@ -22,6 +22,7 @@ class CodexProfile(AgentProfile):
     name = "codex"
     package = "@openai/codex"
     version = "0.169.0"
+    meters_live = False  # tokens arrive only with turn.completed, at the end
     credentials = (Credential("OPENAI_API_KEY", "OpenAI API key", file_var="OPENAI_API_KEY_FILE"),)
     passthrough_env = ("OPENAI_BASE_URL",)
 
@@ -80,6 +81,7 @@ class CodexStream(StreamParser):
         if kind == "item.completed" and itype == "error":
             return [f"! {item.get('message', '')}"]
         if kind == "turn.completed":
+            self.finished = True
             u = event.get("usage") or {}
             self.usage.input_tokens += int(u.get("input_tokens") or 0)
             self.usage.cache_read_tokens += int(u.get("cached_input_tokens") or 0)
@@ -90,6 +92,7 @@ class CodexStream(StreamParser):
         if kind == "error":
             return self._api_error(str(event.get("message", "")), final=False)
         if kind == "turn.failed":
+            self.finished = True
             return self._api_error(str((event.get("error") or {}).get("message", "")), final=True)
         return []
 

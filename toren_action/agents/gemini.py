@@ -30,6 +30,7 @@ class GeminiProfile(AgentProfile):
     node_runtime = True
     default_model = "gemini-2.5-pro"
     enforces_max_turns = True
+    meters_live = False  # token counts arrive only with the result, at the end
     credentials = (Credential("GEMINI_API_KEY", "Gemini API key (Google AI Studio)", file_var="GEMINI_API_KEY_FILE"),)
     passthrough_env = ("GOOGLE_GEMINI_BASE_URL",)
 
@@ -137,6 +138,7 @@ class GeminiStream(StreamParser):
         return out
 
     def _result(self, event: dict[str, Any]) -> list[str]:
+        self.finished = True
         stats = event.get("stats") or {}
         self.usage.input_tokens = int(stats.get("input_tokens") or stats.get("input") or 0)
         self.usage.output_tokens = int(stats.get("output_tokens") or 0)

@@ -19,7 +19,8 @@ def price_for(model: str | None, overrides: dict[str, dict[str, float]] | None =
     if not model:
         return None
     model = model.lower().split("/")[-1]  # "models/gemini-2.5-pro", "openai/gpt-5"
-    for table in (overrides or {}, price_table()):
+    overrides = {k.lower(): v for k, v in (overrides or {}).items()}
+    for table in (overrides, price_table()):
         if model in table:
             return table[model]
         best = max((k for k in table if model.startswith(k)), key=len, default=None)

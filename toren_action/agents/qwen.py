@@ -22,6 +22,7 @@ SETTINGS = {
     "general": {"enableAutoUpdate": False},
     "memory": {"enableManagedAutoMemory": False, "enableManagedAutoDream": False},
 }
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _API_ERROR = re.compile(r"API Error: (\d{3})")
 #: qwen's exit codes for its own limits
 EXIT_MAX_TURNS = 53
@@ -43,7 +44,11 @@ class QwenProfile(AgentProfile):
         return f"(chmod +x {CLI_PREFIX}/lib/node_modules/{self.package}/vendor/ripgrep/*/rg 2>/dev/null || true) && "
 
     def command(self, ctx: RunContext) -> list[str]:
-        argv = [f"{CLI_PREFIX}/bin/qwen", PROMPT_ARG, "--output-format", "stream-json", "--yolo"]
+        # the base URL is always given on the command line: it beats a repository's .qwen/settings.json or .env,
+        # which could otherwise send the key elsewhere
+        base_url = ctx.passthrough.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
+        argv = [f"{CLI_PREFIX}/bin/qwen", PROMPT_ARG, "--output-format", "stream-json", "--yolo",
+                "--openai-base-url", base_url]
         if ctx.model:
             argv += ["-m", ctx.model]
         if ctx.max_turns:
