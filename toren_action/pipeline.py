@@ -127,8 +127,12 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     network = validate.network_spec(s.network or profile.default_network)
 
     env: dict[str, str] = {}
+    reserved = set(profile.passthrough_env) | set(profile.environment(RunContext("", None, None, "")))
     for key, value in s.env:
         validate.env_entry(key, value)
+        if key in reserved:
+            raise UsageError(s.source_of("env"), f"{key} is set by the {profile.name} profile; export it on the host "
+                                                 "instead (Toren passes it through and checks it)")
         if _CREDENTIAL_NAME.search(key):
             raise UsageError("--env", f"{key} looks like a credential; pass it with --secret {key} so it reaches "
                                       "the container as a read-only file, not an environment variable")
@@ -219,6 +223,15 @@ def resolve_credentials(profile: AgentProfile, environ: dict[str, str], home_dir
     raise MissingCredentials(f"{first.name}: the {profile.name} agent needs credentials and none were found; {hint}")
 
 
+def _engine_sockets(environ: dict[str, str]) -> set[Path]:
+    paths = {Path(p) for p in ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                               "/run/podman/podman.sock")}
+    host = environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        paths.add(Path(host.removeprefix("unix://")))
+    return {p.resolve() for p in paths} | {p for p in paths}
+
+
 def _passthrough(profile: AgentProfile, environ: dict[str, str], network: str) -> tuple[dict[str, str],
                                                                                           tuple[Mount, ...]]:
     values: dict[str, str] = {}
@@ -232,6 +245,8 @@ def _passthrough(profile: AgentProfile, environ: dict[str, str], network: str) -
             path = Path(value).expanduser()
             if not path.is_socket():
                 raise UsageError(var, f"{value} is not a unix socket; start the server first or unset {var}")
+            if path.resolve() in _engine_sockets(environ):
+                raise UsageError(var, f"{value} is a container engine's socket; it would give the agent the host")
             target = f"{CONTAINER_SOCKETS}/{var.lower()}.sock"
             mounts.append(Mount(str(path.resolve()), target, False))
             value = target
@@ -338,7 +353,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
                          s.max_turns, s.max_cost_usd, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
                          dict(plan.passthrough))
-        env = {**plan.profile.environment(ctx), **plan.env, "TOREN_JOB_ID": job_id, "TOREN_TASK_FILE": ctx.prompt_file}
+        env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job_id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
         for name, content in plan.profile.task_files(ctx).items():

@@ -28,8 +28,7 @@ class ClaudeProfile(AgentProfile):
         Credential("CLAUDE_CREDENTIALS", "Claude subscription login", file_var="CLAUDE_CREDENTIALS_FILE",
                    default_file="~/.claude/.credentials.json"),
     )
-    passthrough_env = ("ANTHROPIC_BASE_URL", "ANTHROPIC_UNIX_SOCKET", "ANTHROPIC_CUSTOM_HEADERS_FILE",
-                       "ANTHROPIC_SMALL_FAST_MODEL", "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX")
+    passthrough_env = ("ANTHROPIC_BASE_URL", "ANTHROPIC_UNIX_SOCKET", "ANTHROPIC_SMALL_FAST_MODEL")
 
     def command(self, ctx: RunContext) -> list[str]:
         settings: dict[str, Any] = {}
