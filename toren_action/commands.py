@@ -149,7 +149,9 @@ def cmd_summary(args: Namespace) -> int:
         "job_id": job.id, "state": job.state, "repo": job.repo, "branch": job.branch, "agent": job.agent,
         "model": job.model, "task": job.inputs.get("spec") or job.inputs.get("issue"),
         "duration_s": job.duration, "files_changed": job.files_changed, "commit": job.result_commit,
-        "error": job.error, "cost_usd": job.cost_usd, "turns": job.turns,
+        "error": job.error, "cost_usd": job.cost_usd, "cost_source": job.cost_source, "turns": job.turns,
+        "usage": job.usage,
+        "tools": [e["name"] for e in store.events(job.id) if e["kind"] == "tool"],
         "stages": [(e["state"], round(e["ts"] - job.created_at, 2)) for e in store.events(job.id)
                    if e["kind"] == "state"],
     }
@@ -167,8 +169,23 @@ def cmd_summary(args: Namespace) -> int:
             print(job.diffstat)
     if job.error:
         print(f"Reason: {job.error}")
+    if job.usage:
+        u = job.usage
+        cost = f"${job.cost_usd:.4f}" + (" (price table)" if job.cost_source == "price-table" else "") \
+            if job.cost_usd is not None else "an unknown cost"
+        tools = ", ".join(f"{name} ×{n}" for name, n in _counts(facts["tools"]))
+        print(f"The agent ({u.get('model') or 'model unknown'}) took {u['turns']} turn(s) and {u['tool_calls']} tool "
+              f"call(s){' (' + tools + ')' if tools else ''}, {u['input_tokens']} tokens in "
+              f"({u['cache_read_tokens']} cached) and {u['output_tokens']} out, for {cost}.")
     print(f"Took {fmt_age(job.duration)}.")
     return 0
+
+
+def _counts(names: list[str]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
 _AGE = re.compile(r"^([0-9]+)([smhdw])$")

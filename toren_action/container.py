@@ -117,7 +117,7 @@ def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None
                 f"the {spec.role} ran past the timeout of {spec.timeout_s / 60:g} min; its container was stopped "
                 "and removed (raise --timeout to give it longer)"
             ) from None
-        reader.join(timeout=10)
+        reader.join(timeout=60)  # the container has exited: its log stream ends once the last lines are read
         return ContainerResult(int(status.get("StatusCode", 1)), container.id, time.monotonic() - started)
     finally:
         if container is not None:

@@ -116,6 +116,9 @@ def test_agent_writes_the_file_records_usage_and_keeps_the_key_secret(name, work
     listed = json.loads(capsys.readouterr().out)[0]
     assert listed["cost_usd"] == result["cost_usd"] and listed["turns"] == 2
     assert listed["usage"]["input_tokens"] == 2400
+    assert main(["summary", result["job_id"]]) == 0
+    summary = capsys.readouterr().out
+    assert "2 turn(s) and 1 tool call(s)" in summary and "2400 tokens in" in summary and "$" in summary
 
     # the key reached the CLI (the fake checked it) and nothing else
     assert "inspect" in seen, "the container was not seen while it ran"
