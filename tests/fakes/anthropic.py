@@ -22,6 +22,12 @@ class FakeAnthropic(FakeServer):
         if s.mode == "unauthorized" or req.headers.get("x-api-key") != s.api_key:
             return self.json_response(respond, 401, {"type": "error", "error": {
                 "type": "authentication_error", "message": "invalid x-api-key"}})
+        failures = s.extra.setdefault("fail_statuses", [])
+        if failures:  # scripted API errors for the first calls (rate limit 429, overloaded 529, 5xx)
+            status = failures.pop(0)
+            kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+            return self.json_response(respond, status, {"type": "error", "error": {"type": kind,
+                                                                                   "message": f"scripted {status}"}})
         body = req.json()
         messages = body.get("messages", [])
         turn = sum(1 for m in messages if m.get("role") == "assistant")

@@ -316,3 +316,28 @@ def test_the_docker_socket_is_not_a_model_api(workdir, toren_home, capsys, agent
     finally:
         server.close()
     assert code == 2 and "container engine's socket" in capsys.readouterr().err
+
+
+def test_claude_retries_an_overloaded_api_and_the_log_shows_it(workdir, repo, toren_home, capsys, docker_client,
+                                                               agent_env):
+    vendor = VENDORS["claude"]
+    with vendor.fake(Script(extra={"fail_statuses": [529]})) as fake:
+        agent_env.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code, result, err = run_agent(capsys, vendor, branch="toren/overloaded")
+    assert code == 0, err
+    assert "… API error 529 (overloaded), retry 1/10" in err
+    assert git("show", "toren/overloaded:hello.txt", cwd=repo) == Script().content
+
+
+@pytest.mark.parametrize("name, extra", [("claude", ["--env", "CLAUDE_CODE_MAX_RETRIES=1"]), ("codex", [])])
+def test_a_rate_limit_the_cli_gives_up_on_ends_as_rate_limited(name, extra, workdir, repo, toren_home, capsys,
+                                                               docker_client, agent_env):
+    vendor = VENDORS[name]
+    with vendor.fake(Script(extra={"fail_statuses": [429] * 20})) as fake:
+        agent_env.setenv(vendor.key_var, fake.script.api_key)
+        agent_env.setenv(vendor.url_var, fake.url + vendor.url_suffix)
+        code, result, err = run_agent(capsys, vendor, *extra, branch=f"toren/{name}-429")
+    assert code == 13, err
+    assert result["state"] == "rate_limited" and "429" in result["message"]
+    assert git("branch", "--list", f"toren/{name}-429", cwd=repo).strip() == ""
