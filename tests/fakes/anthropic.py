@@ -19,7 +19,8 @@ class FakeAnthropic(FakeServer):
                 return self.json_response(respond, 200, {"input_tokens": s.input_tokens})
             return self.json_response(respond, 404, {"type": "error", "error": {"type": "not_found_error",
                                                                                  "message": f"no route {path}"}})
-        if s.mode == "unauthorized" or req.headers.get("x-api-key") != s.api_key:
+        keyed = req.headers.get("x-api-key") == s.api_key or req.headers.get("authorization") == f"Bearer {s.api_key}"
+        if s.mode == "unauthorized" or not keyed:
             return self.json_response(respond, 401, {"type": "error", "error": {
                 "type": "authentication_error", "message": "invalid x-api-key"}})
         failures = s.extra.setdefault("fail_statuses", [])

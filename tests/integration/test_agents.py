@@ -341,3 +341,31 @@ def test_a_rate_limit_the_cli_gives_up_on_ends_as_rate_limited(name, extra, work
     assert code == 13, err
     assert result["state"] == "rate_limited" and "429" in result["message"]
     assert git("branch", "--list", f"toren/{name}-429", cwd=repo).strip() == ""
+
+
+@pytest.mark.parametrize("how", ["oauth-token", "login-file"])
+def test_claude_subscription_credentials(how, workdir, repo, toren_home, capsys, docker_client, agent_env, tmp_path):
+    vendor = VENDORS["claude"]
+    token = "sk-ant-oat01-" + secrets.token_hex(20)
+    seen: dict[str, str] = {}
+    with vendor.fake(Script(api_key=token)) as fake:
+
+        def look(_req):
+            for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+                seen.setdefault("inspect", json.dumps(docker_client.api.inspect_container(c.id)))
+
+        fake.on_request = look
+        if how == "oauth-token":
+            agent_env.setenv("CLAUDE_CODE_OAUTH_TOKEN", token)
+        else:
+            login = tmp_path / "user-home" / ".claude" / ".credentials.json"
+            login.parent.mkdir(parents=True)
+            login.write_text(json.dumps({"claudeAiOauth": {
+                "accessToken": token, "refreshToken": "sk-ant-ort01-" + secrets.token_hex(20),
+                "expiresAt": 4102444800000, "scopes": ["user:inference"], "subscriptionType": "max"}}))
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code, result, err = run_agent(capsys, vendor, branch=f"toren/{how}")
+    assert code == 0, err
+    assert fake.requests and all(r.headers.get("authorization") == f"Bearer {token}" for r in fake.requests)
+    assert "inspect" in seen and token not in seen["inspect"]
+    assert not [p for p in files_under(toren_home) if token.encode() in p.read_bytes()]
