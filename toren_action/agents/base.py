@@ -79,6 +79,17 @@ class Verdict:
     message: str
 
 
+def api_verdict(status: int | None, message: str, cli: str, auth: bool = False, busy: bool = False) -> Verdict:
+    """How an API error the CLI gave up on ends the job: a rejected key (401/403, or ``auth`` when the vendor
+    says so another way), a rate limit or overload (429, 5xx, or ``busy``), or any other error."""
+    text = " ".join(message.split())[:300]
+    if auth or status in (401, 403):
+        return Verdict("auth", f"the model API refused the credentials (HTTP {status})")
+    if busy or status == 429 or (status or 0) >= 500:
+        return Verdict("rate_limit", f"the model API kept failing (HTTP {status}): {text}")
+    return Verdict("error", f"{cli} reported an error: {text}")
+
+
 class StreamParser:
     """Feeds on the CLI's output one line at a time. Subclasses parse their vendor's JSON events."""
 

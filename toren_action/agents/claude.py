@@ -10,7 +10,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, Verdict
+from toren_action.agents.base import (
+    CLI_PREFIX,
+    PROMPT_ARG,
+    AgentProfile,
+    Credential,
+    RunContext,
+    StreamParser,
+    Verdict,
+    api_verdict,
+)
 
 CREDENTIALS_FILE = ".credentials.json"
 
@@ -169,11 +178,6 @@ class ClaudeStream(StreamParser):
             self.verdict = Verdict("budget", "the agent's cost passed --max-cost-usd")
         elif event.get("is_error"):
             status = event.get("api_error_status")
-            text = " ".join(str(event.get("result") or sub or "error").split())[:300]
-            if status in (401, 403):
-                self.verdict = Verdict("auth", f"the model API refused the credentials (HTTP {status})")
-            elif status in (429, 529) or (isinstance(status, int) and status >= 500):
-                self.verdict = Verdict("rate_limit", f"the model API kept failing (HTTP {status}): {text}")
-            else:
-                self.verdict = Verdict("error", f"Claude Code reported an error: {text}")
+            self.verdict = api_verdict(status if isinstance(status, int) else None,
+                                       str(event.get("result") or sub or "error"), "Claude Code")
         return [f"■ {sub or 'done'} after {self.usage.turns} turn(s)"]

@@ -12,7 +12,16 @@ import json
 import re
 from typing import Any
 
-from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, Verdict
+from toren_action.agents.base import (
+    CLI_PREFIX,
+    PROMPT_ARG,
+    AgentProfile,
+    Credential,
+    RunContext,
+    StreamParser,
+    Verdict,
+    api_verdict,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _STATUS = re.compile(r"\b(?:status|last status:)\s*(\d{3})\b|\b(\d{3}) (?:Unauthorized|Forbidden|Too Many Requests)")
@@ -105,10 +114,5 @@ class CodexStream(StreamParser):
             if status in (401, 403):
                 self.stop = Verdict("auth", f"the model API refused the credentials (HTTP {status})")
             return [f"… {text}"]
-        if status in (401, 403):
-            self.verdict = Verdict("auth", f"the model API refused the credentials (HTTP {status})")
-        elif status == 429 or (status or 0) >= 500 or "high demand" in message:
-            self.verdict = Verdict("rate_limit", f"the model API kept failing: {text}")
-        else:
-            self.verdict = Verdict("error", f"Codex reported an error: {text}")
+        self.verdict = api_verdict(status, message, "Codex", busy="high demand" in message)
         return [self.error(text)]

@@ -13,7 +13,16 @@ import json
 import re
 from typing import Any
 
-from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, Verdict
+from toren_action.agents.base import (
+    CLI_PREFIX,
+    PROMPT_ARG,
+    AgentProfile,
+    Credential,
+    RunContext,
+    StreamParser,
+    Verdict,
+    api_verdict,
+)
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 SETTINGS_FILE = "gemini-settings.json"
@@ -156,11 +165,9 @@ class GeminiStream(StreamParser):
             text = " ".join(message.split())[:300]
             if err.get("type") == "FatalTurnLimitedError":
                 self.verdict = Verdict("max_turns", "the agent used all the turns allowed (--max-turns)")
-            elif code in (401, 403) or "API_KEY_INVALID" in message or "API key not valid" in message:
-                self.verdict = Verdict("auth", f"the model API refused the credentials (HTTP {code})")
-            elif code == 429 or (code or 0) >= 500 or "overloaded" in message or "exhausted" in message:
-                self.verdict = Verdict("rate_limit", f"the model API kept failing: {text}")
             else:
-                self.verdict = Verdict("error", f"Gemini CLI reported an error: {text}")
+                self.verdict = api_verdict(code, message, "Gemini CLI",
+                                           auth="API_KEY_INVALID" in message or "API key not valid" in message,
+                                           busy="overloaded" in message or "exhausted" in message)
             return [self.error(text)]
         return [f"■ {status or 'done'} after {self.usage.turns} turn(s)"]

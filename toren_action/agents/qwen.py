@@ -12,7 +12,16 @@ import json
 import re
 from typing import Any
 
-from toren_action.agents.base import CLI_PREFIX, PROMPT_ARG, AgentProfile, Credential, RunContext, StreamParser, Verdict
+from toren_action.agents.base import (
+    CLI_PREFIX,
+    PROMPT_ARG,
+    AgentProfile,
+    Credential,
+    RunContext,
+    StreamParser,
+    Verdict,
+    api_verdict,
+)
 from toren_action.agents.claude import ClaudeStream
 
 SETTINGS = {
@@ -95,12 +104,6 @@ class QwenStream(ClaudeStream):
                 message = str((event.get("error") or {}).get("message") or event.get("result") or "error")
                 m = _API_ERROR.search(message)
                 status = int(m.group(1)) if m else None
-                text = " ".join(message.split())[:300]
-                if status in (401, 403):
-                    self.verdict = Verdict("auth", f"the model API refused the credentials (HTTP {status})")
-                elif status == 429 or (status or 0) >= 500:
-                    self.verdict = Verdict("rate_limit", f"the model API kept failing: {text}")
-                else:
-                    self.verdict = Verdict("error", f"Qwen Code reported an error: {text}")
+                self.verdict = api_verdict(status, message, "Qwen Code")
             return lines
         return super().on_event(event)
