@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ca-bundle", metavar="PATH",
                    help="extra CA bundle to trust in the image (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE or "
                         "NODE_EXTRA_CA_CERTS when set)")
+    g = r.add_argument_group("GitHub")
+    g.add_argument("--github-token-file", metavar="PATH", help="file holding the GitHub token "
+                                                              "(default: GITHUB_TOKEN or GH_TOKEN)")
+    g.add_argument("--actor", metavar="LOGIN", help="GitHub user who triggered the job; must have write access")
+    g.add_argument("--allow-actor", action="append", dest="allow_actors", metavar="LOGIN",
+                   help="trust this GitHub login to start jobs whatever its permission (repeatable)")
+    g.add_argument("--allow-fork", action="store_true", default=None,
+                   help="allow --repo to be a fork of the issue's repository")
+    g.add_argument("--label", action="append", dest="labels", metavar="LABEL", help="label for the PR (repeatable)")
+    g.add_argument("--reviewer", action="append", dest="reviewers", metavar="LOGIN",
+                   help="reviewer for the PR (repeatable)")
+    g.add_argument("--assignee", action="append", dest="assignees", metavar="LOGIN",
+                   help="assignee for the PR (repeatable)")
     g = r.add_argument_group("result")
     g.add_argument("--verify", metavar="CMD", help="command that must pass on the change before it is pushed")
     g.add_argument("--draft", action="store_true", default=None, help="open the pull request as a draft")
@@ -111,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_SETTING_FLAGS = (
     "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
     "agent_version", "max_turns", "push_partial", "allowed_tools", "disallowed_tools", "append_system_prompt",
+    "github_token_file", "actor", "allow_actors", "allow_fork", "labels", "reviewers", "assignees",
     "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
     "ca_bundle", "verify", "draft", "no_pr",
 )

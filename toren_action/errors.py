@@ -108,6 +108,36 @@ class MissingCredentials(TorenError):
     exit_code = 15
 
 
+class GitHubError(TorenError):
+    """GitHub refused a request (a validation error such as no commits between the branches, or another status)."""
+
+    exit_code = 16
+
+
+class GitHubAuthError(GitHubError):
+    """GitHub refused the token (401) or the token lacks a permission (403)."""
+
+    exit_code = 17
+
+
+class GitHubNotFound(GitHubError):
+    """The repository or issue does not exist, or the token cannot see it (404)."""
+
+    exit_code = 18
+
+
+class GitHubRateLimited(GitHubError):
+    """GitHub's API rate limit is exhausted."""
+
+    exit_code = 19
+
+
+class ActorNotAllowed(TorenError):
+    """The user who triggered the job may not start jobs (no write access, a bot, a fork)."""
+
+    exit_code = 20
+
+
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 

@@ -10,12 +10,14 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from toren_action import validate
 from toren_action.agents import get_profile
 from toren_action.agents.base import AgentProfile, RunContext, Verdict, launch_command
 from toren_action.errors import (
     ERROR_STATES,
+    ActorNotAllowed,
     AgentAuthFailed,
     AgentFailed,
     AgentRateLimited,
@@ -33,7 +35,7 @@ from toren_action.redact import Redactor, Secret
 from toren_action.settings import Settings
 from toren_action.store import Store
 from toren_action.task import Task, from_spec
-from toren_action.validate import Mount, RepoRef
+from toren_action.validate import IssueRef, Mount, RepoRef
 
 CONTAINER_SECRETS = "/run/toren/secrets"
 CONTAINER_TASK = "/run/toren/task"
@@ -80,10 +82,14 @@ class Plan:
     credentials: tuple[str, ...] = ()
     #: Non-secret host variables for the CLI (base URLs; unix sockets rewritten to their mount point).
     passthrough: tuple[tuple[str, str], ...] = ()
+    github: GitHubPlan | None = None
+    #: Overwrite the branch: --force-branch, or the branch of an open pull request this run updates.
+    force_push: bool = False
 
     @property
     def redactor(self) -> Redactor:
-        return Redactor(self.secrets)
+        """Masks the agent's secrets and the host-only ones (the GitHub token)."""
+        return Redactor(self.secrets + (self.github.host_secrets if self.github else ()))
 
 
 def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, cwd: str | None = None) -> Plan:
@@ -103,17 +109,28 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
         raise UsageError("--spec", "give either --spec or --issue, not both")
     if not s.spec and not s.issue:
         raise UsageError("--spec", "no task given; pass --spec FILE (a markdown file) or --issue URL")
-    if s.issue:
-        validate.issue_ref(s.issue)
-        raise UsageError("--issue", "reading GitHub issues is not in this version of Toren yet; "
-                                    "put the task in a file and use --spec")
-    task = from_spec(validate.spec_file(s.spec, cwd))
+    issue = validate.issue_ref(s.issue) if s.issue else None
+    task = from_spec(validate.spec_file(s.spec, cwd)) if s.spec else None
 
-    repo = validate.repo_spec(s.repo, cwd)
+    if issue and "repo" not in dict(s.sources):  # --repo defaults to the issue's repository
+        repo = RepoRef("github", issue.repo)
+    else:
+        repo = validate.repo_spec(s.repo, cwd)
+    endpoints = None
     origin = repo.location
-    if repo.kind == "github":
-        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
-        origin = f"{server}/{repo.location}.git"
+    if repo.kind == "github" or issue:
+        from toren_action.github import Endpoints
+
+        endpoints = Endpoints.from_environ(environ)
+        if issue and issue.host and issue.host != urlsplit(endpoints.server_url).netloc:
+            raise UsageError("--issue", f"the issue is on {issue.host} but GITHUB_SERVER_URL is "
+                                        f"{endpoints.server_url}; set GITHUB_SERVER_URL and GITHUB_API_URL for "
+                                        "that server")
+        if repo.kind == "github":
+            origin = endpoints.clone_url(repo.location)
+        elif issue:
+            raise UsageError("--repo", "with --issue the result goes to GitHub: leave --repo out (it defaults to "
+                                       "the issue's repository) or give OWNER/NAME")
 
     branch = validate.branch_name(s.branch or f"toren/{job_id}")
     if s.base_branch:
@@ -139,7 +156,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
         env[key] = value
     secrets = tuple(Secret(n, environ[validate.secret_name(n, environ)]) for n in s.secrets)
     mounts = tuple(validate.volume_spec(v, cwd, home_dir, s.allow_mounts) for v in s.volumes)
-    if profile.package:
+    if profile.package and task is not None:
         _check_agent_limits(profile, s, task)
     credentials = resolve_credentials(profile, environ, home_dir)
     secrets += tuple(c for c in credentials if c.name not in {x.name for x in secrets})
@@ -159,14 +176,90 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     elif uid == 0:
         uid = gid = 1000
 
-    if repo.kind in ("local", "url"):  # owner/name needs GitHub credentials: checked when GitHub support lands
-        from toren_action import workspace
+    gh = None
+    if endpoints is not None:  # the only part that talks to GitHub: after every local check
+        gh, task = _github_plan(s, endpoints, environ, repo, issue, task)
+        if profile.package and issue:
+            _check_agent_limits(profile, s, task)
+    assert task is not None
 
-        if not s.force_branch and workspace.remote_branch_exists(origin, branch):
+    from toren_action import workspace
+
+    force = s.force_branch
+    git_env = gh.git_env if gh else {}
+    if not force and workspace.remote_branch_exists(origin, branch, env=git_env,
+                                                    redact=Redactor(gh.host_secrets if gh else ())):
+        if gh and gh.token and gh.open_pr_from(branch):
+            force = True  # the branch belongs to an open pull request: this run updates it
+        else:
             raise UsageError("--branch", f"{branch!r} already exists in {origin}; choose another name or pass "
                                          "--force-branch to overwrite it")
     return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
-                s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), tuple(passthrough.items()))
+                s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), tuple(passthrough.items()),
+                gh, force)
+
+
+@dataclass(frozen=True)
+class GitHubPlan:
+    """Where the result goes on GitHub, and how Toren authenticates there (on the host only)."""
+
+    api: object  # github.GitHub, or None without a token
+    endpoints: object
+    token: Secret | None
+    repo: str  # owner/name the branch is pushed to
+    base_repo: str  # owner/name the pull request is opened on (the issue's repository)
+    issue: IssueRef | None
+
+    @property
+    def git_env(self) -> dict[str, str]:
+        from toren_action.github import git_auth_env
+
+        return git_auth_env(self.endpoints.server_url, self.token)
+
+    @property
+    def host_secrets(self) -> tuple[Secret, ...]:
+        return (self.token,) if self.token else ()
+
+    def open_pr_from(self, branch: str) -> bool:
+        from toren_action.github import api_errors
+
+        owner = self.repo.split("/")[0]
+        with api_errors(f"pull requests of {self.base_repo}"):
+            return bool(list(self.api.repo(self.base_repo).get_pulls(state="open", head=f"{owner}:{branch}")))
+
+
+def _github_plan(s: Settings, endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
+                 task: Task | None) -> tuple[GitHubPlan, Task]:
+    from toren_action.github import GitHub, api_errors, read_token
+
+    token = read_token(environ, s.github_token_file)
+    if token is None and (issue or not s.no_pr):
+        raise MissingCredentials("GITHUB_TOKEN: GitHub needs a token to read the issue, push and open the pull "
+                                 "request; export GITHUB_TOKEN or GH_TOKEN, or pass --github-token-file")
+    api = GitHub(endpoints, token) if token else None
+    base_repo = issue.repo if issue else repo.location
+    if api is not None:
+        target = api.repo(repo.location if repo.kind == "github" else base_repo)
+        if issue and repo.kind == "github" and repo.location.lower() != issue.repo.lower():
+            parent = target.parent.full_name if getattr(target, "fork", False) and target.parent else None
+            if parent is None or parent.lower() != issue.repo.lower():
+                raise UsageError("--repo", f"{repo.location} is not {issue.repo} or a fork of it; leave --repo "
+                                           "out to work on the issue's repository")
+            if not s.allow_fork:
+                raise ActorNotAllowed(f"--repo: {repo.location} is a fork; running on a fork's code is refused "
+                                      "unless --allow-fork")
+        if s.actor:
+            api.check_actor(base_repo, s.actor, s.allow_actors)
+        if issue:
+            task = api.issue_task(issue)
+        if not s.base_branch:
+            with api_errors(f"repository {base_repo}"):
+                api.repo(base_repo).default_branch  # noqa: B018 - fetched now so a 404 shows before the build
+    elif s.actor:
+        raise MissingCredentials("GITHUB_TOKEN: checking --actor's permission needs a token")
+    assert task is not None
+    return GitHubPlan(api, endpoints, token, repo.location if repo.kind == "github" else base_repo, base_repo,
+                      issue), task
 
 
 #: Linux limits one argument to 128 KiB; the prompt is one argument of the CLI.
@@ -276,6 +369,51 @@ class Outcome:
     usage: dict | None = None
     cost_usd: float | None = None
     cost_source: str | None = None
+    pr_url: str | None = None
+
+
+class _Tee:
+    """The console (or the Action's) reporter, plus the progress comment on the issue (stages only)."""
+
+    def __init__(self, reporter: Reporter, progress) -> None:
+        self._reporter = reporter
+        self._progress = progress
+
+    def stage(self, state: str, detail: str) -> None:
+        self._reporter.stage(state, detail)
+        self._progress.stage(state, detail)
+
+    def line(self, text: str) -> None:
+        self._reporter.line(text)
+
+
+def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
+    from toren_action.github import html_log_hint
+
+    lines = []
+    if outcome.pr_url:
+        lines.append(f"Pull request: {outcome.pr_url}")
+    elif outcome.state == "succeeded" and outcome.pushed_to:
+        lines.append(f"Branch `{outcome.branch}` pushed (no pull request: `--no-pr`).")
+    if outcome.state not in ("succeeded", "no_changes"):
+        lines.append(f"Reason: {outcome.message}")
+        lines.append(html_log_hint(job_id))
+    elif outcome.state == "no_changes":
+        lines.append("The agent changed nothing; no pull request.")
+    facts = [f"took {outcome.duration_s:.0f}s"]
+    if outcome.usage:
+        facts.append(f"{outcome.usage['turns']} turns")
+    if outcome.cost_usd is not None:
+        facts.append(f"cost ${outcome.cost_usd:.4f}")
+    lines.append("_" + ", ".join(facts) + "._")
+    return lines
+
+
+def _pr_title(plan: Plan, agent_summary: str | None) -> str:
+    first = (agent_summary or "").strip().splitlines()[:1]
+    if first and first[0].startswith("# ") and len(first[0]) > 3:
+        return first[0][2:].strip()[:120]
+    return plan.task.title
 
 
 class _JobLog:
@@ -312,6 +450,12 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
     started = time.monotonic()
     jdir = job_dir(home, job_id)
     jdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gh = plan.github
+    progress = None
+    if gh and gh.api and gh.issue:  # one comment on the issue, edited at each stage
+        progress = gh.api.progress(gh.base_repo, gh.issue.number, job_id)
+        reporter = _Tee(reporter or NullReporter(), progress)
+    git_env = gh.git_env if gh else {}
     log = _JobLog(log_path(home, job_id), plan.redactor, reporter or NullReporter(), started)
     secrets_dir = jdir / "secrets"
     outcome = Outcome(job_id, "failed", 1, branch=plan.branch)
@@ -325,8 +469,10 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         log.stage(new_state, detail)
 
     try:
+        if progress:
+            progress.stage("queued", "")
         enter("preparing", f"cloning {plan.origin} into the job workspace")
-        mirror = workspace.update_mirror(home, plan.origin)
+        mirror = workspace.update_mirror(home, plan.origin, env=git_env, redact=plan.redactor)
         ws = workspace.create_clone(mirror, plan.origin, jdir / "workspace", s.base_branch, plan.branch)
         store.update(job_id, base_commit=ws.base_commit)
         log.stage("preparing", f"branch {plan.branch} from {ws.base_branch} at {ws.base_commit[:10]}")
@@ -384,6 +530,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             if stopped:
                 return False
             verdict = parser.stop or (None if parser.finished else _budget_verdict(plan, parser, prices))
+            if progress:
+                progress.turns(parser.usage.turns)
             if verdict:
                 stopped.append(verdict)
                 log.line(f"toren: stopping the agent: {verdict.message}")
@@ -440,11 +588,19 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
                            f"kept in {ws.path}; remove the value before sharing it)")
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
         store.update(job_id, result_commit=change.commit, files_changed=change.files, diffstat=change.diffstat)
-        (jdir / "pr.md").write_text(plan.redactor(_pr_body(plan, job_id, change, agent_summary)), "utf-8")
+        pr_body = plan.redactor(_pr_body(plan, job_id, change, agent_summary, outcome))
+        (jdir / "pr.md").write_text(pr_body, "utf-8")
 
         enter("pushing", f"{plan.branch} to {plan.origin}")
-        workspace.push(ws, plan.branch, s.force_branch, redact=plan.redactor)
+        workspace.push(ws, plan.branch, plan.force_push, env=git_env, redact=plan.redactor)
         outcome.pushed_to = plan.origin
+        if gh and gh.api and not s.no_pr and not partial:
+            enter("pull_request", f"on {gh.base_repo} from {plan.branch} into {ws.base_branch}")
+            outcome.pr_url, number, created = gh.api.open_or_update_pr(
+                gh.base_repo, gh.repo, plan.branch, ws.base_branch, plan.redactor(_pr_title(plan, agent_summary)),
+                pr_body, s.draft, s.labels, s.reviewers, s.assignees)
+            store.update(job_id, pr_url=outcome.pr_url)
+            log.stage("pull_request", f"{'opened' if created else 'updated'} #{number}: {outcome.pr_url}")
         if partial:
             message = f"{partial}; the work so far was pushed to {plan.branch} at {change.commit[:10]}"
             _fail(store, log, job_id, ERROR_STATES[type(partial)], message, outcome, partial.exit_code)
@@ -472,6 +628,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
     finally:
         outcome.duration_s = time.monotonic() - started
         remove_tree(secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
+        if progress:
+            progress.finish(outcome.state, [plan.redactor(x) for x in _progress_lines(outcome, job_id)])
         log.close()
 
 
@@ -578,11 +736,19 @@ def _commit_message(plan: Plan, job_id: str) -> str:
             + f"\nToren-Job: {job_id}\n")
 
 
-def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None) -> str:
+def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome: Outcome) -> str:
     verify = f"`{plan.settings.verify}` passed" if plan.settings.verify else "not configured (`--verify`)"
+    gh = plan.github
+    closes = [f"Closes #{gh.issue.number}", ""] if gh and gh.issue and gh.issue.repo == gh.base_repo else []
+    usage = outcome.usage
+    cost = ""
+    if usage:
+        money = f"${outcome.cost_usd:.4f}" if outcome.cost_usd is not None else "unknown cost"
+        cost = f"- Usage: {usage['turns']} turns, {usage['tool_calls']} tool calls, {money}"
     return "\n".join([
         f"# {plan.task.title}",
         "",
+        *closes,
         "## Summary",
         agent_summary or "_The agent left no summary._",
         "",
@@ -593,7 +759,9 @@ def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None) -> str:
         "",
         f"- Task: {plan.task.source}",
         f"- Verification: {verify}",
-        f"- Agent: {plan.profile.name}" + (f", model {plan.settings.model}" if plan.settings.model else ""),
+        f"- Agent: {plan.profile.name}" + (f", model {(usage or {}).get('model') or plan.settings.model}"
+                                           if (usage or {}).get("model") or plan.settings.model else ""),
+        *([cost] if cost else []),
         f"- Branch: `{plan.branch}`, commit `{change.commit[:12]}`",
         "",
         f"_Generated by Toren (job `{job_id}`). Review it as you would any contributor's change._",

@@ -37,6 +37,13 @@ DEFAULTS: dict[str, Any] = {
     "append_system_prompt": None,
     "push_partial": False,
     "prices": {},
+    "github_token_file": None,
+    "actor": None,
+    "allow_actors": [],
+    "allow_fork": False,
+    "labels": [],
+    "reviewers": [],
+    "assignees": [],
     "env": {},
     "secrets": [],
     "volumes": [],
@@ -58,7 +65,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: Settings that reach host secrets, host paths or the host network: never taken from a file that was found in
 #: the repository (only from flags, TOREN_* or an explicit --config file).
-HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle", "network", "agent_uid", "gpus"})
+HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle", "network", "agent_uid", "gpus",
+                                "github_token_file", "actor", "allow_actors", "allow_fork"})
 
 #: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
@@ -85,6 +93,14 @@ class Settings:
     push_partial: bool = False
     #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}
     prices: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    github_token_file: str | None = None
+    #: The GitHub login that triggered the job: it must have write access (or be in allow_actors).
+    actor: str | None = None
+    allow_actors: tuple[str, ...] = ()
+    allow_fork: bool = False
+    labels: tuple[str, ...] = ()
+    reviewers: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     secrets: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
@@ -167,6 +183,7 @@ class Settings:
                 "volumes": tuple(merged["volumes"]),
                 "allow_mounts": tuple(merged["allow_mounts"]),
                 "allowed_tools": tuple(merged["allowed_tools"]),
+                **{k: tuple(merged[k]) for k in ("allow_actors", "labels", "reviewers", "assignees")},
                 "disallowed_tools": tuple(merged["disallowed_tools"]),
                 "prices": _price_tuple(merged["prices"]),
                 "sources": tuple(sorted(sources.items())),
@@ -302,7 +319,8 @@ def settings_from_record(record: dict[str, Any]) -> Settings:
     """Rebuild the settings stored with a job (for a background worker)."""
     data = {k: v for k, v in record.items() if k in Settings.__dataclass_fields__ and k != "sources"}
     data["env"] = tuple(sorted(dict(data.get("env") or {}).items()))
-    for key in ("secrets", "volumes", "allow_mounts", "allowed_tools", "disallowed_tools"):
+    for key in ("secrets", "volumes", "allow_mounts", "allowed_tools", "disallowed_tools", "allow_actors", "labels",
+                "reviewers", "assignees"):
         data[key] = tuple(data.get(key) or ())
     data["prices"] = _price_tuple(data.get("prices") or {})
     return Settings(**data)

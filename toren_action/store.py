@@ -20,7 +20,7 @@ from typing import Any
 from toren_action.errors import JobNotFound
 
 STATES = (
-    "queued", "preparing", "building", "running", "verifying", "pushing",
+    "queued", "preparing", "building", "running", "verifying", "pushing", "pull_request",
     "succeeded", "failed", "no_changes", "cancelled", "timed_out",
     "budget_exceeded", "auth_failed", "rate_limited", "max_turns",
 )
@@ -71,6 +71,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN usage TEXT;
     ALTER TABLE jobs ADD COLUMN cost_source TEXT
     """,
+    # 3: the pull request a job opened or updated
+    """
+    ALTER TABLE jobs ADD COLUMN pr_url TEXT
+    """,
 )
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -112,6 +116,7 @@ class Job:
     inputs: dict[str, Any]
     usage: dict[str, Any] | None = None
     cost_source: str | None = None
+    pr_url: str | None = None
 
     @property
     def duration(self) -> float | None:

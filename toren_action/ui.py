@@ -37,6 +37,8 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
         w(f"  commit  {outcome.commit}\n")
         files = ", ".join(outcome.files[:10]) + (f", … (+{len(outcome.files) - 10})" if len(outcome.files) > 10 else "")
         w(f"  files   {len(outcome.files)} changed: {files}\n")
+        if outcome.pr_url:
+            w(f"  pr      {outcome.pr_url}\n")
     else:
         w(f"{STAGE_MARKS.get(outcome.state, '✘')} {outcome.state} in {outcome.duration_s:.1f}s: {outcome.message}\n")
     if outcome.usage:
@@ -63,6 +65,7 @@ def outcome_json(outcome, job) -> dict:
         "image": job.image if job else None,
         "image_built": outcome.image_built,
         "pushed_to": outcome.pushed_to,
+        "pr_url": outcome.pr_url,
         "usage": outcome.usage,
         "cost_usd": outcome.cost_usd,
         "cost_source": outcome.cost_source,

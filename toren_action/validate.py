@@ -18,7 +18,8 @@ _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GITHUB_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _GIT_URL = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$")
-_ISSUE_URL = re.compile(r"^https?://[^/\s]+/(?:api/v3/repos/)?([A-Za-z0-9-]+/[A-Za-z0-9._-]+)/issues/([1-9][0-9]*)/?$")
+_ISSUE_URL = re.compile(
+    r"^https?://([^/\s@]+)/(?:api/v3/repos/)?([A-Za-z0-9-]+/[A-Za-z0-9._-]+)/issues/([1-9][0-9]*)/?$")
 _ISSUE_SHORT = re.compile(r"^([A-Za-z0-9-]+/[A-Za-z0-9._-]+)#([1-9][0-9]*)$")
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_REF = re.compile(
@@ -117,13 +118,16 @@ def repo_spec(spec: str, cwd: str) -> RepoRef:
 class IssueRef:
     repo: str  # owner/name
     number: int
+    host: str | None = None  # the server's host for a URL (None for OWNER/NAME#N)
 
 
 def issue_ref(text: str) -> IssueRef:
-    for pattern in (_ISSUE_URL, _ISSUE_SHORT):
-        m = pattern.match(text.strip())
-        if m:
-            return IssueRef(m.group(1), int(m.group(2)))
+    m = _ISSUE_URL.match(text.strip())
+    if m:
+        return IssueRef(m.group(2), int(m.group(3)), m.group(1))
+    m = _ISSUE_SHORT.match(text.strip())
+    if m:
+        return IssueRef(m.group(1), int(m.group(2)))
     raise UsageError("--issue",
                      f"{text!r} is not an issue; use https://github.com/OWNER/NAME/issues/N or OWNER/NAME#N")
 

@@ -55,14 +55,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def update_mirror(home: Path, origin: str) -> Path:
-    """Create or refresh the bare mirror of ``origin`` (one per repository, shared by all its jobs)."""
+def update_mirror(home: Path, origin: str, env: dict[str, str] | None = None,
+                  redact: Callable[[str], str] = str) -> Path:
+    """Create or refresh the bare mirror of ``origin`` (one per repository, shared by all its jobs). ``env``
+    carries credentials for the origin (see github.git_auth_env); nothing is stored in the mirror's config."""
     mirror = mirror_path(home, origin)
     with _locked(mirror):
         if (mirror / "HEAD").is_file():
-            git("remote", "update", "--prune", cwd=mirror)
+            git("remote", "update", "--prune", cwd=mirror, env=env, redact=redact)
             # follow the origin's default branch if it changed
-            head = _remote_head(origin)
+            head = _remote_head(origin, env)
             if head:
                 git("symbolic-ref", "HEAD", f"refs/heads/{head}", cwd=mirror)
         else:
@@ -71,14 +73,14 @@ def update_mirror(home: Path, origin: str) -> Path:
                 from toren_action.paths import remove_tree
 
                 remove_tree(tmp)
-            git("clone", "--mirror", "--quiet", origin, str(tmp))
+            git("clone", "--mirror", "--quiet", origin, str(tmp), env=env, redact=redact)
             tmp.rename(mirror)
     return mirror
 
 
-def _remote_head(origin: str) -> str | None:
+def _remote_head(origin: str, env: dict[str, str] | None = None) -> str | None:
     try:
-        out = git("ls-remote", "--symref", origin, "HEAD")
+        out = git("ls-remote", "--symref", origin, "HEAD", env=env)
     except GitError:
         return None
     m = re.search(r"^ref: refs/heads/(\S+)\s+HEAD", out, re.M)
@@ -100,8 +102,9 @@ def branch_exists(mirror: Path, branch: str) -> bool:
         return False
 
 
-def remote_branch_exists(origin: str, branch: str) -> bool:
-    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}")
+def remote_branch_exists(origin: str, branch: str, env: dict[str, str] | None = None,
+                         redact: Callable[[str], str] = str) -> bool:
+    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}", env=env, redact=redact)
     return bool(out.strip())
 
 

@@ -1,0 +1,88 @@
+"""GitHub helpers without a server: endpoints, the token, git's auth environment, the progress comment."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from toren_action.errors import UsageError
+from toren_action.github import Endpoints, ProgressComment, git_auth_env, read_token
+from toren_action.validate import issue_ref
+
+
+def test_endpoints_default_to_github_com_and_follow_the_enterprise_variables():
+    assert Endpoints.from_environ({}) == Endpoints("https://api.github.com", "https://github.com")
+    ghes = Endpoints.from_environ({"GITHUB_API_URL": "https://ghe.corp/api/v3/", "GITHUB_SERVER_URL": "https://ghe.corp"})
+    assert ghes.api_url == "https://ghe.corp/api/v3" and ghes.clone_url("a/b") == "https://ghe.corp/a/b.git"
+    with pytest.raises(UsageError, match="GITHUB_API_URL"):
+        Endpoints.from_environ({"GITHUB_API_URL": "https://user:pw@ghe.corp/api/v3"})
+
+
+def test_issue_references():
+    assert issue_ref("acme/widget#42").repo == "acme/widget"
+    ref = issue_ref("https://ghe.corp/acme/widget/issues/7")
+    assert (ref.repo, ref.number, ref.host) == ("acme/widget", 7, "ghe.corp")
+
+
+def test_token_sources(tmp_path):
+    assert read_token({"GH_TOKEN": "b", "GITHUB_TOKEN": "a"}, None).reveal() == "a"
+    assert read_token({"GH_TOKEN": " b\n"}, None).reveal() == "b"
+    assert read_token({}, None) is None
+    f = tmp_path / "tok"
+    f.write_text("from-file\n")
+    assert read_token({"GITHUB_TOKEN": "a"}, str(f)).reveal() == "from-file"
+    with pytest.raises(UsageError, match="--github-token-file"):
+        read_token({}, str(tmp_path / "absent"))
+
+
+def test_git_gets_the_token_as_a_header_scoped_to_the_server_and_only_in_its_environment():
+    env = git_auth_env("https://ghe.corp", read_token({"GITHUB_TOKEN": "s3cret"}, None))
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://ghe.corp/.extraHeader"
+    assert base64.b64decode(env["GIT_CONFIG_VALUE_0"].split()[-1]) == b"x-access-token:s3cret"
+    assert git_auth_env("https://ghe.corp", None) == {}
+
+
+class _Comment:
+    def __init__(self, log):
+        self.log = log
+
+    def edit(self, body):
+        self.log.append(("edit", body))
+
+
+class _Issue:
+    def __init__(self, log):
+        self.log = log
+
+    def create_comment(self, body):
+        self.log.append(("create", body))
+        return _Comment(self.log)
+
+
+class _Repo:
+    def __init__(self):
+        self.log = []
+
+    def get_issue(self, number):
+        return _Issue(self.log)
+
+
+def test_progress_edits_are_throttled_but_never_left_behind():
+    repo = _Repo()
+    p = ProgressComment(repo, 42, "job1")
+    p.MIN_INTERVAL_S = 0.3
+    p.stage("queued", "")
+    for state in ("preparing", "building", "running"):
+        p.stage(state, "")
+    for turn in range(1, 30):
+        p.turns(turn)
+    assert [k for k, _ in repo.log] == ["create"]  # the burst waited
+    time.sleep(0.6)
+    assert [k for k, _ in repo.log] == ["create", "edit"]  # ... and was written when its turn came
+    assert "Agent running (turn 29)" in repo.log[-1][1]
+    p.finish("succeeded", ["Pull request: https://x/pull/1"])
+    assert "succeeded" in repo.log[-1][1] and "https://x/pull/1" in repo.log[-1][1]
+    time.sleep(0.4)
+    assert len(repo.log) == 3  # nothing after the final edit

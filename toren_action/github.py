@@ -1,0 +1,331 @@
+"""GitHub in and out: an issue becomes the task, the result becomes a pull request, and one comment on the
+issue shows the job's progress. PyGithub does the REST calls (imported lazily: `toren status` never pays
+for it). GitHub Enterprise Server works through GitHub's own GITHUB_API_URL and GITHUB_SERVER_URL.
+
+The token stays on the host: it is sent by PyGithub in a header, and to git through an environment-scoped
+``http.<server>/.extraHeader`` (never a URL, a command line or a file); every message that could carry it
+goes through the job's redactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toren_action.errors import (
+    ActorNotAllowed,
+    GitHubAuthError,
+    GitHubError,
+    GitHubNotFound,
+    GitHubRateLimited,
+    UsageError,
+)
+from toren_action.redact import Secret
+from toren_action.task import Task, title_of
+from toren_action.validate import IssueRef
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_SERVER_URL = "https://github.com"
+#: Marks Toren's own comments (the progress comment), so they are never read back as part of a task.
+MARKER = "<!-- toren:"
+PROGRESS_MARKER = "<!-- toren:progress -->"
+#: Roles that may start a job (GitHub reports maintain as "write" in `permission`).
+ALLOWED_PERMISSIONS = ("admin", "maintain", "write")
+MAX_COMMENTS = 50
+MAX_TASK_CHARS = 60_000
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    api_url: str
+    server_url: str
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str]) -> Endpoints:
+        api = (environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        server = (environ.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL).rstrip("/")
+        for var, url in (("GITHUB_API_URL", api), ("GITHUB_SERVER_URL", server)):
+            if not re.match(r"^https?://[^/@\s]+(/\S*)?$", url):
+                raise UsageError(var, f"{url!r} is not an http(s) URL without credentials; e.g. "
+                                      f"{DEFAULT_API_URL if var == 'GITHUB_API_URL' else DEFAULT_SERVER_URL}")
+        return cls(api, server)
+
+    def clone_url(self, full_name: str) -> str:
+        return f"{self.server_url}/{full_name}.git"
+
+
+def read_token(environ: dict[str, str], token_file: str | None) -> Secret | None:
+    """The GitHub token: --github-token-file, else GITHUB_TOKEN, else GH_TOKEN."""
+    if token_file:
+        path = Path(token_file).expanduser()
+        try:
+            value = path.read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError("--github-token-file", f"cannot read {token_file} ({exc.__class__.__name__}); point "
+                                                    "it at a file holding the token") from None
+        if not value:
+            raise UsageError("--github-token-file", f"{token_file} is empty; put the token in it")
+        return Secret("GITHUB_TOKEN", value)
+    for var in ("GITHUB_TOKEN", "GH_TOKEN"):
+        if environ.get(var, "").strip():
+            return Secret(var, environ[var].strip())
+    return None
+
+
+def git_auth_env(server_url: str, token: Secret | None) -> dict[str, str]:
+    """Environment that makes git send the token to ``server_url`` only, as an HTTP header. It lives in the
+    environment of the git process (not its arguments, a URL or a config file)."""
+    if token is None:
+        return {}
+    basic = base64.b64encode(f"x-access-token:{token.reveal()}".encode()).decode()
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{server_url}/.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
+
+
+@contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """Map PyGithub's exceptions to Toren's, with a message that says what to do."""
+    import github
+
+    try:
+        yield
+    except github.BadCredentialsException:
+        raise GitHubAuthError(f"{what}: GitHub refused the token (401 Bad credentials); check GITHUB_TOKEN, "
+                              "GH_TOKEN or --github-token-file, and that it has not expired") from None
+    except github.RateLimitExceededException as exc:
+        reset = (exc.headers or {}).get("x-ratelimit-reset")
+        when = f"; it resets at {time.strftime('%H:%M:%S', time.localtime(int(reset)))}" if reset else ""
+        raise GitHubRateLimited(f"{what}: GitHub's API rate limit is exhausted{when}; wait and run again") from None
+    except github.UnknownObjectException:
+        raise GitHubNotFound(f"{what}: not found (404); check the name, and that the token can see it (a "
+                             "fine-grained token must include this repository)") from None
+    except github.GithubException as exc:
+        raise _mapped(what, exc) from None
+    except OSError as exc:  # refused, unreachable, TLS
+        raise GitHubError(f"{what}: cannot reach GitHub ({exc.__class__.__name__}: {exc}); check "
+                          "GITHUB_API_URL and the network") from None
+
+
+def _mapped(what: str, exc) -> GitHubError:
+    data = exc.data if isinstance(exc.data, dict) else {}
+    message = str(data.get("message") or exc)
+    details = "; ".join(str(e.get("message") or e.get("code")) for e in data.get("errors") or []
+                        if isinstance(e, dict))
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    if exc.status == 403 or exc.status == 429:
+        if headers.get("x-ratelimit-remaining") == "0" or "rate limit" in message.lower():
+            return GitHubRateLimited(f"{what}: GitHub rate limit ({message}); wait and run again")
+        accepted = headers.get("x-accepted-github-permissions") or headers.get("x-accepted-oauth-scopes")
+        need = f" (it needs {accepted})" if accepted else ""
+        return GitHubAuthError(f"{what}: the token lacks permission{need}: {message}; give it contents: write, "
+                               "pull-requests: write and issues: write on this repository")
+    if exc.status == 422:
+        return GitHubError(f"{what}: GitHub refused it (422 {message}{': ' + details if details else ''})")
+    return GitHubError(f"{what}: GitHub answered {exc.status}: {message}")
+
+
+class GitHub:
+    """The calls Toren makes, each behind ``api_errors``."""
+
+    def __init__(self, endpoints: Endpoints, token: Secret) -> None:
+        import github
+        from github import Auth
+
+        self.endpoints = endpoints
+        # reads back to back; writes (comments, pull requests) spaced a little, as GitHub asks of integrations
+        self._gh = github.Github(base_url=endpoints.api_url, auth=Auth.Token(token.reveal()), per_page=100,
+                                 timeout=30, retry=github.GithubRetry(total=4, backoff_factor=1.0),
+                                 seconds_between_requests=0, seconds_between_writes=0.25)
+        self._repos: dict[str, Any] = {}
+
+    def repo(self, full_name: str):
+        if full_name not in self._repos:
+            with api_errors(f"repository {full_name}"):
+                self._repos[full_name] = self._gh.get_repo(full_name)
+        return self._repos[full_name]
+
+    def issue_task(self, ref: IssueRef) -> Task:
+        """The issue's title, body and human comments, as a task (fenced as untrusted data by Task.prompt)."""
+        repo = self.repo(ref.repo)
+        with api_errors(f"issue {ref.repo}#{ref.number}"):
+            issue = repo.get_issue(ref.number)
+            if issue.pull_request is not None:
+                raise UsageError("--issue", f"{ref.repo}#{ref.number} is a pull request, not an issue")
+            comments = [c for c in issue.get_comments() if _human(c.user) and MARKER not in (c.body or "")]
+        parts = [f"# {issue.title}", "", _strip_markers(issue.body or "").strip() or "_(no description)_"]
+        if comments:
+            parts += ["", "## Comments", ""]
+            for c in comments[-MAX_COMMENTS:]:
+                when = c.created_at.strftime("%Y-%m-%d %H:%M UTC") if c.created_at else ""
+                parts += [f"**@{c.user.login}** ({when}):", "", _strip_markers(c.body or "").strip(), ""]
+        body = "\n".join(parts)[:MAX_TASK_CHARS]
+        return Task(title=title_of(issue.title, fallback=f"Issue #{ref.number}"), body=body,
+                    source=f"issue {ref.repo}#{ref.number}")
+
+    def check_actor(self, full_name: str, login: str, allow: tuple[str, ...]) -> str:
+        """Refuse a trigger by a bot or a user without write access (unless allow-listed). Returns the role."""
+        if login in allow:
+            return "allow-listed"
+        if login.endswith("[bot]"):
+            raise ActorNotAllowed(f"--actor: {login} is a bot; bots may not start jobs (add it to allow_actors "
+                                  "to trust it)")
+        repo = self.repo(full_name)
+        try:
+            with api_errors(f"permission of {login} on {full_name}"):
+                role = repo.get_collaborator_permission(login)
+        except GitHubNotFound:
+            role = "none"
+        if role not in ALLOWED_PERMISSIONS:
+            raise ActorNotAllowed(f"--actor: {login} has {role} permission on {full_name}; starting a job needs "
+                                  "write, maintain or admin (or allow_actors)")
+        return role
+
+    def open_or_update_pr(self, full_name: str, head_repo: str, branch: str, base: str, title: str, body: str,
+                          draft: bool, labels: tuple[str, ...] = (), reviewers: tuple[str, ...] = (),
+                          assignees: tuple[str, ...] = ()) -> tuple[str, int, bool]:
+        """Open the pull request on ``full_name`` from ``head_repo``'s branch (a fork's, or its own), or update
+        the open one from that branch. Returns (url, number, created)."""
+        repo = self.repo(full_name)
+        owner = head_repo.split("/")[0]
+        head = branch if head_repo.lower() == full_name.lower() else f"{owner}:{branch}"
+        with api_errors(f"pull request from {branch}"):
+            existing = list(repo.get_pulls(state="open", head=f"{owner}:{branch}"))
+            if existing:
+                pr = existing[0]
+                pr.edit(title=title, body=body)
+                created = False
+            else:
+                pr = repo.create_pull(title=title, body=body, head=head, base=base, draft=draft)
+                created = True
+            if labels:
+                pr.add_to_labels(*labels)
+            if reviewers:
+                pr.create_review_request(reviewers=list(reviewers))
+            if assignees:
+                pr.add_to_assignees(*assignees)
+        return pr.html_url, pr.number, created
+
+    def progress(self, full_name: str, number: int, job_id: str) -> ProgressComment:
+        return ProgressComment(self.repo(full_name), number, job_id)
+
+
+def _human(user) -> bool:
+    return user is not None and getattr(user, "type", "User") != "Bot" and not user.login.endswith("[bot]")
+
+
+def _strip_markers(text: str) -> str:
+    return re.sub(r"<!--.*?-->", "", text, flags=re.S)
+
+
+STAGE_TITLES = {
+    "queued": "Queued",
+    "preparing": "Preparing the workspace",
+    "building": "Building the agent image",
+    "running": "Agent running",
+    "verifying": "Verifying",
+    "pushing": "Pushing the branch",
+    "pull_request": "Opening the pull request",
+}
+
+
+class ProgressComment:
+    """One comment on the issue, edited as the job moves. Edits are throttled (at most one per MIN_INTERVAL_S,
+    except the first and the last); a change that had to wait is written by a timer when its turn comes, so
+    the comment does not lag behind a quiet agent."""
+
+    MIN_INTERVAL_S = 10.0
+
+    def __init__(self, repo, number: int, job_id: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._repo = repo
+        self._number = number
+        self._job_id = job_id
+        self._clock = clock
+        self._comment = None
+        self._last_edit = -1e9
+        self._stages: list[tuple[str, str]] = []
+        self._turns = 0
+        self._timer = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.failures = 0
+
+    def stage(self, state: str, detail: str) -> None:
+        if state in STAGE_TITLES and (not self._stages or self._stages[-1][0] != state):
+            self._stages.append((state, detail))
+        self._flush(force=not self._comment)
+
+    def turns(self, turns: int) -> None:
+        if turns != self._turns:
+            self._turns = turns
+            self._flush(force=False)
+
+    def finish(self, state: str, lines: list[str]) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer:
+                self._timer.cancel()
+        self._write(self._render(final=(state, lines)))
+
+    def _flush(self, force: bool) -> None:
+        wait = self.MIN_INTERVAL_S - (self._clock() - self._last_edit)
+        if force or wait <= 0:
+            self._write(self._render())
+            return
+        with self._lock:
+            if self._timer is None and not self._closed:
+                self._timer = threading.Timer(wait, self._deferred)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _deferred(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._closed:
+                return
+        self._write(self._render())
+
+    def _render(self, final: tuple[str, list[str]] | None = None) -> str:
+        head = f"{PROGRESS_MARKER}\n**Toren** job `{self._job_id}`"
+        rows = []
+        for i, (state, _detail) in enumerate(self._stages):
+            done = final is not None or i < len(self._stages) - 1
+            title = STAGE_TITLES[state]
+            if state == "running" and self._turns:
+                title += f" (turn {self._turns})"
+            rows.append(f"- {'✅' if done else '⏳'} {title}")
+        if final is None:
+            return "\n".join([head + ": in progress", "", *rows, ""])
+        state, lines = final
+        mark = {"succeeded": "✅", "no_changes": "➖"}.get(state, "❌")
+        return "\n".join([head + f": {mark} **{state.replace('_', ' ')}**", "", *rows, "", *lines, ""])
+
+    def _write(self, body: str) -> None:
+        with self._lock:
+            self._write_locked(body)
+
+    def _write_locked(self, body: str) -> None:
+        try:
+            with api_errors("progress comment"):
+                if self._comment is None:
+                    self._comment = self._repo.get_issue(self._number).create_comment(body)
+                else:
+                    self._comment.edit(body)
+            self._last_edit = self._clock()
+        except GitHubError:
+            self.failures += 1  # progress is best effort: the job goes on
+
+
+def html_log_hint(job_id: str) -> str:
+    run_url = os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_SERVER_URL")
+    if run_url:
+        return (f"Logs: {os.environ['GITHUB_SERVER_URL']}/{os.environ.get('GITHUB_REPOSITORY', '')}/actions/runs/"
+                f"{os.environ['GITHUB_RUN_ID']}")
+    return f"Logs: `toren logs {job_id}` on the machine that ran it."
