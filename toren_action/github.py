@@ -109,7 +109,13 @@ def api_errors(what: str) -> Iterator[None]:
                              "fine-grained token must include this repository)") from None
     except github.GithubException as exc:
         raise _mapped(what, exc) from None
-    except OSError as exc:  # refused, unreachable, TLS
+    except OSError as exc:  # refused, unreachable, TLS; or retries used up
+        import requests.exceptions
+
+        if isinstance(exc, requests.exceptions.RetryError):
+            m = re.search(r"too many (\d{3}) error responses", str(exc))
+            raise GitHubRateLimited(f"{what}: GitHub kept answering {m.group(1) if m else 'errors'} after "
+                                    "retries with backoff (a rate limit); wait and run again") from None
         raise GitHubError(f"{what}: cannot reach GitHub ({exc.__class__.__name__}: {exc}); check "
                           "GITHUB_API_URL and the network") from None
 
@@ -136,13 +142,17 @@ class GitHub:
     """The calls Toren makes, each behind ``api_errors``."""
 
     def __init__(self, endpoints: Endpoints, token: Secret) -> None:
+        import logging
+
         import github
         from github import Auth
 
+        # PyGithub logs each retried request; Toren reports the outcome in one line instead
+        logging.getLogger("github").setLevel(logging.CRITICAL)
         self.endpoints = endpoints
         # reads back to back; writes (comments, pull requests) spaced a little, as GitHub asks of integrations
         self._gh = github.Github(base_url=endpoints.api_url, auth=Auth.Token(token.reveal()), per_page=100,
-                                 timeout=30, retry=github.GithubRetry(total=4, backoff_factor=1.0),
+                                 timeout=30, retry=github.GithubRetry(total=4, backoff_factor=0.5),
                                  seconds_between_requests=0, seconds_between_writes=0.25)
         self._repos: dict[str, Any] = {}
 

@@ -101,7 +101,7 @@ def status_table(jobs, stream: TextIO | None = None) -> None:
               "budget_exceeded": "red", "auth_failed": "red", "rate_limited": "red", "max_turns": "red"}
     for j in jobs:
         agent = j.agent + (f"/{j.model}" if j.model else "")
-        result = (j.result_commit or "")[:10] or (j.error or "")[:40]
+        result = j.pr_url or (j.result_commit or "")[:10] or (j.error or "")[:40]
         table.add_row(
             j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", escape(_short_repo(j.repo)), escape(j.branch),
             escape(agent),

@@ -135,6 +135,7 @@ def test_a_user_without_write_access_is_refused_before_anything_is_built(github,
 @pytest.mark.parametrize("status, path, code, words", [
     (401, r"/repos/acme/widget$", 17, "refused the token"),
     (404, r"/issues/42$", 18, "not found"),
+    (403, r"/issues/42$", 19, "rate limit"),
 ])
 def test_github_errors_are_one_clear_line(status, path, code, words, github, capsys, toren_home):
     github.fail_next("GET", path, status, times=10)
@@ -173,3 +174,14 @@ def test_claude_from_issue_to_pull_request(github, capsys, monkeypatch, tmp_path
     assert "Usage: 2 turns, 1 tool calls, $" in pr["body"]
     assert b"new_name" in github.read_file(REPO, "toren/claude-42", "src/b.py")
     assert [u["login"] for u in pr["requested_reviewers"]] == ["alice"]
+
+
+def test_a_token_without_pull_request_permission_is_named(github, capsys):
+    github.fail_next("POST", r"/pulls$", 403, {"message": "Resource not accessible by personal access token"},
+                     headers={"x-accepted-github-permissions": "pull_requests=write"}, times=10)
+    code, result, err = run(capsys, "--issue", f"{REPO}#42", "--branch", "toren/perm", *SHELL)
+    assert code == 17, err
+    assert result["state"] == "failed" and "pull_requests=write" in result["message"]
+    assert github.branch_sha(REPO, "toren/perm") == result["commit"]  # the branch was pushed before
+    final = [h[-1] for h in github.comment_history(REPO, 42) if "toren:progress -->" in h[0] and "Toren" in h[0]]
+    assert "failed" in final[0] and "pull_requests=write" in final[0] and "toren logs" in final[0]
