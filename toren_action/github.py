@@ -39,6 +39,10 @@ MARKER = "<!-- toren:"
 PROGRESS_MARKER = "<!-- toren:progress -->"
 #: Roles that may start a job (GitHub reports maintain as "write" in `permission`).
 ALLOWED_PERMISSIONS = ("admin", "maintain", "write")
+#: Comment authors whose words join the task: people with a role in the repository or its organisation.
+TRUSTED_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
+#: In the body of every pull request Toren opens: a later run may update (and force-push) only those.
+PR_MARKER = "<!-- toren:pull-request -->"
 MAX_COMMENTS = 50
 MAX_TASK_CHARS = 60_000
 
@@ -56,6 +60,9 @@ class Endpoints:
             if not re.match(r"^https?://[^/@\s]+(/\S*)?$", url):
                 raise UsageError(var, f"{url!r} is not an http(s) URL without credentials; e.g. "
                                       f"{DEFAULT_API_URL if var == 'GITHUB_API_URL' else DEFAULT_SERVER_URL}")
+            if url.startswith("http://") and not re.match(r"^http://(localhost|127\.[0-9.]+|\[::1\])(:|/|$)", url):
+                raise UsageError(var, f"{url} is plain http; the token would cross the network unencrypted, so "
+                                      "use https (plain http is accepted only on this machine's loopback)")
         return cls(api, server)
 
     def clone_url(self, full_name: str) -> str:
@@ -64,10 +71,18 @@ class Endpoints:
 
 def read_token(environ: dict[str, str], token_file: str | None) -> Secret | None:
     """The GitHub token: --github-token-file, else GITHUB_TOKEN, else GH_TOKEN."""
+    token = _read_token(environ, token_file)
+    if token is not None and not re.fullmatch(r"[\x21-\x7e]+", token.reveal()):
+        where = "--github-token-file" if token_file else token.name
+        raise UsageError(where, "the token has spaces or characters outside printable ASCII; copy it again")
+    return token
+
+
+def _read_token(environ: dict[str, str], token_file: str | None) -> Secret | None:
     if token_file:
         path = Path(token_file).expanduser()
         try:
-            value = path.read_text("utf-8").strip()
+            value = path.read_text("utf-8").lstrip("\ufeff").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError("--github-token-file", f"cannot read {token_file} ({exc.__class__.__name__}); point "
                                                     "it at a file holding the token") from None
@@ -80,14 +95,20 @@ def read_token(environ: dict[str, str], token_file: str | None) -> Secret | None
     return None
 
 
-def git_auth_env(server_url: str, token: Secret | None) -> dict[str, str]:
+def git_auth_env(server_url: str, token: Secret | None, environ: dict[str, str] | None = None) -> dict[str, str]:
     """Environment that makes git send the token to ``server_url`` only, as an HTTP header. It lives in the
-    environment of the git process (not its arguments, a URL or a config file)."""
+    environment of the git process (not its arguments, a URL or a config file), after any GIT_CONFIG_* entries
+    the user already has."""
     if token is None:
         return {}
+    env = os.environ if environ is None else environ
+    try:
+        n = int(env.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        n = 0
     basic = base64.b64encode(f"x-access-token:{token.reveal()}".encode()).decode()
-    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{server_url}/.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
+    return {"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": f"http.{server_url}/.extraHeader",
+            f"GIT_CONFIG_VALUE_{n}": f"Authorization: Basic {basic}"}
 
 
 @contextmanager
@@ -114,8 +135,12 @@ def api_errors(what: str) -> Iterator[None]:
 
         if isinstance(exc, requests.exceptions.RetryError):
             m = re.search(r"too many (\d{3}) error responses", str(exc))
-            raise GitHubRateLimited(f"{what}: GitHub kept answering {m.group(1) if m else 'errors'} after "
-                                    "retries with backoff (a rate limit); wait and run again") from None
+            status = m.group(1) if m else "errors"
+            if status in ("403", "429"):
+                raise GitHubRateLimited(f"{what}: GitHub kept answering {status} after retries with backoff (a "
+                                        "rate limit); wait and run again") from None
+            raise GitHubError(f"{what}: GitHub is unavailable (it kept answering {status} after retries); try "
+                              "again later") from None
         raise GitHubError(f"{what}: cannot reach GitHub ({exc.__class__.__name__}: {exc}); check "
                           "GITHUB_API_URL and the network") from None
 
@@ -151,10 +176,15 @@ class GitHub:
         logging.getLogger("github").setLevel(logging.CRITICAL)
         self.endpoints = endpoints
         # reads back to back; writes (comments, pull requests) spaced a little, as GitHub asks of integrations
+        # retries: reads and idempotent writes only (a retried POST could open a second pull request or
+        # comment); waits for a rate limit are capped, then the job fails with one line
+        retry = github.GithubRetry(total=4, backoff_factor=0.5, max_rate_limit_wait=30, secondary_rate_wait=30,
+                                   allowed_methods=frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}))
         self._gh = github.Github(base_url=endpoints.api_url, auth=Auth.Token(token.reveal()), per_page=100,
-                                 timeout=30, retry=github.GithubRetry(total=4, backoff_factor=0.5),
-                                 seconds_between_requests=0, seconds_between_writes=0.25)
+                                 timeout=30, retry=retry, seconds_between_requests=0, seconds_between_writes=0.25)
         self._repos: dict[str, Any] = {}
+        #: Problems that did not fail the job (a reviewer GitHub refused), to show in the log.
+        self.warnings: list[str] = []
 
     def repo(self, full_name: str):
         if full_name not in self._repos:
@@ -169,20 +199,25 @@ class GitHub:
             issue = repo.get_issue(ref.number)
             if issue.pull_request is not None:
                 raise UsageError("--issue", f"{ref.repo}#{ref.number} is a pull request, not an issue")
-            comments = [c for c in issue.get_comments() if _human(c.user) and MARKER not in (c.body or "")]
+            every = [c for c in issue.get_comments() if _human(c.user) and MARKER not in (c.body or "")]
+        # anyone may comment on a public issue; only people with a role in the repository add to the task
+        comments = [c for c in every if (c.author_association or "").upper() in TRUSTED_ASSOCIATIONS]
+        left_out = len(every) - len(comments)
         parts = [f"# {issue.title}", "", _strip_markers(issue.body or "").strip() or "_(no description)_"]
         if comments:
             parts += ["", "## Comments", ""]
             for c in comments[-MAX_COMMENTS:]:
                 when = c.created_at.strftime("%Y-%m-%d %H:%M UTC") if c.created_at else ""
                 parts += [f"**@{c.user.login}** ({when}):", "", _strip_markers(c.body or "").strip(), ""]
+        if left_out:
+            parts += [f"_({left_out} comment(s) from people without a role in the repository left out.)_"]
         body = "\n".join(parts)[:MAX_TASK_CHARS]
         return Task(title=title_of(issue.title, fallback=f"Issue #{ref.number}"), body=body,
                     source=f"issue {ref.repo}#{ref.number}")
 
     def check_actor(self, full_name: str, login: str, allow: tuple[str, ...]) -> str:
         """Refuse a trigger by a bot or a user without write access (unless allow-listed). Returns the role."""
-        if login in allow:
+        if login.lower() in {a.lower() for a in allow}:
             return "allow-listed"
         if login.endswith("[bot]"):
             raise ActorNotAllowed(f"--actor: {login} is a bot; bots may not start jobs (add it to allow_actors "
@@ -215,12 +250,18 @@ class GitHub:
             else:
                 pr = repo.create_pull(title=title, body=body, head=head, base=base, draft=draft)
                 created = True
-            if labels:
-                pr.add_to_labels(*labels)
-            if reviewers:
-                pr.create_review_request(reviewers=list(reviewers))
-            if assignees:
-                pr.add_to_assignees(*assignees)
+        warnings = []
+        for what, call, values in (("labels", lambda: pr.add_to_labels(*labels), labels),
+                                   ("reviewers", lambda: pr.create_review_request(reviewers=list(reviewers)),
+                                    reviewers),
+                                   ("assignees", lambda: pr.add_to_assignees(*assignees), assignees)):
+            if values:
+                try:
+                    with api_errors(f"{what} of pull request #{pr.number}"):
+                        call()
+                except GitHubError as exc:  # the pull request exists; a missing extra is not worth failing
+                    warnings.append(str(exc))
+        self.warnings = warnings
         return pr.html_url, pr.number, created
 
     def progress(self, full_name: str, number: int, job_id: str) -> ProgressComment:
@@ -268,39 +309,49 @@ class ProgressComment:
         self.failures = 0
 
     def stage(self, state: str, detail: str) -> None:
-        if state in STAGE_TITLES and (not self._stages or self._stages[-1][0] != state):
-            self._stages.append((state, detail))
-        self._flush(force=not self._comment)
+        with self._lock:
+            if state in STAGE_TITLES and (not self._stages or self._stages[-1][0] != state):
+                self._stages.append((state, detail))
+            first = self._comment is None
+        self._flush(force=first)
 
     def turns(self, turns: int) -> None:
-        if turns != self._turns:
+        """Called from the thread that reads the agent's output: never blocks on GitHub, only schedules."""
+        with self._lock:
+            if turns == self._turns:
+                return
             self._turns = turns
-            self._flush(force=False)
+            self._schedule(max(self.MIN_INTERVAL_S - (self._clock() - self._last_edit), 0.0))
 
     def finish(self, state: str, lines: list[str]) -> None:
         with self._lock:
             self._closed = True
             if self._timer:
                 self._timer.cancel()
-        self._write(self._render(final=(state, lines)))
+                self._timer = None
+            self._write_locked(self._render(final=(state, lines)))
 
     def _flush(self, force: bool) -> None:
-        wait = self.MIN_INTERVAL_S - (self._clock() - self._last_edit)
-        if force or wait <= 0:
-            self._write(self._render())
-            return
         with self._lock:
-            if self._timer is None and not self._closed:
-                self._timer = threading.Timer(wait, self._deferred)
-                self._timer.daemon = True
-                self._timer.start()
+            if self._closed:
+                return
+            wait = self.MIN_INTERVAL_S - (self._clock() - self._last_edit)
+            if force or wait <= 0:
+                self._write_locked(self._render())
+            else:
+                self._schedule(wait)
+
+    def _schedule(self, wait: float) -> None:  # with the lock held
+        if self._timer is None and not self._closed:
+            self._timer = threading.Timer(wait, self._deferred)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _deferred(self) -> None:
         with self._lock:
             self._timer = None
-            if self._closed:
-                return
-        self._write(self._render())
+            if not self._closed:
+                self._write_locked(self._render())
 
     def _render(self, final: tuple[str, list[str]] | None = None) -> str:
         head = f"{PROGRESS_MARKER}\n**Toren** job `{self._job_id}`"
@@ -316,10 +367,6 @@ class ProgressComment:
         state, lines = final
         mark = {"succeeded": "✅", "no_changes": "➖"}.get(state, "❌")
         return "\n".join([head + f": {mark} **{state.replace('_', ' ')}**", "", *rows, "", *lines, ""])
-
-    def _write(self, body: str) -> None:
-        with self._lock:
-            self._write_locked(body)
 
     def _write_locked(self, body: str) -> None:
         try:

@@ -83,8 +83,11 @@ class Plan:
     #: Non-secret host variables for the CLI (base URLs; unix sockets rewritten to their mount point).
     passthrough: tuple[tuple[str, str], ...] = ()
     github: GitHubPlan | None = None
-    #: Overwrite the branch: --force-branch, or the branch of an open pull request this run updates.
+    #: Overwrite the branch (--force-branch).
     force_push: bool = False
+    #: The commit the branch of an open Toren pull request pointed to when planned: the push replaces it only
+    #: if it still does.
+    push_lease: str | None = None
 
     @property
     def redactor(self) -> Redactor:
@@ -93,8 +96,9 @@ class Plan:
 
 
 def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, cwd: str | None = None) -> Plan:
-    """Validate every input (UsageError, exit 2, on the first problem). Touches nothing but the local
-    repository's refs (to refuse an existing branch)."""
+    """Validate every input (UsageError, exit 2, on the first problem). Changes nothing anywhere; it reads the
+    origin's branches (to refuse an existing one) and, for GitHub, the repository, the issue and the actor's
+    permission, after every local check has passed."""
     environ = dict(os.environ if environ is None else environ)
     cwd = cwd or os.getcwd()
     home_dir = environ.get("HOME", str(Path.home()))
@@ -112,12 +116,19 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     issue = validate.issue_ref(s.issue) if s.issue else None
     task = from_spec(validate.spec_file(s.spec, cwd)) if s.spec else None
 
-    if issue and "repo" not in dict(s.sources):  # --repo defaults to the issue's repository
+    if issue and s.repo == "." :  # --repo defaults to the issue's repository
         repo = RepoRef("github", issue.repo)
     else:
         repo = validate.repo_spec(s.repo, cwd)
     endpoints = None
     origin = repo.location
+    if repo.kind == "url":  # a URL on the GitHub server is that repository on GitHub (token, pull request)
+        from toren_action.github import Endpoints
+
+        m = re.match(re.escape(Endpoints.from_environ(environ).server_url) + r"/([\w.-]+/[\w.-]+?)(?:\.git)?/?$",
+                     repo.location)
+        if m:
+            repo = RepoRef("github", m.group(1))
     if repo.kind == "github" or issue:
         from toren_action.github import Endpoints
 
@@ -185,18 +196,19 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
 
     from toren_action import workspace
 
-    force = s.force_branch
+    force, lease = s.force_branch, None
     git_env = gh.git_env if gh else {}
-    if not force and workspace.remote_branch_exists(origin, branch, env=git_env,
-                                                    redact=Redactor(gh.host_secrets if gh else ())):
+    existing = None if force else workspace.remote_branch_sha(origin, branch, env=git_env,
+                                                               redact=Redactor(gh.host_secrets if gh else ()))
+    if existing:
         if gh and gh.token and gh.open_pr_from(branch):
-            force = True  # the branch belongs to an open pull request: this run updates it
+            lease = existing  # the branch of a pull request Toren opened: this run updates it, if nobody pushed
         else:
             raise UsageError("--branch", f"{branch!r} already exists in {origin}; choose another name or pass "
                                          "--force-branch to overwrite it")
     return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
                 s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), tuple(passthrough.items()),
-                gh, force)
+                gh, force, lease)
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,8 @@ class GitHubPlan:
     repo: str  # owner/name the branch is pushed to
     base_repo: str  # owner/name the pull request is opened on (the issue's repository)
     issue: IssueRef | None
+    #: The pull request's base: --base-branch, else base_repo's default branch (not a fork's)
+    pr_base: str | None = None
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -221,11 +235,13 @@ class GitHubPlan:
         return (self.token,) if self.token else ()
 
     def open_pr_from(self, branch: str) -> bool:
-        from toren_action.github import api_errors
+        """True when ``branch`` has an open pull request that Toren opened (only those may be force-pushed)."""
+        from toren_action.github import PR_MARKER, api_errors
 
         owner = self.repo.split("/")[0]
         with api_errors(f"pull requests of {self.base_repo}"):
-            return bool(list(self.api.repo(self.base_repo).get_pulls(state="open", head=f"{owner}:{branch}")))
+            pulls = self.api.repo(self.base_repo).get_pulls(state="open", head=f"{owner}:{branch}")
+            return any(PR_MARKER in (pr.body or "") for pr in pulls)
 
 
 def _github_plan(s: Settings, endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
@@ -233,7 +249,7 @@ def _github_plan(s: Settings, endpoints, environ: dict[str, str], repo: RepoRef,
     from toren_action.github import GitHub, api_errors, read_token
 
     token = read_token(environ, s.github_token_file)
-    if token is None and (issue or not s.no_pr):
+    if token is None:
         raise MissingCredentials("GITHUB_TOKEN: GitHub needs a token to read the issue, push and open the pull "
                                  "request; export GITHUB_TOKEN or GH_TOKEN, or pass --github-token-file")
     api = GitHub(endpoints, token) if token else None
@@ -252,14 +268,13 @@ def _github_plan(s: Settings, endpoints, environ: dict[str, str], repo: RepoRef,
             api.check_actor(base_repo, s.actor, s.allow_actors)
         if issue:
             task = api.issue_task(issue)
-        if not s.base_branch:
-            with api_errors(f"repository {base_repo}"):
-                api.repo(base_repo).default_branch  # noqa: B018 - fetched now so a 404 shows before the build
+        with api_errors(f"repository {base_repo}"):
+            pr_base = s.base_branch or api.repo(base_repo).default_branch
     elif s.actor:
         raise MissingCredentials("GITHUB_TOKEN: checking --actor's permission needs a token")
     assert task is not None
     return GitHubPlan(api, endpoints, token, repo.location if repo.kind == "github" else base_repo, base_repo,
-                      issue), task
+                      issue, pr_base), task
 
 
 #: Linux limits one argument to 128 KiB; the prompt is one argument of the CLI.
@@ -396,7 +411,8 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     elif outcome.state == "succeeded" and outcome.pushed_to:
         lines.append(f"Branch `{outcome.branch}` pushed (no pull request: `--no-pr`).")
     if outcome.state not in ("succeeded", "no_changes"):
-        lines.append(f"Reason: {outcome.message}")
+        # the issue may be public: no host paths
+        lines.append("Reason: " + re.sub(r"(?:/[^\s;:,'\"()`]+){2,}", "<path>", outcome.message))
         lines.append(html_log_hint(job_id))
     elif outcome.state == "no_changes":
         lines.append("The agent changed nothing; no pull request.")
@@ -412,8 +428,14 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
 def _pr_title(plan: Plan, agent_summary: str | None) -> str:
     first = (agent_summary or "").strip().splitlines()[:1]
     if first and first[0].startswith("# ") and len(first[0]) > 3:
-        return first[0][2:].strip()[:120]
+        return _inert(first[0][2:].strip()[:120])
     return plan.task.title
+
+
+def _inert(text: str) -> str:
+    """The agent's words, made unable to act on GitHub: no mentions (@user, @org/team) and no issue references
+    (so no "Closes #7" of some other issue). A zero-width space breaks the links; the text reads the same."""
+    return re.sub(r"#(?=\d)", "#\u200b", re.sub(r"@(?=[A-Za-z0-9])", "@\u200b", text))
 
 
 class _JobLog:
@@ -583,7 +605,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             remove_tree(ws.path)
             return outcome
 
-        if plan.secrets and workspace.change_contains(ws, plan.redactor):
+        if (plan.secrets or plan.github) and workspace.change_contains(ws, plan.redactor):
             raise GitError("the agent's change contains the value of a secret; nothing was pushed (the change is "
                            f"kept in {ws.path}; remove the value before sharing it)")
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
@@ -592,14 +614,16 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         (jdir / "pr.md").write_text(pr_body, "utf-8")
 
         enter("pushing", f"{plan.branch} to {plan.origin}")
-        workspace.push(ws, plan.branch, plan.force_push, env=git_env, redact=plan.redactor)
+        workspace.push(ws, plan.branch, plan.force_push, env=git_env, redact=plan.redactor, lease=plan.push_lease)
         outcome.pushed_to = plan.origin
         if gh and gh.api and not s.no_pr and not partial:
             enter("pull_request", f"on {gh.base_repo} from {plan.branch} into {ws.base_branch}")
             outcome.pr_url, number, created = gh.api.open_or_update_pr(
-                gh.base_repo, gh.repo, plan.branch, ws.base_branch, plan.redactor(_pr_title(plan, agent_summary)),
-                pr_body, s.draft, s.labels, s.reviewers, s.assignees)
+                gh.base_repo, gh.repo, plan.branch, gh.pr_base or ws.base_branch,
+                plan.redactor(_pr_title(plan, agent_summary)), pr_body, s.draft, s.labels, s.reviewers, s.assignees)
             store.update(job_id, pr_url=outcome.pr_url)
+            for warning in gh.api.warnings:
+                log.line(f"toren: warning: {warning}")
             log.stage("pull_request", f"{'opened' if created else 'updated'} #{number}: {outcome.pr_url}")
         if partial:
             message = f"{partial}; the work so far was pushed to {plan.branch} at {change.commit[:10]}"
@@ -737,6 +761,8 @@ def _commit_message(plan: Plan, job_id: str) -> str:
 
 
 def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome: Outcome) -> str:
+    from toren_action.github import PR_MARKER
+
     verify = f"`{plan.settings.verify}` passed" if plan.settings.verify else "not configured (`--verify`)"
     gh = plan.github
     closes = [f"Closes #{gh.issue.number}", ""] if gh and gh.issue and gh.issue.repo == gh.base_repo else []
@@ -750,7 +776,7 @@ def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome
         "",
         *closes,
         "## Summary",
-        agent_summary or "_The agent left no summary._",
+        _inert(agent_summary) if agent_summary else "_The agent left no summary._",
         "",
         "## Changes",
         "```",
@@ -765,5 +791,6 @@ def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome
         f"- Branch: `{plan.branch}`, commit `{change.commit[:12]}`",
         "",
         f"_Generated by Toren (job `{job_id}`). Review it as you would any contributor's change._",
+        PR_MARKER,
         "",
     ])

@@ -1,4 +1,4 @@
-"""The task: read from a spec file (GitHub issues arrive later), rendered into the agent's prompt.
+"""The task: read from a spec file or a GitHub issue (github.issue_task), rendered into the agent's prompt.
 
 Task text is untrusted: it is fenced and labelled as data, and Toren's own rules come first.
 """

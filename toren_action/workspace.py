@@ -102,10 +102,16 @@ def branch_exists(mirror: Path, branch: str) -> bool:
         return False
 
 
+def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = None,
+                      redact: Callable[[str], str] = str) -> str | None:
+    """The commit ``branch`` points to in ``origin``, or None when it does not exist there."""
+    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}", env=env, redact=redact)
+    return out.split()[0] if out.strip() else None
+
+
 def remote_branch_exists(origin: str, branch: str, env: dict[str, str] | None = None,
                          redact: Callable[[str], str] = str) -> bool:
-    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}", env=env, redact=redact)
-    return bool(out.strip())
+    return remote_branch_sha(origin, branch, env, redact) is not None
 
 
 @dataclass(frozen=True)
@@ -198,9 +204,14 @@ def commit_all(ws: Workspace, message: str, author_name: str, author_email: str)
 
 
 def push(ws: Workspace, branch: str, force: bool, env: dict[str, str] | None = None,
-         redact: Callable[[str], str] = str) -> None:
-    refspec = f"{'+' if force else ''}HEAD:refs/heads/{branch}"
-    git("push", "--quiet", "--no-verify", "origin", refspec, cwd=ws.path, env=env, redact=redact)
+         redact: Callable[[str], str] = str, lease: str | None = None) -> None:
+    """Push HEAD to ``branch``. ``lease``: overwrite it only if it still points to that commit (a pull
+    request branch someone pushed to since the job was planned is left alone)."""
+    if lease:
+        args = [f"--force-with-lease=refs/heads/{branch}:{lease}", f"HEAD:refs/heads/{branch}"]
+    else:
+        args = [f"{'+' if force else ''}HEAD:refs/heads/{branch}"]
+    git("push", "--quiet", "--no-verify", "origin", *args, cwd=ws.path, env=env, redact=redact)
 
 
 def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:

@@ -18,6 +18,9 @@ def test_endpoints_default_to_github_com_and_follow_the_enterprise_variables():
     assert ghes.api_url == "https://ghe.corp/api/v3" and ghes.clone_url("a/b") == "https://ghe.corp/a/b.git"
     with pytest.raises(UsageError, match="GITHUB_API_URL"):
         Endpoints.from_environ({"GITHUB_API_URL": "https://user:pw@ghe.corp/api/v3"})
+    with pytest.raises(UsageError, match="plain http"):
+        Endpoints.from_environ({"GITHUB_API_URL": "http://ghe.corp/api/v3"})
+    assert Endpoints.from_environ({"GITHUB_API_URL": "http://127.0.0.1:8080/api/v3"}).api_url.startswith("http://")
 
 
 def test_issue_references():
@@ -35,6 +38,10 @@ def test_token_sources(tmp_path):
     assert read_token({"GITHUB_TOKEN": "a"}, str(f)).reveal() == "from-file"
     with pytest.raises(UsageError, match="--github-token-file"):
         read_token({}, str(tmp_path / "absent"))
+    f.write_text("\ufeffghp_abc\n")  # a BOM from a Windows editor is dropped
+    assert read_token({}, str(f)).reveal() == "ghp_abc"
+    with pytest.raises(UsageError, match="GITHUB_TOKEN"):
+        read_token({"GITHUB_TOKEN": "ghp_é"}, None)
 
 
 def test_git_gets_the_token_as_a_header_scoped_to_the_server_and_only_in_its_environment():
@@ -42,6 +49,9 @@ def test_git_gets_the_token_as_a_header_scoped_to_the_server_and_only_in_its_env
     assert env["GIT_CONFIG_KEY_0"] == "http.https://ghe.corp/.extraHeader"
     assert base64.b64decode(env["GIT_CONFIG_VALUE_0"].split()[-1]) == b"x-access-token:s3cret"
     assert git_auth_env("https://ghe.corp", None) == {}
+    # the user's own GIT_CONFIG_* entries are kept: Toren's comes after them
+    env = git_auth_env("https://ghe.corp", read_token({"GITHUB_TOKEN": "s"}, None), {"GIT_CONFIG_COUNT": "2"})
+    assert env["GIT_CONFIG_COUNT"] == "3" and "GIT_CONFIG_KEY_2" in env
 
 
 class _Comment:
