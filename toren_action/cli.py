@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="list jobs")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--watch", "-w", action="store_true", help="refresh the table until Ctrl-C")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period with --watch")
     s.add_argument("--state", help="only jobs in this state")
     s.add_argument("--repo", help="only jobs whose repository contains this")
     s.add_argument("--limit", type=int, default=50)
@@ -101,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("job", help="job id or unambiguous prefix")
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     lg.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+
+    cn = sub.add_parser("cancel", help="stop a job and remove its container")
+    cn.add_argument("job", help="job id or unambiguous prefix")
+    cn.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                    help="how long to let it stop cleanly before killing it (default 30)")
 
     sm = sub.add_parser("summary", help="what a job did")
     sm.add_argument("job")
@@ -132,8 +139,10 @@ RUN_SETTING_FLAGS = (
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_run-job"] and len(argv) == 2:  # the detached half of a background `toren run`
+    if argv[:1] == ["_run-job"] and len(argv) == 2:  # one background job's process (started by the worker)
         args = argparse.Namespace(command_name="_run-job", job=argv[1])
+    elif argv == ["_worker"]:  # the background worker (started by `toren run`)
+        args = argparse.Namespace(command_name="_worker")
     else:
         try:
             args = build_parser().parse_args(argv)

@@ -39,7 +39,8 @@ def cmd_run(args: Namespace) -> int:
     home = toren_home()
     store = Store(home)
     store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
-                     model=settings.model, base_image=settings.base_image, inputs=settings.to_record())
+                     model=settings.model, base_image=settings.base_image,
+                     inputs={**settings.to_record(), "_cwd": os.getcwd()})
 
     if not args.disable_daemon:
         return _start_background(args, store, home, job_id)
@@ -58,15 +59,14 @@ def cmd_run(args: Namespace) -> int:
 
 
 def _start_background(args: Namespace, store: Store, home: Path, job_id: str) -> int:
-    """Detach a process that runs the job; the job's log and record tell the rest."""
+    """Queue the job for the worker (started when none runs); the job's log and record tell the rest."""
+    from toren_action import worker
+
+    worker.save_job_env(home, job_id, dict(os.environ))
     log = log_path(home, job_id)
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "toren_action", "_run-job", job_id],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=os.getcwd(),
-        )
-    store.update(job_id, pid=proc.pid)
+    log.touch()
+    worker.ensure_worker(home)
     if args.json:
         print_json({"job_id": job_id, "state": "queued", "log": str(log)})
     else:
@@ -80,12 +80,20 @@ def cmd_run_job(args: Namespace) -> int:
     """The background half of `toren run` (hidden command)."""
     from toren_action import pipeline
     from toren_action.settings import settings_from_record
+    from toren_action.worker import take_job_env
 
     _stop_on_termination()
     home = toren_home()
     store = Store(home)
     job = store.get(args.job)
-    store.update(job.id, pid=os.getpid())
+    store.update(job.id, pid=os.getpid(), heartbeat_at=time.time())
+    env = take_job_env(home, job.id)  # the submitting shell's environment, deleted as it is read
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    if job.inputs.get("_cwd") and os.path.isdir(job.inputs["_cwd"]):
+        os.chdir(job.inputs["_cwd"])
+    _heartbeat(home, job.id)
     settings = settings_from_record(job.inputs)
     try:
         plan = pipeline.make_plan(settings, job.id)
@@ -98,9 +106,80 @@ def cmd_run_job(args: Namespace) -> int:
         return exc.exit_code
 
 
+def _heartbeat(home: Path, job_id: str) -> None:
+    """Beat into the store from a thread (its own connection) while this job's process lives."""
+    import threading
+
+    from toren_action.worker import HEARTBEAT_S
+
+    def beat():
+        store = Store(home)
+        while True:
+            time.sleep(HEARTBEAT_S)
+            try:
+                store.beat(job_id)
+            except Exception:  # noqa: BLE001,S110 - a busy database: beat next time
+                pass
+
+    threading.Thread(target=beat, daemon=True, name="heartbeat").start()
+
+
+def cmd_worker(args: Namespace) -> int:
+    """The background worker (hidden command; `toren run` starts it)."""
+    from toren_action import worker
+
+    return worker.serve(toren_home())
+
+
+def cmd_cancel(args: Namespace) -> int:
+    """Stop a job: a queued one never starts; a running one is interrupted like Ctrl-C (container removed)."""
+    import signal
+
+    from toren_action import worker
+
+    home = toren_home()
+    store = Store(home)
+    job = store.resolve(args.job)
+    if job.state in FINAL_STATES:
+        print(f"job {job.id} already ended: {job.state}")
+        return 0
+    if job.state == "queued" and not job.pid:
+        store.set_state(job.id, "cancelled", error="cancelled before it started (toren cancel)")
+        worker.discard_job_env(home, job.id)
+        print(f"cancelled {job.id} (it had not started)")
+        return 0
+    if job.pid:
+        try:
+            os.kill(job.pid, signal.SIGTERM)  # the job's process cancels itself and removes its container
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        store.reap_lost(job.id)
+        job = store.get(job.id)
+        if job.state in FINAL_STATES:
+            print(f"cancelled {job.id}: {job.state}")
+            return 0
+        time.sleep(0.2)
+    if job.pid:  # it did not stop in time
+        try:
+            os.kill(job.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    worker.remove_containers([job.id])
+    store.set_state(job.id, "cancelled", error="cancelled (toren cancel); its process did not stop in time and "
+                                                "was killed")
+    print(f"cancelled {job.id}: killed after {args.wait:g}s")
+    return 0
+
+
 def cmd_status(args: Namespace) -> int:
+    from toren_action import worker
+
     store = Store(toren_home())
-    store.reap_lost()
+    worker.reap(store) if store.has_unfinished() else None
+    if args.watch and not args.json:
+        return _watch(store, args)
     jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
     if args.json:
         print_json([j.to_dict() for j in jobs])
@@ -111,6 +190,25 @@ def cmd_status(args: Namespace) -> int:
 
         status_table(jobs)
     return 0
+
+
+def _watch(store: Store, args: Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from toren_action import worker
+    from toren_action.ui import status_renderable
+
+    console = Console()
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        try:
+            while True:
+                worker.reap(store) if store.has_unfinished() else None
+                jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
+                live.update(status_renderable(jobs), refresh=True)
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
 
 
 def cmd_logs(args: Namespace) -> int:
@@ -139,7 +237,7 @@ def cmd_logs(args: Namespace) -> int:
             if job.state in FINAL_STATES:
                 sys.stdout.write(fh.read())
                 return STATE_EXIT_CODES.get(job.state, 1)
-            time.sleep(0.2)
+            time.sleep(0.05)
 
 
 def cmd_summary(args: Namespace) -> int:

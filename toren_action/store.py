@@ -75,7 +75,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN pr_url TEXT
     """,
+    # 4: the job process's heartbeat; the worker's state; the AI summary, cached
+    """
+    ALTER TABLE jobs ADD COLUMN heartbeat_at REAL;
+    ALTER TABLE jobs ADD COLUMN ai_summary TEXT;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    CREATE INDEX jobs_queued ON jobs(state, id)
+    """,
 )
+#: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
+HEARTBEAT_TIMEOUT_S = 30.0
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -117,6 +126,8 @@ class Job:
     usage: dict[str, Any] | None = None
     cost_source: str | None = None
     pr_url: str | None = None
+    heartbeat_at: float | None = None
+    ai_summary: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -255,12 +266,43 @@ class Store:
         args: tuple = tuple(FINAL_STATES)
         if job_id:
             sql, args = sql + " AND id = ?", (*args, job_id)
-        rows = self._conn.execute(sql, args).fetchall()
+        rows = self._conn.execute(sql.replace("SELECT id, pid", "SELECT id, pid, heartbeat_at"), args).fetchall()
+        now = time.time()
         for row in rows:
-            if row["pid"] and not _alive(row["pid"]):
-                self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} is gone")
+            if not row["pid"]:
+                continue  # queued, not taken yet
+            silent = row["heartbeat_at"] is not None and now - row["heartbeat_at"] > HEARTBEAT_TIMEOUT_S
+            if not _alive(row["pid"]) or silent:
+                why = "is gone" if not silent else f"stopped beating {now - row['heartbeat_at']:.0f}s ago"
+                self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} {why}")
                 lost.append(row["id"])
         return lost
+
+    def has_unfinished(self) -> bool:
+        placeholders = ",".join("?" * len(FINAL_STATES))
+        return self._conn.execute(f"SELECT 1 FROM jobs WHERE state NOT IN ({placeholders}) LIMIT 1",  # noqa: S608
+                                  tuple(FINAL_STATES)).fetchone() is not None
+
+    def queued(self, limit: int) -> list[Job]:
+        """Queued jobs no process has taken yet, oldest first."""
+        rows = self._conn.execute("SELECT * FROM jobs WHERE state = 'queued' AND pid IS NULL ORDER BY id LIMIT ?",
+                                  (limit,)).fetchall()
+        return [_job(r) for r in rows]
+
+    def beat(self, job_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time(), job_id))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else None
 
     def delete(self, job_id: str) -> None:
         with self._tx() as conn:

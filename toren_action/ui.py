@@ -90,6 +90,14 @@ def fmt_age(seconds: float | None) -> str:
 def status_table(jobs, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     from rich.console import Console
+
+    console = Console(file=stream, soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(file=stream, soft_wrap=False, width=240)
+    console.print(status_renderable(jobs))
+
+
+def status_renderable(jobs):
     from rich.markup import escape
     from rich.table import Table
 
@@ -108,10 +116,7 @@ def status_table(jobs, stream: TextIO | None = None) -> None:
             fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
             f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-", escape(result),
         )
-    console = Console(file=stream, soft_wrap=False)
-    if not console.is_terminal:
-        console = Console(file=stream, soft_wrap=False, width=240)
-    console.print(table)
+    return table
 
 
 def _short_repo(repo: str) -> str:
