@@ -109,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                     help="how long to let it stop cleanly before killing it (default 30)")
 
-    sm = sub.add_parser("summary", help="what a job did")
+    sm = sub.add_parser("summary", help="what a job did (an AI summary when an Anthropic key is set)")
     sm.add_argument("job")
     sm.add_argument("--json", action="store_true")
+    sm.add_argument("--plain", action="store_true", help="only the recorded facts, no AI summary")
+    sm.add_argument("--refresh", action="store_true", help="make the AI summary again instead of the cached one")
 
     c = sub.add_parser("cleanup", help="remove finished jobs' containers and workspaces")
     c.add_argument("job", nargs="?", help="one job (default: see --all / --older-than)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -253,11 +254,16 @@ def cmd_summary(args: Namespace) -> int:
         "stages": [(e["state"], round(e["ts"] - job.created_at, 2)) for e in store.events(job.id)
                    if e["kind"] == "state"],
     }
+    ai = _ai_summary(store, job, facts, args)
     if args.json:
-        print_json(facts)
+        print_json({**facts, "ai_summary": ai})
         return 0
     from toren_action.ui import fmt_age
 
+    if ai:
+        print(ai["text"])
+        cost = f", ${ai['cost_usd']:.4f}" if ai.get("cost_usd") is not None else ""
+        print(f"\n(summary by {ai['model']}{cost})\n")
     print(f"Job {job.id}: {job.state}, {job.agent} agent on {job.repo}, task {facts['task']}.")
     print("Stages: " + " → ".join(f"{name} (+{t:.1f}s)" for name, t in facts["stages"]) + ".")
     if job.result_commit:
@@ -277,6 +283,34 @@ def cmd_summary(args: Namespace) -> int:
               f"({u['cache_read_tokens']} cached) and {u['output_tokens']} out, for {cost}.")
     print(f"Took {fmt_age(job.duration)}.")
     return 0
+
+
+def _ai_summary(store: Store, job, facts: dict, args: Namespace) -> dict | None:
+    """The AI summary: cached with the job once made; made only for an ended job, when a key is set."""
+    from toren_action import summary
+
+    if args.plain or job.state not in FINAL_STATES:
+        return None
+    if job.ai_summary and not args.refresh:
+        return json.loads(job.ai_summary)
+    if not summary.available():
+        return None
+    diff_path = job_dir(toren_home(), job.id) / "change.diff"
+    diff = diff_path.read_text("utf-8", errors="replace") if diff_path.is_file() else None
+    from toren_action.settings import settings_from_record
+
+    settings = settings_from_record(job.inputs)
+    try:
+        made = summary.ai_summary(facts, store.events(job.id), diff, settings.summary_model,
+                                  prices=settings.price_overrides())
+    except TorenError as exc:
+        print(f"toren: {exc}; showing the plain summary", file=sys.stderr)
+        return None
+    data = made.to_dict()
+    store.update(job.id, ai_summary=json.dumps(data))
+    store.add_event(job.id, "summary", {"model": made.model, "cost_usd": made.cost_usd,
+                                        "input_tokens": made.input_tokens, "output_tokens": made.output_tokens})
+    return data
 
 
 def _counts(names: list[str]) -> list[tuple[str, int]]:

@@ -425,6 +425,34 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     return lines
 
 
+def _wants_ai_summary(plan: Plan) -> bool:
+    from toren_action import summary
+
+    mode = plan.settings.ai_summary
+    return mode == "always" or (mode == "auto" and plan.profile.name == "claude" and summary.available())
+
+
+def _pr_ai_summary(plan: Plan, store: Store, job_id: str, change, log) -> str | None:
+    """An AI summary of the change for the pull request body, when the agent left none."""
+    from toren_action import summary
+
+    facts = {"task": plan.task.title, "task_source": plan.task.source, "files_changed": change.files,
+             "diffstat": change.diffstat, "verify": plan.settings.verify}
+    diff = (job_dir_of(store, job_id) / "change.diff").read_text("utf-8")
+    try:
+        made = summary.ai_summary(facts, store.events(job_id), diff, plan.settings.summary_model,
+                                  prices=plan.settings.price_overrides())
+    except TorenError as exc:
+        log.line(f"toren: no AI summary for the pull request: {exc}")
+        return None
+    store.add_event(job_id, "summary", {"model": made.model, "cost_usd": made.cost_usd, "for": "pull request"})
+    return plan.redactor(made.text) + f"\n\n_(Summary written by {made.model}; the agent left none.)_"
+
+
+def job_dir_of(store: Store, job_id: str) -> Path:
+    return job_dir(store.path.parent, job_id)
+
+
 def _pr_title(plan: Plan, agent_summary: str | None) -> str:
     first = (agent_summary or "").strip().splitlines()[:1]
     if first and first[0].startswith("# ") and len(first[0]) > 3:
@@ -594,6 +622,10 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
 
         agent_summary = workspace.read_agent_summary(ws)
         change = workspace.commit_all(ws, _commit_message(plan, job_id), s.author_name, s.author_email)
+        if change is not None:
+            (jdir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws)[:200_000]), "utf-8")
+            if agent_summary is None and _wants_ai_summary(plan):
+                agent_summary = _pr_ai_summary(plan, store, job_id, change, log)
         if change is None and partial:
             _fail(store, log, job_id, ERROR_STATES[type(partial)], f"{partial}; it had changed nothing, so nothing "
                   "was pushed", outcome, partial.exit_code)

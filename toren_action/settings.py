@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "append_system_prompt": None,
     "push_partial": False,
     "prices": {},
+    "summary_model": None,
+    "ai_summary": "auto",
     "github_token_file": None,
     "actor": None,
     "allow_actors": [],
@@ -93,6 +95,10 @@ class Settings:
     push_partial: bool = False
     #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}
     prices: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    #: Model for AI summaries (default claude-haiku-4-5), and when the pull request body gets one: "auto" (the
+    #: agent left none, the agent is claude and an Anthropic key is set), "always" (any agent), "never".
+    summary_model: str | None = None
+    ai_summary: str = "auto"
     github_token_file: str | None = None
     #: The GitHub login that triggered the job: it must have write access (or be in allow_actors).
     actor: str | None = None

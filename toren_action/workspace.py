@@ -225,3 +225,8 @@ def change_contains(ws, redact) -> bool:
     """True when the last commit's patch holds a secret value (the redactor would mask something in it)."""
     patch = git("show", "--format=", "--no-color", "--no-ext-diff", "HEAD", cwd=ws.path)
     return redact(patch) != patch
+
+
+def last_patch(ws) -> str:
+    """The last commit's patch (what the agent changed), for the record and the AI summary."""
+    return git("show", "--format=", "--no-color", "--no-ext-diff", "--stat", "--patch", "HEAD", cwd=ws.path)

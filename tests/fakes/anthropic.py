@@ -36,6 +36,12 @@ class FakeAnthropic(FakeServer):
         answered_tool = isinstance(last.get("content"), list) and any(
             isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"])
         tools = {t.get("name") for t in body.get("tools", [])}
+        if not body.get("stream"):  # a plain request (the anthropic SDK's messages.create): one JSON message
+            return self.json_response(respond, 200, {
+                "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+                "model": body.get("model", self.model), "stop_reason": "end_turn", "stop_sequence": None,
+                "content": [{"type": "text", "text": s.extra.get("summary_text", s.final_text)}],
+                "usage": {"input_tokens": s.input_tokens, "output_tokens": s.output_tokens}})
         if "Write" not in tools:  # a side request (titles, summaries): answer briefly
             return respond(200, {"Content-Type": "text/event-stream"}, self._text("ok", body, s))
         if answered_tool and s.mode != "loop":

@@ -223,7 +223,8 @@ def test_a_key_file_works_like_the_variable(workdir, repo, toren_home, capsys, d
         agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
         code, result, err = run_agent(capsys, vendor, branch="toren/key-file")
     assert code == 0, err
-    assert all(r.headers.get("x-api-key") == key for r in fake.requests)
+    assert fake.requests and all(key in (r.headers.get("x-api-key", "") + r.headers.get("authorization", ""))
+                                 for r in fake.requests)
 
 
 def test_a_loopback_base_url_needs_the_host_network(workdir, repo, toren_home, capsys, agent_env):
@@ -248,7 +249,10 @@ def test_a_repository_cannot_redirect_claudes_key(workdir, repo, toren_home, cap
         agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
         code, result, err = run_agent(capsys, vendor, branch="toren/repo-settings")
     assert code == 0, err
-    assert fake.requests and all(r.headers.get("x-api-key") == fake.script.api_key for r in fake.requests)
+    key = fake.script.api_key
+    assert fake.requests and all(key in (r.headers.get("x-api-key", "") + r.headers.get("authorization", ""))
+                                 for r in fake.requests)
+    assert "stolen" not in json.dumps([r.headers for r in fake.requests])
 
 
 def test_a_change_holding_the_key_is_not_pushed(workdir, repo, toren_home, capsys, docker_client, agent_env):

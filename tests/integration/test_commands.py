@@ -88,3 +88,29 @@ def test_repo_as_git_url(workdir, repo, toren_home, capsys, tmp_path):
     code, out, err = toren(capsys, "run", "--repo", f"file://{bare}", "--spec", "task.md", "--branch", "toren/url",
                            "--agent", "shell", "--command", "true", "--base-image", BASE_IMAGE, "--disable-daemon")
     assert code == 2 and err.startswith("toren: --branch: ") and "already exists" in err
+
+
+def test_summary_is_written_by_a_model_when_a_key_is_set_and_cached(workdir, toren_home, capsys, docker_client,
+                                                                     monkeypatch):
+    from tests.fakes.anthropic import FakeAnthropic
+    from tests.fakes.base import Script
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    code, done, _ = run_shell(capsys, "sed -i s/old_name/new_name/g src/a.py", branch="toren/summarised")
+    assert code == 0
+    # without a key: the plain summary from the recorded facts
+    code, out, _ = toren(capsys, "summary", done["job_id"])
+    assert code == 0 and "Committed" in out and "summary by" not in out
+    text = "The agent renamed old_name to new_name in src/a.py. Nothing was verified."
+    with FakeAnthropic(Script(extra={"summary_text": text})) as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code, out, err = toren(capsys, "summary", done["job_id"])
+        assert code == 0, err
+        assert out.startswith(text) and "summary by claude-haiku-4-5, $" in out
+        (req,) = fake.requests
+        prompt = json.dumps(req.json())
+        assert "src/a.py" in prompt and "new_name" in prompt  # the facts and the diff were sent
+        code, out, _ = toren(capsys, "summary", done["job_id"], "--json")
+        assert json.loads(out)["ai_summary"]["text"] == text
+        assert len(fake.requests) == 1  # cached with the job

@@ -174,6 +174,8 @@ def test_claude_from_issue_to_pull_request(github, capsys, monkeypatch, tmp_path
     (pr,) = github.pulls(REPO)
     assert pr["draft"] is True and pr["head"]["ref"] == "toren/claude-42"
     assert "Usage: 2 turns, 1 tool calls, $" in pr["body"]
+    # the agent left no summary: one was written from the job's facts and diff through the anthropic SDK
+    assert "_(Summary written by claude-haiku-4-5; the agent left none.)_" in pr["body"]
     assert b"new_name" in github.read_file(REPO, "toren/claude-42", "src/b.py")
     assert [u["login"] for u in pr["requested_reviewers"]] == ["alice"]
 
