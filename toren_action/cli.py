@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("health", help="check Docker, git, disk and an image")
     h.add_argument("--docker-image", metavar="IMAGE", help="also inspect this image")
     h.add_argument("--security", action="store_true", help="add a security look at --docker-image")
+    h.add_argument("--check-registry", action="store_true",
+                   help="when --docker-image is not present locally, ask its registry whether it can be pulled")
     h.add_argument("--json", action="store_true")
 
     return p

@@ -379,9 +379,27 @@ def cmd_cleanup(args: Namespace) -> int:
                         print(f"toren: could not remove all of {jdir / sub}", file=sys.stderr)
         if what:
             print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")
+    if docker_client is not None and (args.all or args.older_than):
+        _prune_images(docker_client, args.dry_run)
     if not jobs:
         print("nothing to clean up")
     return 0
+
+
+def _prune_images(docker_client, dry_run: bool) -> None:
+    """Toren's agent images that no tag points to any more (superseded by a rebuild); never anyone else's."""
+    import docker.errors
+
+    dangling = docker_client.images.list(filters={"dangling": True, "label": "toren.managed=1"})
+    for img in dangling:
+        if dry_run:
+            print(f"would remove image {img.short_id.removeprefix('sha256:')}")
+            continue
+        try:
+            docker_client.images.remove(img.id)
+            print(f"removed image {img.short_id.removeprefix('sha256:')}")
+        except docker.errors.APIError:  # still used by a container
+            pass
 
 
 def cmd_health(args: Namespace) -> int:
@@ -399,6 +417,13 @@ def cmd_health(args: Namespace) -> int:
     home = toren_home()
     free = shutil.disk_usage(home).free
     check("disk", free > 2 << 30, f"{free / (1 << 30):.1f} GiB free under {home}")
+    from toren_action import worker
+
+    store = Store(home)
+    beat = store.get_meta("worker_heartbeat") if worker.worker_running(home) else None
+    check("worker", True, (f"running (pid {beat['pid']}, {beat['running']} job(s), max {worker.max_jobs()})" if beat
+                           else f"idle; `toren run` starts it (max {worker.max_jobs()} jobs at once)"),
+          required=False)
     docker_client = None
     try:
         from toren_action import container
@@ -407,6 +432,12 @@ def cmd_health(args: Namespace) -> int:
         info = docker_client.info()
         check("docker", True, f"engine {docker_client.version().get('Version')} ({info.get('Driver')}, "
                               f"root {info.get('DockerRootDir')})")
+        try:
+            root_free = shutil.disk_usage(info.get("DockerRootDir") or "/var/lib/docker").free
+            check("docker disk", root_free > 5 << 30, f"{root_free / (1 << 30):.1f} GiB free under Docker's root "
+                                                      "(agent images take 0.5 to 1 GB each)", required=False)
+        except OSError:  # a remote engine: its disk is not ours to see
+            pass
         runtimes = info.get("Runtimes") or {}
         check("gpus", "nvidia" in runtimes, "NVIDIA runtime present" if "nvidia" in runtimes
               else "no NVIDIA runtime: --gpus is unavailable on this engine", required=False)
@@ -414,7 +445,7 @@ def cmd_health(args: Namespace) -> int:
         check("docker", False, str(exc))
     _check_agents(check)
     if args.docker_image:
-        _check_image(args.docker_image, docker_client, args.security, check)
+        _check_image(args.docker_image, docker_client, args.security, check, args.check_registry)
     if args.json:
         print_json({"ok": all(c["ok"] for c in checks if c["required"]), "checks": checks})
     else:
@@ -445,7 +476,7 @@ def _check_agents(check) -> None:
         f"cached in {cache_dir()}" if cached else "downloaded from PyPI on the first build"), required=False)
 
 
-def _check_image(ref: str, docker_client, security: bool, check) -> None:
+def _check_image(ref: str, docker_client, security: bool, check, registry: bool = False) -> None:
     from toren_action.validate import image_ref
 
     image_ref(ref, "--docker-image")
@@ -457,7 +488,20 @@ def _check_image(ref: str, docker_client, security: bool, check) -> None:
     try:
         img = docker_client.images.get(ref)
     except docker.errors.ImageNotFound:
-        check("image", False, f"{ref} is not present locally (toren run pulls it with --pull missing)", required=False)
+        if not registry:
+            check("image", False, f"{ref} is not present locally (toren run pulls it with --pull missing; "
+                                  "--check-registry asks the registry now)", required=False)
+            return
+        try:  # ask the registry for its manifest, without pulling the layers
+            data = docker_client.images.get_registry_data(ref)
+            platforms = ", ".join(sorted({f"{p.get('os')}/{p.get('architecture')}"
+                                          for p in data.attrs.get("Platforms") or []})) or "unknown platforms"
+            check("image", True, f"{ref} is not present locally but can be pulled ({platforms})", required=False)
+        except docker.errors.APIError as exc:
+            from toren_action.container import _first_line
+
+            check("image", False, f"{ref} is not present locally and cannot be pulled ({_first_line(exc)}); build "
+                                  "or load it, then use --pull never", required=False)
         return
     cfg = img.attrs.get("Config") or {}
     user = cfg.get("User") or "root"

@@ -114,3 +114,29 @@ def test_summary_is_written_by_a_model_when_a_key_is_set_and_cached(workdir, tor
         code, out, _ = toren(capsys, "summary", done["job_id"], "--json")
         assert json.loads(out)["ai_summary"]["text"] == text
         assert len(fake.requests) == 1  # cached with the job
+
+
+def test_cleanup_removes_only_torens_objects(workdir, toren_home, capsys, docker_client):
+    import io
+
+    def build(label: dict) -> str:
+        dockerfile = f"FROM {BASE_IMAGE}\nRUN echo {len(label)}-$RANDOM > /marker\n".encode()
+        image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), labels=label, rm=True, nocache=True)
+        return image.id  # untagged: dangling
+
+    ours, theirs = build({"toren.managed": "1"}), build({"someone.else": "1"})
+    stranger = docker_client.containers.run(BASE_IMAGE, ["sleep", "60"], detach=True, labels={"toren.job": "x"})
+    try:
+        code, done, _ = run_shell(capsys, "echo x > x.txt", branch="toren/clean-me")
+        assert code == 0
+        code, out, _ = toren(capsys, "cleanup", "--all", "--dry-run")
+        assert code == 0 and f"would remove image {ours[7:17]}" in out and theirs[7:17] not in out
+        code, out, _ = toren(capsys, "cleanup", "--all")
+        assert code == 0 and f"removed image {ours[7:17]}" in out
+        ids = {i.id for i in docker_client.images.list(all=True)}
+        assert ours not in ids and theirs in ids
+        stranger.reload()
+        assert stranger.status == "running"  # a container Toren did not label as managed is not touched
+    finally:
+        stranger.remove(force=True)
+        docker_client.images.remove(theirs, force=True)
