@@ -50,7 +50,10 @@ def cmd_run(args: Namespace) -> int:
 
     _stop_on_termination()
     reporter = ConsoleReporter(quiet=args.quiet)
-    outcome = pipeline.run_job(plan, store, home, job_id, reporter, docker=docker)
+    try:
+        outcome = pipeline.run_job(plan, store, home, job_id, reporter, docker=docker)
+    finally:
+        reporter.close()
     job = store.get(job_id)
     if args.json:
         print_json(outcome_json(outcome, job))

@@ -12,21 +12,58 @@ STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_
 
 
 class ConsoleReporter:
+    """Stage lines and the agent's output. On a terminal (not under CI) a rich spinner below them shows the
+    current stage and its elapsed time; elsewhere plain lines only."""
+
     def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.started = time.monotonic()
+        self._status = None
+        self._console = None
+        if _interactive(self.stream):
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, markup=False, emoji=False)
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self.started:6.1f}s"
 
+    def _print(self, text: str) -> None:
+        if self._console is not None:
+            self._console.print(text, soft_wrap=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def stage(self, state: str, detail: str) -> None:
         mark = STAGE_MARKS.get(state, "▸")
-        print(f"[{self._elapsed()}] {mark} {state:<10} {detail}", file=self.stream, flush=True)
+        self._print(f"[{self._elapsed()}] {mark} {state:<10} {detail}")
+        if self._console is None:
+            return
+        if state in STAGE_MARKS:  # an end state: no spinner after it
+            self.close()
+        elif self._status is None:
+            self._status = self._console.status(f"{state} …", spinner="dots")
+            self._status.start()
+        else:
+            self._status.update(f"{state} …")
 
     def line(self, text: str) -> None:
         if not self.quiet:
-            print(f"           │ {text}", file=self.stream, flush=True)
+            self._print(f"           │ {text}")
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def _interactive(stream) -> bool:
+    import os
+
+    if any(os.environ.get(v) for v in ("CI", "GITHUB_ACTIONS", "TOREN_PLAIN")) or os.environ.get("TERM") == "dumb":
+        return False
+    return hasattr(stream, "isatty") and stream.isatty()
 
 
 def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
