@@ -34,6 +34,10 @@ def cmd_run(args: Namespace) -> int:
     from toren_action.settings import Settings
 
     settings = Settings.load(run_flags(args), config_file=args.config)
+    if not args.disable_daemon:
+        from toren_action.worker import max_jobs
+
+        max_jobs()  # a bad TOREN_MAX_JOBS is refused now, not by a worker that could then run nothing
     job_id = new_job_id()
     plan = pipeline.make_plan(settings, job_id)
     docker = container.client()  # the engine must answer before a job exists
@@ -90,11 +94,16 @@ def cmd_run_job(args: Namespace) -> int:
     home = toren_home()
     store = Store(home)
     job = store.get(args.job)
+    if job.state != "queued":  # cancelled after the worker picked it
+        return 0
     store.update(job.id, pid=os.getpid(), heartbeat_at=time.time())
     env = take_job_env(home, job.id)  # the submitting shell's environment, deleted as it is read
-    if env is not None:
-        os.environ.clear()
-        os.environ.update(env)
+    if env is None:  # never run with the worker's environment: it is some other submitter's
+        store.set_state(job.id, "failed", error="the job's saved environment is missing (was it cancelled?); "
+                                                "submit it again")
+        return 1
+    os.environ.clear()
+    os.environ.update(env)
     if job.inputs.get("_cwd") and os.path.isdir(job.inputs["_cwd"]):
         os.chdir(job.inputs["_cwd"])
     _heartbeat(home, job.id)

@@ -68,7 +68,9 @@ DEFAULTS: dict[str, Any] = {
 #: Settings that reach host secrets, host paths or the host network: never taken from a file that was found in
 #: the repository (only from flags, TOREN_* or an explicit --config file).
 HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle", "network", "agent_uid", "gpus",
-                                "github_token_file", "actor", "allow_actors", "allow_fork"})
+                                "github_token_file", "actor", "allow_actors", "allow_fork",
+                                # these send the job's diff to a third party
+                                "ai_summary", "summary_model"})
 
 #: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")

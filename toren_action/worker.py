@@ -154,8 +154,8 @@ def serve(home: Path) -> int:
                 last_busy = now
             if len(running) < limit:
                 for job in store.queued(limit - len(running)):
-                    if job.id in running:
-                        continue
+                    if job.id in running or not (job_dir(home, job.id) / ENV_FILE).is_file():
+                        continue  # cancelled as it was picked
                     running[job.id] = _spawn(store, home, job)
                     last_busy = now
             reap(store)
@@ -172,6 +172,9 @@ def serve(home: Path) -> int:
                 proc.kill()
         store.set_meta("worker", None)
         os.close(lock_fd)
+    # a job queued while this worker was deciding to leave would wait for the next `toren run`: hand over
+    if not stopping and store.queued(1):
+        ensure_worker(home)
     return 0
 
 
