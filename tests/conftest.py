@@ -27,7 +27,39 @@ def toren_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in [v for v in os.environ if v.startswith("TOREN_") and v not in ("TOREN_HOME", "TOREN_TEST_BASE_IMAGE",
                                                                                   "TOREN_CACHE_DIR")]:
         monkeypatch.delenv(var)
-    return home
+    monkeypatch.setenv("TOREN_WORKER_IDLE_S", "2")  # a worker a test started leaves soon after
+    yield home
+    _stop_worker(home)
+
+
+def _stop_worker(home: Path) -> None:
+    """A worker this test left running (a failed test): stop it; its jobs end and remove their containers."""
+    import json
+    import signal
+    import sqlite3
+    import time
+
+    db = home / "toren.db"
+    if not db.exists():
+        return
+    try:
+        row = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'worker'").fetchone()
+    except sqlite3.Error:
+        return
+    if not row:
+        return
+    pid = json.loads(row[0])["pid"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -18,11 +18,16 @@ from toren_action.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.store import FINAL_STATES, Store, new_job_id
 
 
-def _stop_on_termination() -> None:
-    """SIGTERM and SIGHUP take the same path as Ctrl-C: container removed, job marked cancelled."""
+def _stop_on_termination(parent: int | None = None) -> None:
+    """SIGTERM and SIGHUP take the same path as Ctrl-C: container removed, job marked cancelled. In a job
+    started by the worker (``parent``), a SIGTERM that comes because the worker died marks it worker lost."""
     import signal
 
+    from toren_action.pipeline import WORKER_LOST
+
     def interrupt(signum, _frame):
+        if parent is not None and os.getppid() != parent:
+            raise KeyboardInterrupt(WORKER_LOST)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, interrupt)
@@ -43,6 +48,10 @@ def cmd_run(args: Namespace) -> int:
     docker = container.client()  # the engine must answer before a job exists
     home = toren_home()
     store = Store(home)
+    if not args.disable_daemon:  # saved before the job exists, so the worker never sees a job without it
+        from toren_action.worker import save_job_env
+
+        save_job_env(home, job_id, dict(os.environ))
     store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
                      model=settings.model, base_image=settings.base_image,
                      inputs={**settings.to_record(), "_cwd": os.getcwd()})
@@ -53,6 +62,7 @@ def cmd_run(args: Namespace) -> int:
     from toren_action.ui import ConsoleReporter, outcome_json, print_outcome
 
     _stop_on_termination()
+    _heartbeat(home, job_id)
     reporter = ConsoleReporter(quiet=args.quiet)
     try:
         outcome = pipeline.run_job(plan, store, home, job_id, reporter, docker=docker)
@@ -70,7 +80,6 @@ def _start_background(args: Namespace, store: Store, home: Path, job_id: str) ->
     """Queue the job for the worker (started when none runs); the job's log and record tell the rest."""
     from toren_action import worker
 
-    worker.save_job_env(home, job_id, dict(os.environ))
     log = log_path(home, job_id)
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     log.touch()
@@ -90,7 +99,7 @@ def cmd_run_job(args: Namespace) -> int:
     from toren_action.settings import settings_from_record
     from toren_action.worker import take_job_env
 
-    _stop_on_termination()
+    _stop_on_termination(parent=os.getppid())
     home = toren_home()
     store = Store(home)
     job = store.get(args.job)
@@ -126,13 +135,14 @@ def _heartbeat(home: Path, job_id: str) -> None:
     from toren_action.worker import HEARTBEAT_S
 
     def beat():
-        store = Store(home)
+        store = None
         while True:
-            time.sleep(HEARTBEAT_S)
             try:
+                store = store or Store(home)
                 store.beat(job_id)
             except Exception:  # noqa: BLE001,S110 - a busy database: beat next time
                 pass
+            time.sleep(HEARTBEAT_S)
 
     threading.Thread(target=beat, daemon=True, name="heartbeat").start()
 
@@ -155,35 +165,57 @@ def cmd_cancel(args: Namespace) -> int:
     job = store.resolve(args.job)
     if job.state in FINAL_STATES:
         print(f"job {job.id} already ended: {job.state}")
-        return 0
+        return 0 if job.state == "cancelled" else 1
     if job.state == "queued" and not job.pid:
         store.set_state(job.id, "cancelled", error="cancelled before it started (toren cancel)")
         worker.discard_job_env(home, job.id)
         print(f"cancelled {job.id} (it had not started)")
         return 0
-    if job.pid:
+    if job.pid and _is_job_process(job.pid, job.id):
         try:
             os.kill(job.pid, signal.SIGTERM)  # the job's process cancels itself and removes its container
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
-        store.reap_lost(job.id)
         job = store.get(job.id)
         if job.state in FINAL_STATES:
-            print(f"cancelled {job.id}: {job.state}")
-            return 0
+            break
+        if not job.pid or not _is_job_process(job.pid, job.id):  # it died before it could handle the signal
+            store.set_state(job.id, "cancelled", error="cancelled (toren cancel)")
+            break
         time.sleep(0.2)
-    if job.pid:  # it did not stop in time
-        try:
-            os.kill(job.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    else:
+        if job.pid and _is_job_process(job.pid, job.id):  # it did not stop in time
+            try:
+                os.kill(job.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        store.set_state(job.id, "cancelled", error="cancelled (toren cancel); its process did not stop in time "
+                                                    "and was killed")
     worker.remove_containers([job.id])
-    store.set_state(job.id, "cancelled", error="cancelled (toren cancel); its process did not stop in time and "
-                                                "was killed")
-    print(f"cancelled {job.id}: killed after {args.wait:g}s")
+    worker.discard_job_env(home, job.id)
+    job = store.get(job.id)
+    if job.state != "cancelled":
+        print(f"job {job.id} ended {job.state} before it could be cancelled")
+        return STATE_EXIT_CODES.get(job.state, 1) or 1
+    print(f"cancelled {job.id}")
     return 0
+
+
+def _is_job_process(pid: int, job_id: str) -> bool:
+    """The pid still belongs to this job's process (not to a process that reused it after a reboot)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc (not Linux): trust the pid while it is alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False
+        return True
+    return job_id.encode() in cmdline or b"--disable-daemon" in cmdline
 
 
 def cmd_status(args: Namespace) -> int:
@@ -212,7 +244,20 @@ def _watch(store: Store, args: Namespace) -> int:
     from toren_action import worker
     from toren_action.ui import status_renderable
 
+    if args.interval <= 0:
+        raise UsageError("--interval", f"{args.interval:g} is not a positive number of seconds")
     console = Console()
+    if not console.is_terminal:  # a pipe or a file: the table again every interval
+        from toren_action.ui import status_table
+
+        try:
+            while True:
+                worker.reap(store) if store.has_unfinished() else None
+                status_table(store.list(limit=args.limit, state=args.state, repo=args.repo))
+                sys.stdout.flush()
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
     with Live(console=console, auto_refresh=False, transient=False) as live:
         try:
             while True:
@@ -384,6 +429,11 @@ def cmd_cleanup(args: Namespace) -> int:
                 store.delete(job.id)
             what.append("job record")
         else:
+            worker_env = jdir / "env.json"
+            if worker_env.exists():
+                what.append(str(worker_env))
+                if not args.dry_run:
+                    worker_env.unlink(missing_ok=True)
             for sub in ("workspace", "secrets", "task"):
                 if (jdir / sub).exists():
                     what.append(str(jdir / sub))

@@ -9,7 +9,7 @@ from pathlib import Path
 def toren_home(environ: dict[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get("TOREN_HOME"):
-        home = Path(env["TOREN_HOME"]).expanduser()
+        home = Path(env["TOREN_HOME"]).expanduser().absolute()
     else:
         from platformdirs import user_data_dir
 

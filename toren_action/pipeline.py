@@ -38,6 +38,8 @@ from toren_action.task import Task, from_spec
 from toren_action.validate import IssueRef, Mount, RepoRef
 
 CONTAINER_SECRETS = "/run/toren/secrets"
+#: KeyboardInterrupt's text when a job's process is stopped because its worker died.
+WORKER_LOST = "worker lost"
 CONTAINER_TASK = "/run/toren/task"
 CONTAINER_SOCKETS = "/run/toren/sockets"
 _LOOPBACK = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^/@]*@)?(?:localhost|127\.[0-9.]+|\[::1\])(?:[:/]|$)", re.I)
@@ -442,7 +444,7 @@ def _pr_ai_summary(plan: Plan, store: Store, job_id: str, change, log) -> str | 
     try:
         made = summary.ai_summary(facts, store.events(job_id), diff, plan.settings.summary_model,
                                   prices=plan.settings.price_overrides())
-    except TorenError as exc:
+    except Exception as exc:  # noqa: BLE001 - a summary is never worth failing a finished job
         log.line(f"toren: no AI summary for the pull request: {exc}")
         return None
     store.add_event(job_id, "summary", {"model": made.model, "cost_usd": made.cost_usd, "for": "pull request"})
@@ -623,9 +625,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         agent_summary = workspace.read_agent_summary(ws)
         change = workspace.commit_all(ws, _commit_message(plan, job_id), s.author_name, s.author_email)
         if change is not None:
-            (jdir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws)[:200_000]), "utf-8")
-            if agent_summary is None and _wants_ai_summary(plan):
-                agent_summary = _pr_ai_summary(plan, store, job_id, change, log)
+            (jdir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws))[:200_000], "utf-8")
         if change is None and partial:
             _fail(store, log, job_id, ERROR_STATES[type(partial)], f"{partial}; it had changed nothing, so nothing "
                   "was pushed", outcome, partial.exit_code)
@@ -641,6 +641,9 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             raise GitError("the agent's change contains the value of a secret; nothing was pushed (the change is "
                            f"kept in {ws.path}; remove the value before sharing it)")
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
+        title_summary = agent_summary  # the pull request's title comes from the agent, never from a model's summary
+        if agent_summary is None and _wants_ai_summary(plan):
+            agent_summary = _pr_ai_summary(plan, store, job_id, change, log)
         store.update(job_id, result_commit=change.commit, files_changed=change.files, diffstat=change.diffstat)
         pr_body = plan.redactor(_pr_body(plan, job_id, change, agent_summary, outcome))
         (jdir / "pr.md").write_text(pr_body, "utf-8")
@@ -652,7 +655,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             enter("pull_request", f"on {gh.base_repo} from {plan.branch} into {ws.base_branch}")
             outcome.pr_url, number, created = gh.api.open_or_update_pr(
                 gh.base_repo, gh.repo, plan.branch, gh.pr_base or ws.base_branch,
-                plan.redactor(_pr_title(plan, agent_summary)), pr_body, s.draft, s.labels, s.reviewers, s.assignees)
+                plan.redactor(_pr_title(plan, title_summary)), pr_body, s.draft, s.labels, s.reviewers, s.assignees)
             store.update(job_id, pr_url=outcome.pr_url)
             for warning in gh.api.warnings:
                 log.line(f"toren: warning: {warning}")
@@ -666,10 +669,14 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         outcome.state, outcome.exit_code = "succeeded", 0
         remove_tree(ws.path)
         return outcome
-    except KeyboardInterrupt:
-        _fail(store, log, job_id, "cancelled",
-              "interrupted (Ctrl-C or a termination signal); the container was removed", outcome,
-              Interrupted.exit_code)
+    except KeyboardInterrupt as exc:
+        if str(exc) == WORKER_LOST:
+            _fail(store, log, job_id, "failed", "worker lost: the background worker died; the container was "
+                                                "removed", outcome, 1)
+        else:
+            _fail(store, log, job_id, "cancelled",
+                  "interrupted (Ctrl-C or a termination signal); the container was removed", outcome,
+                  Interrupted.exit_code)
         raise Interrupted("interrupted; the container was removed and the job marked cancelled") from None
     except tuple(ERROR_STATES) as exc:  # the agent's own end: timed out, budget, bad key, rate limit, max turns
         _fail(store, log, job_id, ERROR_STATES[type(exc)], str(exc), outcome, exc.exit_code)

@@ -84,7 +84,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
-HEARTBEAT_TIMEOUT_S = 30.0
+HEARTBEAT_TIMEOUT_S = 120.0
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -196,15 +196,27 @@ class Store:
         with self._tx() as conn:
             conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))  # noqa: S608
 
-    def set_state(self, job_id: str, state: str, **fields: Any) -> None:
+    def set_state(self, job_id: str, state: str, **fields: Any) -> bool:
+        """Move a job to ``state``, unless it already ended: an end state is never overwritten (a reaper, a
+        cancel and the job itself may race). Returns whether the state changed."""
         assert state in STATES, state
         now = time.time()
         if state in FINAL_STATES:
             fields.setdefault("finished_at", now)
+        for key in ("files_changed", "usage"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
+        fields.update(state=state, updated_at=now)
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        placeholders = ",".join("?" * len(FINAL_STATES))
         with self._tx() as conn:
+            cur = conn.execute(f"UPDATE jobs SET {cols} WHERE id = ? AND state NOT IN ({placeholders})",  # noqa: S608
+                               (*fields.values(), job_id, *FINAL_STATES))
+            if cur.rowcount != 1:
+                return False
             conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, 'state', ?)",
                          (job_id, now, json.dumps({"state": state})))
-        self.update(job_id, state=state, **fields)
+        return True
 
     def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         with self._tx() as conn:
@@ -274,8 +286,8 @@ class Store:
             silent = row["heartbeat_at"] is not None and now - row["heartbeat_at"] > HEARTBEAT_TIMEOUT_S
             if not _alive(row["pid"]) or silent:
                 why = "is gone" if not silent else f"stopped beating {now - row['heartbeat_at']:.0f}s ago"
-                self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} {why}")
-                lost.append(row["id"])
+                if self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} {why}"):
+                    lost.append(row["id"])
         return lost
 
     def has_unfinished(self) -> bool:

@@ -110,23 +110,35 @@ def ensure_worker(home: Path) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """In the job's process, before exec: get SIGKILL when the worker dies (Linux)."""
-    try:
-        import ctypes
+def _die_with(parent: int):
+    """In the job's process, before exec: get SIGTERM when the worker dies (Linux), so the job removes its
+    container and ends `worker lost`; if the worker is already gone, do not start at all."""
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def prepare() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return prepare
 
 
 def serve(home: Path) -> int:
     """The worker's loop. Returns when idle for idle_seconds(), or when another worker holds the lock."""
     lock_fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another worker serves this TOREN_HOME
+    for attempt in range(5):  # `worker_running` holds the lock for an instant: try again before giving up
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 4:
+                os.close(lock_fd)
+                return 0  # another worker serves this TOREN_HOME
+            time.sleep(0.05)
     store = Store(home)
     limit, idle_for = max_jobs(), idle_seconds()
     running: dict[str, subprocess.Popen] = {}
@@ -156,7 +168,11 @@ def serve(home: Path) -> int:
                 for job in store.queued(limit - len(running)):
                     if job.id in running or not (job_dir(home, job.id) / ENV_FILE).is_file():
                         continue  # cancelled as it was picked
-                    running[job.id] = _spawn(store, home, job)
+                    try:
+                        running[job.id] = _spawn(store, home, job)
+                    except OSError as exc:  # one job that cannot start must not stop the queue
+                        store.set_state(job.id, "failed", error=f"the worker could not start the job: {exc}")
+                        discard_job_env(home, job.id)
                     last_busy = now
             reap(store)
             if not running and now - last_busy >= idle_for and not store.queued(1):
@@ -187,7 +203,7 @@ def _spawn(store: Store, home: Path, job) -> subprocess.Popen:
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "toren_action", "_run-job", job.id], stdin=subprocess.DEVNULL, stdout=out,
-            stderr=out, cwd=cwd, preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+            stderr=out, cwd=cwd, preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 - only prctl, no locks
         )
     store.update(job.id, pid=proc.pid)
     return proc
@@ -198,6 +214,8 @@ def reap(store: Store) -> list[str]:
     lost = store.reap_lost()
     if lost:
         remove_containers(lost)
+        for job_id in lost:
+            discard_job_env(store.path.parent, job_id)
     return lost
 
 

@@ -160,3 +160,14 @@ def test_a_job_runs_with_the_environment_it_was_submitted_with(workdir, repo, to
         assert git("show", f"toren/env-{name}:v.txt", cwd=repo).split()[0] == hashlib.sha256(value.encode()).hexdigest()
     leaks = [p for p in toren_home.rglob("*") if p.is_file() and b"second-value-456" in p.read_bytes()]
     assert not leaks  # the saved environment is deleted when the job starts
+
+
+def test_cancel_right_after_submit_leaves_nothing_behind(workdir, repo, toren_home, docker_client):
+    job_id = submit("toren/quick-cancel", "sleep 30")
+    proc = toren("cancel", job_id)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert status()[job_id]["state"] == "cancelled"
+    assert not (toren_home / "jobs" / job_id / "env.json").exists()
+    time.sleep(1)
+    assert not docker_client.containers.list(all=True, filters={"label": f"toren.job={job_id}"})
+    assert status()[job_id]["state"] == "cancelled"  # nothing overwrote the end state
