@@ -12,6 +12,10 @@ test: bootstrap
 
 lint: bootstrap
 	.venv/bin/ruff check toren_action tests bench
+	.venv/bin/actionlint .github/workflows/*.yml
+	.venv/bin/zizmor --quiet --min-severity medium .github/workflows action.yml
+	.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	.venv/bin/check-jsonschema --builtin-schema vendor.github-actions action.yml
 
 bench: bootstrap
 	.venv/bin/python bench/bench_run.py

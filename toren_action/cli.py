@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     lg.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
 
+    sub.add_parser("action", help="the GitHub Action's entry point (reads INPUT_* and the event)")
+
     cn = sub.add_parser("cancel", help="stop a job and remove its container")
     cn.add_argument("job", help="job id or unambiguous prefix")
     cn.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",

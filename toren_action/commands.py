@@ -147,6 +147,13 @@ def _heartbeat(home: Path, job_id: str) -> None:
     threading.Thread(target=beat, daemon=True, name="heartbeat").start()
 
 
+def cmd_action(args: Namespace) -> int:
+    """The composite Action's entry point (action.yml runs it)."""
+    from toren_action import action
+
+    return action.main()
+
+
 def cmd_worker(args: Namespace) -> int:
     """The background worker (hidden command; `toren run` starts it)."""
     from toren_action import worker

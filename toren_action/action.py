@@ -1,0 +1,310 @@
+"""`toren action`: the entry point of the composite GitHub Action (action.yml).
+
+Inputs arrive as INPUT_<NAME> variables that action.yml sets explicitly (composite actions get none of their
+own). Order matters: every secret input is masked (``::add-mask::``) before anything else is printed; then
+the event decides whether this run is a trigger (a label, a comment starting with the trigger phrase, a
+manual dispatch); the actor's permission is checked; the job runs synchronously with one ``::group::`` per
+stage; outputs go to GITHUB_OUTPUT, a markdown summary to GITHUB_STEP_SUMMARY, and the redacted log, record
+and pull-request body to an artifact directory under RUNNER_TEMP (never under GITHUB_WORKSPACE).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toren_action.errors import TorenError, UsageError
+
+SECRET_INPUTS = {  # input -> the variable the agent profile or GitHub code reads
+    "anthropic_api_key": "ANTHROPIC_API_KEY",
+    "gemini_api_key": "GEMINI_API_KEY",
+    "openai_api_key": "OPENAI_API_KEY",
+    "claude_code_oauth_token": "CLAUDE_CODE_OAUTH_TOKEN",
+    "github_token": "GITHUB_TOKEN",
+}
+#: Plain inputs that map one to one onto run flags.
+SETTING_INPUTS = {
+    "agent": "agent", "model": "model", "base_image": "base_image", "pull": "pull", "gpus": "gpus",
+    "network": "network", "verify": "verify", "base_branch": "base_branch", "agent_version": "agent_version",
+}
+
+
+def _core():
+    from actions_toolkit import core
+
+    return core
+
+
+def get(name: str) -> str:
+    return os.environ.get(f"INPUT_{name.upper()}", "").strip()
+
+
+def get_lines(name: str) -> list[str]:
+    return [ln.strip() for ln in os.environ.get(f"INPUT_{name.upper()}", "").splitlines()
+            if ln.strip() and not ln.strip().startswith("#")]
+
+
+def get_bool(name: str, default: bool = False) -> bool:
+    raw = get(name).lower()
+    if not raw:
+        return default
+    if raw in ("true", "yes", "1", "on"):
+        return True
+    if raw in ("false", "no", "0", "off"):
+        return False
+    raise UsageError(f"input {name.replace('_', '-')}", f"{raw!r} is not a boolean; use true or false")
+
+
+def mask_secrets() -> None:
+    """Mask every secret input, each line of a multi-line one too, before anything else is printed."""
+    core = _core()
+    for name in [*SECRET_INPUTS, "claude_credentials"]:
+        value = os.environ.get(f"INPUT_{name.upper()}", "")
+        if value.strip():
+            core.set_secret(value.strip())
+            for line in value.splitlines():
+                if len(line.strip()) >= 8:
+                    core.set_secret(line.strip())
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: str  # "dispatch" | "label" | "comment"
+    actor: str
+    issue: int | None = None
+    instruction: str = ""  # a comment's text after the trigger phrase
+
+
+def read_trigger(event_name: str, event: dict[str, Any], phrase: str, label: str) -> Trigger | str:
+    """The trigger in this event, or the reason it is none (a string)."""
+    sender = (event.get("sender") or {}).get("login", "")
+    if event_name == "workflow_dispatch":
+        return Trigger("dispatch", sender)
+    issue = event.get("issue") or {}
+    if event_name == "issues":
+        if event.get("action") != "labeled":
+            return f"issues event '{event.get('action')}' is not a trigger (only 'labeled' is)"
+        name = (event.get("label") or {}).get("name", "")
+        if name != label:
+            return f"label {name!r} is not the trigger label {label!r}"
+        return Trigger("label", sender, issue.get("number"))
+    if event_name == "issue_comment":
+        if event.get("action") != "created":
+            return f"comment event '{event.get('action')}' is not a trigger (only 'created' is)"
+        comment = event.get("comment") or {}
+        user = comment.get("user") or {}
+        body = comment.get("body") or ""
+        if user.get("type") == "Bot" or user.get("login", "").endswith("[bot]") or "<!-- toren:" in body:
+            return "the comment is from a bot or is Toren's own; it never triggers a run"
+        if issue.get("pull_request"):
+            return "comments on pull requests are not triggers yet; comment on the issue"
+        if not body.lstrip().startswith(phrase):
+            return f"the comment does not start with {phrase!r}"
+        return Trigger("comment", user.get("login", sender), issue.get("number"),
+                       body.lstrip()[len(phrase):].strip())
+    return f"event {event_name!r} is not a trigger (use issues, issue_comment or workflow_dispatch)"
+
+
+class ActionsReporter:
+    """One folded group per stage; the agent's lines inside it."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self.started = time.monotonic()
+
+    def stage(self, state: str, detail: str) -> None:
+        core = _core()
+        if self._open:
+            core.end_group()
+        core.start_group(f"{state}: {detail}"[:200])
+        self._open = True
+
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+
+    def close(self) -> None:
+        if self._open:
+            _core().end_group()
+            self._open = False
+
+
+def run() -> int:
+    mask_secrets()  # first: nothing secret may be printed before its mask
+    core = _core()
+    event_name = os.environ.get("GITHUB_EVENT_NAME", "")
+    try:
+        event = json.loads(Path(os.environ["GITHUB_EVENT_PATH"]).read_text("utf-8"))
+    except (KeyError, OSError, ValueError):
+        event = {}
+    phrase, label = get("trigger_phrase") or "/toren", get("label_trigger") or "toren"
+    trigger = read_trigger(event_name, event, phrase, label)
+    if isinstance(trigger, str):
+        core.notice(f"Toren: nothing to do: {trigger}.")
+        core.set_output("status", "skipped")
+        return 0
+    try:
+        return _run(trigger, event)
+    except TorenError as exc:
+        core.error(f"Toren: {exc}")
+        core.set_output("status", "refused" if exc.exit_code in (2, 3, 15, 20) else "failed")
+        _summary([f"## Toren: {'refused' if exc.exit_code in (2, 3, 15, 20) else 'failed'}", "", str(exc)])
+        return exc.exit_code
+
+
+def _run(trigger: Trigger, event: dict[str, Any]) -> int:
+    from toren_action import pipeline
+    from toren_action.paths import job_dir, log_path, toren_home
+    from toren_action.settings import Settings
+    from toren_action.store import Store, new_job_id
+
+    core = _core()
+    for name, var in SECRET_INPUTS.items():  # credentials reach Toren as the variables it reads, on the host
+        if get(name):
+            os.environ[var] = get(name)
+    if os.environ.get("INPUT_CLAUDE_CREDENTIALS", "").strip():
+        creds = _runner_temp() / "toren-claude-credentials.json"
+        fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(os.environ["INPUT_CLAUDE_CREDENTIALS"].strip())
+        os.environ["CLAUDE_CREDENTIALS_FILE"] = str(creds)
+    repo = os.environ.get("GITHUB_REPOSITORY", "")
+    allowed = get_lines("allowed_users")
+    flags: dict[str, Any] = {k: get(i) or None for i, k in SETTING_INPUTS.items()}
+    flags.update(repo=repo, actor=trigger.actor, allow_actors=[u.lstrip("@") for u in allowed] or None,
+                 draft=get_bool("draft") or None, no_pr=get_bool("no_pr") or None,
+                 labels=get_lines("labels") or None, reviewers=get_lines("reviewers") or None,
+                 volumes=get_lines("volumes") or None, push_partial=get_bool("push_partial") or None)
+    for name, key, kind in (("timeout_minutes", "timeout_minutes", float), ("max_turns", "max_turns", int),
+                            ("max_cost_usd", "max_cost_usd", float)):
+        if get(name):
+            try:
+                flags[key] = kind(get(name))
+            except ValueError:
+                raise UsageError(f"input {name.replace('_', '-')}", f"{get(name)!r} is not a number") from None
+    env_pairs = {}
+    for line in get_lines("env"):
+        from toren_action.validate import env_pair
+
+        k, v = env_pair(line, "input env")
+        env_pairs[k] = v
+    flags["env"] = env_pairs or None
+    run_id = os.environ.get("GITHUB_RUN_ID", str(int(time.time())))
+    spec_text, spec_file = get("spec"), get("spec_file")
+    if spec_text or spec_file:
+        if spec_text:
+            path = _runner_temp() / f"toren-task-{run_id}.md"
+            path.write_text(spec_text + "\n", "utf-8")
+            spec_file = str(path)
+        flags["spec"] = spec_file
+    elif trigger.issue:
+        flags["issue"] = f"{repo}#{trigger.issue}"
+        if trigger.instruction:
+            flags["append_system_prompt"] = ("The person who started this run added, as data: "
+                                             + json.dumps(trigger.instruction[:2000]))
+    else:
+        raise UsageError("input spec", "a manual run needs the task: give the spec input (text) or spec-file")
+    flags["branch"] = get("branch") or (f"toren/issue-{trigger.issue}" if trigger.issue else f"toren/run-{run_id}")
+    if trigger.kind == "dispatch" and not allowed:
+        flags.pop("actor")  # whoever may dispatch a workflow already has write access
+    flags = {k: v for k, v in flags.items() if v is not None}
+
+    settings = Settings.load(flags)
+    job_id = new_job_id()
+    plan = pipeline.make_plan(settings, job_id)
+    home = toren_home()
+    store = Store(home)
+    store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
+                     model=settings.model, base_image=settings.base_image,
+                     inputs={**settings.to_record(), "_cwd": os.getcwd()})
+    core.set_output("job-id", job_id)
+    reporter = ActionsReporter()
+    try:
+        outcome = pipeline.run_job(plan, store, home, job_id, reporter)
+    finally:
+        reporter.close()
+    job = store.get(job_id)
+    artifacts = _artifacts(home, job_id, job, job_dir, log_path)
+    pr_number = re.search(r"/pull/(\d+)", outcome.pr_url or "")
+    outputs = {"status": outcome.state, "branch": outcome.branch or "", "pr-url": outcome.pr_url or "",
+               "pr-number": pr_number.group(1) if pr_number else "",
+               "cost-usd": f"{outcome.cost_usd:.4f}" if outcome.cost_usd is not None else "",
+               "turns": str((outcome.usage or {}).get("turns", "")), "log-path": str(artifacts),
+               "summary": (job_dir(home, job_id) / "pr.md").read_text("utf-8")
+               if (job_dir(home, job_id) / "pr.md").is_file() else outcome.message}
+    for key, value in outputs.items():
+        core.set_output(key, value)
+    lines = _summary_lines(outcome, job)
+    _summary(lines)
+    (artifacts / f"{job_id}-summary.md").write_text("\n".join(lines) + "\n", "utf-8")
+    if outcome.exit_code != 0:
+        core.error(f"Toren: {outcome.state}: {outcome.message}")
+    return outcome.exit_code
+
+
+def _runner_temp() -> Path:
+    """The runner's temporary directory (emptied after each job), never GITHUB_WORKSPACE."""
+    if os.environ.get("RUNNER_TEMP"):
+        return Path(os.environ["RUNNER_TEMP"])
+    from toren_action.paths import toren_home
+
+    path = toren_home() / "tmp"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def _artifacts(home: Path, job_id: str, job, job_dir, log_path) -> Path:
+    """The redacted log, the job record and the PR body, for actions/upload-artifact (under RUNNER_TEMP)."""
+    import shutil
+
+    out = Path(os.environ.get("TOREN_ARTIFACTS") or Path(os.environ.get("RUNNER_TEMP") or home) / "toren-artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    if log_path(home, job_id).is_file():
+        shutil.copyfile(log_path(home, job_id), out / f"{job_id}.log")
+    record = {k: v for k, v in job.to_dict().items() if k != "inputs"}
+    (out / f"{job_id}.json").write_text(json.dumps(record, indent=2, default=str), "utf-8")
+    if (job_dir(home, job_id) / "pr.md").is_file():
+        shutil.copyfile(job_dir(home, job_id) / "pr.md", out / f"{job_id}-pr.md")
+    return out
+
+
+def _summary_lines(outcome, job) -> list[str]:
+    mark = {"succeeded": "✅", "no_changes": "➖"}.get(outcome.state, "❌")
+    lines = [f"## Toren {mark} {outcome.state.replace('_', ' ')}", "", "| | |", "|---|---|"]
+    if outcome.pr_url:
+        lines.append(f"| Pull request | {outcome.pr_url} |")
+    lines.append(f"| Branch | `{outcome.branch}` |")
+    if outcome.files:
+        lines.append(f"| Files changed | {len(outcome.files)}: {', '.join(f'`{f}`' for f in outcome.files[:15])} |")
+    verify = job.inputs.get("verify")
+    lines.append(f"| Verification | {'`' + verify + '` passed' if verify and outcome.commit else (verify or 'none')} |")
+    if outcome.usage:
+        lines.append(f"| Turns | {outcome.usage['turns']} |")
+    if outcome.cost_usd is not None:
+        lines.append(f"| Cost | ${outcome.cost_usd:.4f} |")
+    lines.append(f"| Duration | {outcome.duration_s:.0f} s |")
+    if outcome.message and outcome.state != "succeeded":
+        lines += ["", f"**Reason:** {outcome.message}"]
+    return lines
+
+
+def _summary(lines: list[str]) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    try:
+        return run()
+    except TorenError as exc:
+        _core().error(f"Toren: {exc}")
+        return exc.exit_code
+    finally:
+        sys.stdout.flush()
