@@ -148,9 +148,16 @@ def run() -> int:
         core.notice(f"Toren: nothing to do: {trigger}.")
         core.set_output("status", "skipped")
         return 0
+    for name, var in SECRET_INPUTS.items():  # credentials reach Toren as the variables it reads, on the host
+        if get(name):
+            os.environ[var] = get(name)
     try:
         return _run(trigger, event)
     except TorenError as exc:
+        from toren_action.errors import ActorNotAllowed
+
+        if isinstance(exc, ActorNotAllowed) and trigger.issue and get_bool("comment_on_refusal", True):
+            _comment_refusal(trigger, str(exc))
         core.error(f"Toren: {exc}")
         core.set_output("status", "refused" if exc.exit_code in (2, 3, 15, 20) else "failed")
         _summary([f"## Toren: {'refused' if exc.exit_code in (2, 3, 15, 20) else 'failed'}", "", str(exc)])
@@ -164,9 +171,6 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     from toren_action.store import Store, new_job_id
 
     core = _core()
-    for name, var in SECRET_INPUTS.items():  # credentials reach Toren as the variables it reads, on the host
-        if get(name):
-            os.environ[var] = get(name)
     if os.environ.get("INPUT_CLAUDE_CREDENTIALS", "").strip():
         creds = _runner_temp() / "toren-claude-credentials.json"
         fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -175,6 +179,15 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
         os.environ["CLAUDE_CREDENTIALS_FILE"] = str(creds)
     repo = os.environ.get("GITHUB_REPOSITORY", "")
     allowed = get_lines("allowed_users")
+    if trigger.kind != "dispatch" or allowed:  # who asked comes first: before any other check or build
+        from toren_action.errors import MissingCredentials
+        from toren_action.github import Endpoints, GitHub, read_token
+
+        token = read_token(dict(os.environ), None)
+        if token is None:
+            raise MissingCredentials("input github-token: the token is empty; pass ${{ github.token }}")
+        GitHub(Endpoints.from_environ(dict(os.environ)), token).check_actor(
+            repo, trigger.actor, tuple(u.lstrip("@") for u in allowed))
     flags: dict[str, Any] = {k: get(i) or None for i, k in SETTING_INPUTS.items()}
     flags.update(repo=repo, actor=trigger.actor, allow_actors=[u.lstrip("@") for u in allowed] or None,
                  draft=get_bool("draft") or None, no_pr=get_bool("no_pr") or None,
@@ -245,6 +258,22 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     if outcome.exit_code != 0:
         core.error(f"Toren: {outcome.state}: {outcome.message}")
     return outcome.exit_code
+
+
+def _comment_refusal(trigger: Trigger, reason: str) -> None:
+    """Tell the person on the issue why nothing happens (best effort: a failure here changes nothing)."""
+    from toren_action.github import MARKER, Endpoints, GitHub, read_token
+
+    token = read_token(dict(os.environ), None)
+    if token is None:
+        return
+    try:
+        gh = GitHub(Endpoints.from_environ(dict(os.environ)), token)
+        issue = gh.repo(os.environ.get("GITHUB_REPOSITORY", "")).get_issue(trigger.issue)
+        issue.create_comment(f"{MARKER}refused -->\n@{trigger.actor}, Toren did not start: "
+                             f"{reason.removeprefix('--actor: ')}.")
+    except Exception:  # noqa: BLE001,S110 - the refusal itself is already reported
+        pass
 
 
 def _runner_temp() -> Path:

@@ -65,3 +65,30 @@ def test_secrets_are_masked_before_anything_else_and_outputs_use_delimiters(monk
     assert any("accessToken" in out[i] for i in masks)
     assert any(ln.startswith("::notice::") and "not a trigger" in ln for ln in out)
     assert "status<<" in out_file.read_text() and "skipped" in out_file.read_text()
+
+
+def test_a_refused_actor_gets_a_comment_and_the_step_fails(monkeypatch, tmp_path, capsys):
+    from tests.fakes.github import FakeGitHub
+
+    with FakeGitHub(tmp_path / "gh") as gh:
+        gh.add_repo("acme/widget", files={"a.txt": "a\n"})
+        gh.add_issue("acme/widget", 42, "Do it", "Please.", author="rita")
+        gh.set_permission("acme/widget", "rita", "read")
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(comment_event("/toren go", user="rita")))
+        out_file = tmp_path / "output"
+        out_file.touch()
+        for k, v in {"GITHUB_EVENT_NAME": "issue_comment", "GITHUB_EVENT_PATH": str(event),
+                     "GITHUB_OUTPUT": str(out_file), "GITHUB_REPOSITORY": "acme/widget",
+                     "GITHUB_API_URL": gh.api_url, "GITHUB_SERVER_URL": gh.server_url,
+                     "INPUT_GITHUB_TOKEN": gh.token, "TOREN_HOME": str(tmp_path / "h"),
+                     "RUNNER_TEMP": str(tmp_path)}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        code = action.run()
+        out = capsys.readouterr().out
+        assert code == 20, out
+        assert "::error::" in out and "rita has read permission" in out
+        assert "refused" in out_file.read_text()
+        (comment,) = gh.comments("acme/widget", 42)
+        assert "@rita, Toren did not start" in comment["body"]
