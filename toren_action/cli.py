@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reviewer for the PR (repeatable)")
     g.add_argument("--assignee", action="append", dest="assignees", metavar="LOGIN",
                    help="assignee for the PR (repeatable)")
+    g = r.add_argument_group("diff policy")
+    g.add_argument("--allow-workflow-changes", action="store_true", default=None,
+                   help="let the change touch .github/workflows/ or action.yml")
+    g.add_argument("--allow-policy", action="append", dest="allow_policy", metavar="RULE",
+                   help="a diff-policy rule that may not block the push (repeatable): secret-pattern, workflow, "
+                        "symlink, large-file, binary, protected-path")
+    g.add_argument("--protected-path", action="append", dest="protected_paths", metavar="GLOB",
+                   help="files the change may not touch (repeatable)")
+    g.add_argument("--max-file-mb", type=float, metavar="MB", help="largest file the change may add (default 5)")
     g = r.add_argument_group("result")
     g.add_argument("--verify", metavar="CMD", help="command that must pass on the change before it is pushed")
     g.add_argument("--draft", action="store_true", default=None, help="open the pull request as a draft")
@@ -138,6 +147,7 @@ RUN_SETTING_FLAGS = (
     "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
     "agent_version", "max_turns", "push_partial", "allowed_tools", "disallowed_tools", "append_system_prompt",
     "github_token_file", "actor", "allow_actors", "allow_fork", "labels", "reviewers", "assignees",
+    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb",
     "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
     "ca_bundle", "verify", "draft", "no_pr",
 )

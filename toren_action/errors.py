@@ -138,6 +138,12 @@ class ActorNotAllowed(TorenError):
     exit_code = 20
 
 
+class PolicyBlocked(TorenError):
+    """The diff policy found something the change may not contain (a secret, a workflow edit, ...)."""
+
+    exit_code = 21
+
+
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 
@@ -155,6 +161,7 @@ STATE_EXIT_CODES = {
     "auth_failed": AgentAuthFailed.exit_code,
     "rate_limited": AgentRateLimited.exit_code,
     "max_turns": MaxTurnsReached.exit_code,
+    "blocked_by_policy": PolicyBlocked.exit_code,
 }
 
 #: The job state each agent-side failure ends in.
@@ -164,4 +171,5 @@ ERROR_STATES = {
     AgentRateLimited: "rate_limited",
     MaxTurnsReached: "max_turns",
     JobTimedOut: "timed_out",
+    PolicyBlocked: "blocked_by_policy",
 }

@@ -22,7 +22,6 @@ from toren_action.errors import (
     AgentFailed,
     AgentRateLimited,
     BudgetExceeded,
-    GitError,
     Interrupted,
     MaxTurnsReached,
     MissingCredentials,
@@ -427,6 +426,30 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     return lines
 
 
+def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, log) -> None:
+    """The diff policy, on the host, on the commit about to be pushed (see policy.py)."""
+    import json as _json
+
+    from toren_action import policy, workspace
+    from toren_action.errors import PolicyBlocked
+
+    s = plan.settings
+    allow = set(s.allow_policy) | ({"workflow"} if s.allow_workflow_changes else set())
+    rules = policy.Policy(frozenset(allow), s.protected_paths, int(s.max_file_mb * 1024 * 1024))
+    findings = policy.check(lambda *a: workspace.git(*a, cwd=ws.path), ws.base_commit, "HEAD", str(ws.path),
+                            rules, plan.redactor.mask_values)
+    if not findings:
+        return
+    report = [plan.redactor(policy.mask_tokens(str(f))) for f in findings]
+    (jdir / "policy.json").write_text(_json.dumps([{**f.to_dict(), "detail": plan.redactor(
+        policy.mask_tokens(f.detail))} for f in findings], indent=2), "utf-8")
+    store.add_events(job_id, [("policy", {"rule": f.rule, "path": f.path, "line": f.line}) for f in findings])
+    for line in report:
+        log.line(f"policy: {line}")
+    raise PolicyBlocked(plan.redactor(policy.mask_tokens(policy.describe(findings)))
+                        + f"; the change is kept in {ws.path}")
+
+
 def _wants_ai_summary(plan: Plan) -> bool:
     from toren_action import summary
 
@@ -637,9 +660,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             remove_tree(ws.path)
             return outcome
 
-        if (plan.secrets or plan.github) and workspace.change_contains(ws, plan.redactor):
-            raise GitError("the agent's change contains the value of a secret; nothing was pushed (the change is "
-                           f"kept in {ws.path}; remove the value before sharing it)")
+        _enforce_policy(plan, store, job_id, jdir, ws, log)
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
         title_summary = agent_summary  # the pull request's title comes from the agent, never from a model's summary
         if agent_summary is None and _wants_ai_summary(plan):

@@ -45,10 +45,19 @@ class Redactor:
         ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 
+    def mask_values(self, text: str) -> str:
+        """Only this job's secret values (not the token formats)."""
+        return self._pattern.sub(MASK, text) if self._pattern is not None and text else text
+
     def __call__(self, text: str) -> str:
-        if self._pattern is None or not text:
+        """The text with every known secret value masked, and every string in a known token format too."""
+        if not text:
             return text
-        return self._pattern.sub(MASK, text)
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        from toren_action.policy import mask_tokens
+
+        return mask_tokens(text)
 
     def bytes(self, data: bytes) -> bytes:
         return self(data.decode("utf-8", errors="replace")).encode("utf-8")

@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "append_system_prompt": None,
     "push_partial": False,
     "prices": {},
+    "allow_policy": [],
+    "allow_workflow_changes": False,
+    "protected_paths": [],
+    "max_file_mb": 5,
     "summary_model": None,
     "ai_summary": "auto",
     "github_token_file": None,
@@ -70,7 +74,9 @@ DEFAULTS: dict[str, Any] = {
 HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle", "network", "agent_uid", "gpus",
                                 "github_token_file", "actor", "allow_actors", "allow_fork",
                                 # these send the job's diff to a third party
-                                "ai_summary", "summary_model"})
+                                "ai_summary", "summary_model",
+                                # these loosen the diff policy
+                                "allow_policy", "allow_workflow_changes", "max_file_mb"})
 
 #: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
@@ -97,6 +103,11 @@ class Settings:
     push_partial: bool = False
     #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}
     prices: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    #: Diff-policy rules to allow (policy.RULES; never secret-value), workflow edits, protected globs, size cap.
+    allow_policy: tuple[str, ...] = ()
+    allow_workflow_changes: bool = False
+    protected_paths: tuple[str, ...] = ()
+    max_file_mb: float = 5
     #: Model for AI summaries (default claude-haiku-4-5), and when the pull request body gets one: "auto" (the
     #: agent left none, the agent is claude and an Anthropic key is set), "always" (any agent), "never".
     summary_model: str | None = None
@@ -191,7 +202,8 @@ class Settings:
                 "volumes": tuple(merged["volumes"]),
                 "allow_mounts": tuple(merged["allow_mounts"]),
                 "allowed_tools": tuple(merged["allowed_tools"]),
-                **{k: tuple(merged[k]) for k in ("allow_actors", "labels", "reviewers", "assignees")},
+                **{k: tuple(merged[k]) for k in ("allow_actors", "labels", "reviewers", "assignees", "allow_policy",
+                                                 "protected_paths")},
                 "disallowed_tools": tuple(merged["disallowed_tools"]),
                 "prices": _price_tuple(merged["prices"]),
                 "sources": tuple(sorted(sources.items())),
@@ -328,7 +340,7 @@ def settings_from_record(record: dict[str, Any]) -> Settings:
     data = {k: v for k, v in record.items() if k in Settings.__dataclass_fields__ and k != "sources"}
     data["env"] = tuple(sorted(dict(data.get("env") or {}).items()))
     for key in ("secrets", "volumes", "allow_mounts", "allowed_tools", "disallowed_tools", "allow_actors", "labels",
-                "reviewers", "assignees"):
+                "reviewers", "assignees", "allow_policy", "protected_paths"):
         data[key] = tuple(data.get(key) or ())
     data["prices"] = _price_tuple(data.get("prices") or {})
     return Settings(**data)

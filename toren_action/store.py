@@ -22,10 +22,10 @@ from toren_action.errors import JobNotFound
 STATES = (
     "queued", "preparing", "building", "running", "verifying", "pushing", "pull_request",
     "succeeded", "failed", "no_changes", "cancelled", "timed_out",
-    "budget_exceeded", "auth_failed", "rate_limited", "max_turns",
+    "budget_exceeded", "auth_failed", "rate_limited", "max_turns", "blocked_by_policy",
 )
 FINAL_STATES = frozenset({"succeeded", "failed", "no_changes", "cancelled", "timed_out",
-                          "budget_exceeded", "auth_failed", "rate_limited", "max_turns"})
+                          "budget_exceeded", "auth_failed", "rate_limited", "max_turns", "blocked_by_policy"})
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs and their events

@@ -8,7 +8,8 @@ import time
 from typing import TextIO
 
 STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_out": "✘", "cancelled": "✘",
-               "budget_exceeded": "✘", "auth_failed": "✘", "rate_limited": "✘", "max_turns": "✘"}
+               "budget_exceeded": "✘", "auth_failed": "✘", "rate_limited": "✘", "max_turns": "✘",
+               "blocked_by_policy": "✘"}
 
 
 class ConsoleReporter:

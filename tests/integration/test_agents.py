@@ -262,8 +262,8 @@ def test_a_change_holding_the_key_is_not_pushed(workdir, repo, toren_home, capsy
         agent_env.setenv("ANTHROPIC_API_KEY", key)
         agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
         code, result, err = run_agent(capsys, vendor, branch="toren/leak")
-    assert code == 9, err
-    assert "contains the value of a secret" in result["message"]
+    assert code == 21, err
+    assert result["state"] == "blocked_by_policy" and "secret-value" in result["message"]
     assert git("branch", "--list", "toren/leak", cwd=repo).strip() == ""
     assert key not in err
 

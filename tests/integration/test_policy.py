@@ -1,0 +1,86 @@
+"""The diff policy: agents that write secrets, workflows, symlinks out of the repository or big binaries get
+their push blocked with a named finding; the allow flags let it through."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import git
+from tests.integration.test_run_local import run_shell
+
+pytestmark = pytest.mark.docker
+
+GITHUB_TOKEN = "ghp_" + "R3alLook1ngT0kenFromTheAgent0123456789"[:36]
+AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"
+PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----"
+
+
+@pytest.mark.parametrize("name, command, rule", [
+    ("github-token", f"echo 'TOKEN = \"{GITHUB_TOKEN}\"' > config.py", "secret-pattern"),
+    ("aws-key", f"echo 'aws_access_key_id = {AWS_KEY}' > creds.ini", "secret-pattern"),
+    ("private-key", f"printf '%s\\nAAAA\\n' '{PRIVATE_KEY}' > id_ed25519", "secret-pattern"),
+    ("entropy", "echo 'api_key = \"q8Zr2Lx9Vw4Nt7Kp1Bf6Hs3Jd0Gm5Yc\"' > settings.py", "secret-pattern"),
+    ("workflow", "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/evil.yml", "workflow"),
+    ("symlink", "ln -s /etc/passwd passwd-link", "symlink"),
+    ("binary", "head -c 2000 /dev/urandom > blob.bin", "binary"),
+])
+def test_a_change_that_breaks_the_policy_is_not_pushed(name, command, rule, workdir, repo, toren_home, capsys):
+    code, result, err = run_shell(capsys, command, branch=f"toren/policy-{name}")
+    assert code == 21, err
+    assert result["state"] == "blocked_by_policy" and rule in result["message"]
+    assert git("branch", "--list", f"toren/policy-{name}", cwd=repo).strip() == ""  # nothing pushed
+    report = json.loads((toren_home / "jobs" / result["job_id"] / "policy.json").read_text())
+    assert report[0]["rule"] == rule and report[0]["path"]
+    # the report and the log name the finding, never the secret
+    log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    assert f"policy: {rule}" in log
+    for secret in (GITHUB_TOKEN, AWS_KEY):
+        assert secret not in log and secret not in err and secret not in json.dumps(report)
+
+
+@pytest.mark.parametrize("name, command, allow", [
+    ("workflow", "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/ok.yml",
+     ["--allow-workflow-changes"]),
+    ("symlink", "ln -s /etc/passwd passwd-link", ["--allow-policy", "symlink"]),
+    ("aws-key", f"echo 'aws_access_key_id = {AWS_KEY}' > creds.ini", ["--allow-policy", "secret-pattern"]),
+])
+def test_the_allow_flags_let_it_through(name, command, allow, workdir, repo, toren_home, capsys):
+    code, result, err = run_shell(capsys, command, *allow, branch=f"toren/allowed-{name}")
+    assert code == 0, err
+    assert result["state"] == "succeeded"
+
+
+def test_protected_paths_and_the_size_cap(workdir, repo, toren_home, capsys):
+    code, result, _ = run_shell(capsys, "echo x >> README.md", "--protected-path", "README.md",
+                                branch="toren/protected")
+    assert code == 21 and "protected-path" in result["message"]
+    code, result, _ = run_shell(capsys, "head -c 3000000 /dev/zero | tr '\\0' a > big.txt", "--max-file-mb", "1",
+                                branch="toren/big")
+    assert code == 21 and "large-file" in result["message"]
+
+
+def test_a_secret_value_can_never_be_allowed(workdir, repo, toren_home, capsys, monkeypatch):
+    monkeypatch.setenv("MY_TOKEN", "tok_" + "a1b2c3d4e5f6a7b8")
+    code, result, err = run_shell(capsys, "cp /run/toren/secrets/MY_TOKEN leaked.txt", "--secret", "MY_TOKEN",
+                                  "--allow-policy", "secret-pattern", branch="toren/value")
+    assert code == 21 and "secret-value" in result["message"]
+    assert "tok_a1b2c3d4e5f6a7b8" not in err
+
+
+def test_a_token_the_agent_prints_is_masked_everywhere(workdir, repo, toren_home, capsys):
+    command = (f"echo 'found {GITHUB_TOKEN} and {AWS_KEY}'; mkdir -p .toren; "
+               f"echo 'Summary: used {GITHUB_TOKEN}' > .toren/summary.md; echo ok > ok.txt")
+    code, result, err = run_shell(capsys, command, branch="toren/printed")
+    assert code == 0, err
+    job_dir = toren_home / "jobs" / result["job_id"]
+    log = (job_dir / "job.log").read_text()
+    assert "found *** and ***" in log
+    assert "Summary: used ***" in (job_dir / "pr.md").read_text()
+    from tests.integration.test_run_local import toren
+
+    _, summary, _ = toren(capsys, "summary", result["job_id"], "--json", "--plain")
+    for where in (log, err, summary, (job_dir / "pr.md").read_text(), (toren_home / "toren.db").read_bytes().decode(
+            "utf-8", "replace")):
+        assert GITHUB_TOKEN not in where and AWS_KEY not in where
