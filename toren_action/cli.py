@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind mount (repeatable)")
     g.add_argument("--gpus", help="all, a count, or device=0,1")
     g.add_argument("--network", help="bridge, host, none or a network name (default: the agent's)")
+    g.add_argument("--key-proxy", choices=("auto", "on", "off"),
+                   help="keep the model API key on the host behind a socket proxy (default auto: where the CLI "
+                        "allows, Claude Code today)")
     g.add_argument("--memory", help="memory limit (default 4g)")
     g.add_argument("--pids-limit", type=int, metavar="N", help="process limit (default 1024)")
     g.add_argument("--ca-bundle", metavar="PATH",
@@ -147,7 +150,7 @@ RUN_SETTING_FLAGS = (
     "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
     "agent_version", "max_turns", "push_partial", "allowed_tools", "disallowed_tools", "append_system_prompt",
     "github_token_file", "actor", "allow_actors", "allow_fork", "labels", "reviewers", "assignees",
-    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb",
+    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb", "key_proxy",
     "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
     "ca_bundle", "verify", "draft", "no_pr",
 )

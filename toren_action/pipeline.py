@@ -89,11 +89,14 @@ class Plan:
     #: The commit the branch of an open Toren pull request pointed to when planned: the push replaces it only
     #: if it still does.
     push_lease: str | None = None
+    #: The model-API key held by the host-side key proxy (keyproxy.py); None when the agent holds its key.
+    proxy_key: Secret | None = None
 
     @property
     def redactor(self) -> Redactor:
         """Masks the agent's secrets and the host-only ones (the GitHub token)."""
-        return Redactor(self.secrets + (self.github.host_secrets if self.github else ()))
+        return Redactor(self.secrets + (self.github.host_secrets if self.github else ())
+                        + ((self.proxy_key,) if self.proxy_key else ()))
 
 
 def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, cwd: str | None = None) -> Plan:
@@ -171,9 +174,22 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     if profile.package and task is not None:
         _check_agent_limits(profile, s, task)
     credentials = resolve_credentials(profile, environ, home_dir)
-    secrets += tuple(c for c in credentials if c.name not in {x.name for x in secrets})
-    passthrough, socket_mounts = _passthrough(profile, environ, network)
-    mounts += socket_mounts
+    proxy_key = None
+    if _use_key_proxy(s, profile, credentials, environ):  # the key stays on the host, behind a socket
+        proxy_key = credentials[0]
+        passthrough = {}
+        upstream = environ.get(profile.key_proxy.base_url_env) or profile.key_proxy.default_url
+        if re.match(r"^[a-z][a-z0-9+.-]*://[^/]*@", upstream, re.I):
+            raise UsageError(profile.key_proxy.base_url_env, "the URL carries a user or password; give the "
+                                                             "gateway's credentials another way")
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", upstream):
+            raise UsageError(profile.key_proxy.base_url_env, f"{upstream!r} is not an http(s) URL")
+        passthrough_items = (("_KEY_PROXY_UPSTREAM", upstream),)
+    else:
+        secrets += tuple(c for c in credentials if c.name not in {x.name for x in secrets})
+        passthrough, socket_mounts = _passthrough(profile, environ, network)
+        mounts += socket_mounts
+        passthrough_items = tuple(passthrough.items())
 
     ca_bundle = None
     if s.ca_bundle:
@@ -208,8 +224,8 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
             raise UsageError("--branch", f"{branch!r} already exists in {origin}; choose another name or pass "
                                          "--force-branch to overwrite it")
     return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
-                s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), tuple(passthrough.items()),
-                gh, force, lease)
+                s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), passthrough_items,
+                gh, force, lease, proxy_key)
 
 
 @dataclass(frozen=True)
@@ -299,6 +315,22 @@ def _check_agent_limits(profile: AgentProfile, s: Settings, task: Task) -> None:
     if not profile.reports_cost and price_for(model, s.price_overrides()) is None:
         raise UsageError("--max-cost-usd", f"no price is known for model {model!r}, so its cost cannot be "
                                            "tracked; add it under `prices` in toren.toml")
+
+
+def _use_key_proxy(s: Settings, profile: AgentProfile, credentials, environ: dict[str, str]) -> bool:
+    """auto: whenever the profile can reach its API through the proxy and the credential is a plain API key."""
+    spec = profile.key_proxy
+    if s.key_proxy == "off" or spec is None:
+        if s.key_proxy == "on" and spec is None:
+            raise UsageError("--key-proxy", f"the {profile.name} CLI cannot reach its model API through Toren's "
+                                            "key proxy (it needs a unix-socket transport); use --key-proxy off")
+        return False
+    usable = bool(credentials) and credentials[0].name == spec.credential and not any(
+        environ.get(v) for v in profile.passthrough_env if v.endswith("_UNIX_SOCKET"))
+    if s.key_proxy == "on" and not usable:
+        raise UsageError("--key-proxy", f"the key proxy needs {spec.credential} (not a login or a socket of your "
+                                        "own); set it, or use --key-proxy off")
+    return usable
 
 
 def resolve_credentials(profile: AgentProfile, environ: dict[str, str], home_dir: str) -> tuple[Secret, ...]:
@@ -571,9 +603,25 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         store.update(job_id, image=tag)
         log.stage("building", f"{'built' if built else 'reusing'} {tag}")
 
+        proxy = None
+        passthrough = dict(plan.passthrough)
+        if plan.proxy_key is not None:
+            from toren_action.keyproxy import KeyProxy
+
+            upstream = passthrough.pop("_KEY_PROXY_UPSTREAM")
+            import tempfile
+
+            # a short private directory: socket paths are limited to ~100 bytes, job directories can be deeper
+            sock = Path(tempfile.mkdtemp(prefix="toren-kp-")) / "model-api.sock"
+            proxy = KeyProxy(sock, upstream, plan.proxy_key, plan.profile.key_proxy.header,
+                             owner=(plan.uid, plan.gid)).start()
+            target = f"{CONTAINER_SOCKETS}/model-api.sock"
+            mounts.append(Mount(str(sock), target, False))
+            passthrough[plan.profile.key_proxy.socket_env] = target
+            log.stage("building", f"model API key kept on the host: the agent reaches {upstream} through a socket")
         ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
                          s.max_turns, s.max_cost_usd, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
-                         dict(plan.passthrough))
+                         passthrough, key_proxy=proxy is not None)
         env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job_id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
@@ -616,6 +664,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         try:
             result = container.run(docker, spec, show, on_start=lambda cid: store.update(job_id, container_id=cid))
         finally:
+            if proxy is not None:
+                proxy.stop()
             outcome.usage, outcome.cost_usd, outcome.cost_source = _record_usage(
                 store, job_id, plan, parser, prices, log)
         store.update(job_id, exit_code=result.exit_code)

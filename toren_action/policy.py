@@ -155,7 +155,9 @@ def check(git: Callable[..., str], base: str, head: str, workdir: str, policy: P
 
 
 def _added_line_findings(git, base: str, head: str, redact) -> list[Finding]:
-    patch = git("diff", "-U0", "--no-color", "--no-ext-diff", "--no-renames", f"{base}..{head}")
+    # quotePath off: a file with a non-ASCII name is named as it is, not quoted (and so not skipped)
+    patch = git("-c", "core.quotePath=false", "diff", "-U0", "--no-color", "--no-ext-diff", "--no-renames",
+                f"{base}..{head}")
     findings, path, number, added = [], None, 0, []
     for line in patch.splitlines():
         if line.startswith("+++ "):

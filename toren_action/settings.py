@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "append_system_prompt": None,
     "push_partial": False,
     "prices": {},
+    "key_proxy": "auto",
     "allow_policy": [],
     "allow_workflow_changes": False,
     "protected_paths": [],
@@ -76,7 +77,9 @@ HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle
                                 # these send the job's diff to a third party
                                 "ai_summary", "summary_model",
                                 # these loosen the diff policy
-                                "allow_policy", "allow_workflow_changes", "max_file_mb"})
+                                "allow_policy", "allow_workflow_changes", "max_file_mb",
+                                # off puts the key into the container
+                                "key_proxy"})
 
 #: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
@@ -104,6 +107,8 @@ class Settings:
     #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}
     prices: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
     #: Diff-policy rules to allow (policy.RULES; never secret-value), workflow edits, protected globs, size cap.
+    #: Keep the model API key on the host behind a socket proxy: auto (wherever the profile allows), on, off.
+    key_proxy: str = "auto"
     allow_policy: tuple[str, ...] = ()
     allow_workflow_changes: bool = False
     protected_paths: tuple[str, ...] = ()

@@ -230,7 +230,7 @@ def test_a_key_file_works_like_the_variable(workdir, repo, toren_home, capsys, d
 def test_a_loopback_base_url_needs_the_host_network(workdir, repo, toren_home, capsys, agent_env):
     agent_env.setenv("ANTHROPIC_API_KEY", "sk-test-0123456789")
     agent_env.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/")
-    code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--disable-daemon"])
+    code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--disable-daemon", "--key-proxy", "off"])
     _, err = capsys.readouterr()
     assert code == 2
     assert "ANTHROPIC_BASE_URL" in err and "--network host" in err
@@ -373,3 +373,38 @@ def test_claude_subscription_credentials(how, workdir, repo, toren_home, capsys,
     assert fake.requests and all(r.headers.get("authorization") == f"Bearer {token}" for r in fake.requests)
     assert "inspect" in seen and token not in seen["inspect"]
     assert not [p for p in files_under(toren_home) if token.encode() in p.read_bytes()]
+
+
+def test_the_key_proxy_keeps_the_key_on_the_host_and_the_agent_off_the_network(workdir, repo, toren_home, capsys,
+                                                                                docker_client, agent_env):
+    """Default for Claude Code: the key stays in Toren's process; the container has no key and no network,
+    and reaches the model API only through the proxy's socket."""
+    key = "sk-ant-proxy-" + secrets.token_hex(16)
+    seen: dict[str, str] = {}
+    with FakeAnthropic(Script(api_key=key)) as fake:
+
+        def look(_req):
+            if "env" in seen:
+                return
+            for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+                seen["inspect"] = json.dumps(docker_client.api.inspect_container(c.id))
+                run = c.exec_run(["sh", "-c", "env; ls -la /run/toren; ls /run/toren/secrets 2>&1; "
+                                              "curl -sS -m 3 http://example.com 2>&1 || echo NO-NETWORK"])
+                seen["env"] = run.output.decode()
+
+        fake.on_request = look
+        agent_env.setenv("ANTHROPIC_API_KEY", key)
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)  # on loopback: fine, the host process reaches it
+        code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/proxied",
+                     "--base-image", BASE_IMAGE, "--pull", "never", "--network", "none", "--disable-daemon",
+                     "--json"])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["usage"]["turns"] == 2
+    assert git("show", "toren/proxied:hello.txt", cwd=repo) == Script().content
+    # every request reached the fake with the real key, which the container never had
+    assert all(r.headers.get("x-api-key") == key for r in fake.requests if "beta=true" in r.path)
+    assert "inspect" in seen and key not in seen["inspect"] and key not in seen["env"]
+    assert "model-api.sock" in seen["env"] and "No such file" in seen["env"]  # a socket, no secrets directory
+    assert "NO-NETWORK" in seen["env"]
+    assert "model API key kept on the host" in err

@@ -19,6 +19,7 @@ PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----"
 
 @pytest.mark.parametrize("name, command, rule", [
     ("github-token", f"echo 'TOKEN = \"{GITHUB_TOKEN}\"' > config.py", "secret-pattern"),
+    ("unicode-name", f"echo 'TOKEN = \"{GITHUB_TOKEN}\"' > café.py", "secret-pattern"),
     ("aws-key", f"echo 'aws_access_key_id = {AWS_KEY}' > creds.ini", "secret-pattern"),
     ("private-key", f"printf '%s\\nAAAA\\n' '{PRIVATE_KEY}' > id_ed25519", "secret-pattern"),
     ("entropy", "echo 'api_key = \"q8Zr2Lx9Vw4Nt7Kp1Bf6Hs3Jd0Gm5Yc\"' > settings.py", "secret-pattern"),

@@ -35,6 +35,8 @@ class RunContext:
     append_system_prompt: str | None = None
     #: Non-secret variables taken from the host (base URLs of gateways), already filtered by the profile.
     passthrough: dict[str, str] = field(default_factory=dict)
+    #: True when Toren's key proxy holds the API key and the CLI reaches the API through a socket.
+    key_proxy: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,17 @@ class Credential:
     description: str
     file_var: str | None = None
     default_file: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyProxySpec:
+    """How a CLI can use Toren's host-side key proxy: over a unix socket named by ``socket_env``."""
+
+    credential: str  # the credential the proxy holds, e.g. ANTHROPIC_API_KEY
+    socket_env: str  # the CLI's variable for a unix socket to the API
+    base_url_env: str  # the host variable naming the real API (the proxy's upstream)
+    default_url: str
+    header: str = "x-api-key"
 
 
 @dataclass
@@ -160,6 +173,8 @@ class AgentProfile:
     default_model: str | None = None
     #: Whether the CLI enforces --max-turns itself (otherwise Toren counts turns and stops the container).
     enforces_max_turns: bool = False
+    #: Set when the CLI can reach its API through Toren's key proxy (the key then never enters the container).
+    key_proxy: KeyProxySpec | None = None
     #: Whether its stream reports tokens as it goes (so Toren can stop it on cost), and whether it reports
     #: its own cost figure.
     meters_live: bool = True

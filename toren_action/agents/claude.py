@@ -15,6 +15,7 @@ from toren_action.agents.base import (
     PROMPT_ARG,
     AgentProfile,
     Credential,
+    KeyProxySpec,
     RunContext,
     StreamParser,
     Verdict,
@@ -38,10 +39,14 @@ class ClaudeProfile(AgentProfile):
                    default_file="~/.claude/.credentials.json"),
     )
     passthrough_env = ("ANTHROPIC_BASE_URL", "ANTHROPIC_UNIX_SOCKET", "ANTHROPIC_SMALL_FAST_MODEL")
+    key_proxy = KeyProxySpec("ANTHROPIC_API_KEY", "ANTHROPIC_UNIX_SOCKET", "ANTHROPIC_BASE_URL",
+                             "https://api.anthropic.com")
 
     def command(self, ctx: RunContext) -> list[str]:
         settings: dict[str, Any] = {}
-        if "ANTHROPIC_API_KEY" in ctx.credentials:
+        if ctx.key_proxy:  # the proxy on the host puts the real key in; the CLI only needs a stand-in
+            settings["apiKeyHelper"] = "echo toren-key-proxy"
+        elif "ANTHROPIC_API_KEY" in ctx.credentials:
             settings["apiKeyHelper"] = f"cat {ctx.secrets_dir}/ANTHROPIC_API_KEY"
         # --setting-sources user: the repository's .claude/settings*.json could otherwise set an `env` that
         # sends the API key to another host, or an apiKeyHelper of its own
@@ -80,6 +85,8 @@ class ClaudeProfile(AgentProfile):
         }
 
     def secret_environment(self, ctx: RunContext) -> dict[str, str]:
+        if ctx.key_proxy:
+            return {}
         if "ANTHROPIC_API_KEY" not in ctx.credentials and "CLAUDE_CODE_OAUTH_TOKEN" in ctx.credentials:
             return {"CLAUDE_CODE_OAUTH_TOKEN": "CLAUDE_CODE_OAUTH_TOKEN"}
         return {}
