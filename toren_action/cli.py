@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("action", help="the GitHub Action's entry point (reads INPUT_* and the event)")
 
+    sc = sub.add_parser("scan", help="the diff policy on your changes, or a security look at an image")
+    what = sc.add_mutually_exclusive_group(required=True)
+    what.add_argument("--staged", action="store_true", help="what is staged for the next commit (a pre-commit hook)")
+    what.add_argument("--diff", metavar="A..B", help="a range of commits")
+    what.add_argument("--image", metavar="IMAGE", help="a local image: user, secrets, setuid binaries, PATH, CVEs")
+    sc.add_argument("--allow-policy", action="append", default=[], metavar="RULE", help="a rule not to report")
+    sc.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="paths not to report (repeatable), e.g. 'tests/*' for deliberate test fixtures")
+    sc.add_argument("--json", action="store_true")
+
     cn = sub.add_parser("cancel", help="stop a job and remove its container")
     cn.add_argument("job", help="job id or unambiguous prefix")
     cn.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",

@@ -147,6 +147,21 @@ def _heartbeat(home: Path, job_id: str) -> None:
     threading.Thread(target=beat, daemon=True, name="heartbeat").start()
 
 
+def cmd_scan(args: Namespace) -> int:
+    from toren_action import scan
+
+    if args.image:
+        rows = scan.scan_image(args.image)
+        if args.json:
+            print_json([{"check": c, "ok": ok, "detail": d} for c, ok, d in rows])
+        else:
+            for c, ok, d in rows:
+                print(f"{'✔' if ok else '!'} {c:<17} {d}")
+        return 0 if all(ok for _, ok, _ in rows) else 1
+    findings = scan.scan_repo(os.getcwd(), args.staged, args.diff, tuple(args.allow_policy), tuple(args.exclude))
+    return scan.report(findings, args.json)
+
+
 def cmd_action(args: Namespace) -> int:
     """The composite Action's entry point (action.yml runs it)."""
     from toren_action import action
@@ -577,6 +592,9 @@ def _check_image(ref: str, docker_client, security: bool, check, registry: bool 
     check("image", img.attrs.get("Os") == "linux", f"{ref}: {img.attrs.get('Os')}/{img.attrs.get('Architecture')}, "
           f"{img.attrs.get('Size', 0) / 1e6:.0f} MB, runs as {user}")
     if security:
-        check("security", user not in ("root", "0", "0:0"),
-              f"{ref} runs as {user}" + (" (Toren's agent image runs as a non-root user anyway)"
-                                         if user in ("root", "0", "0:0") else ""), required=False)
+        from toren_action.scan import scan_image
+
+        for name, ok, detail in scan_image(ref):
+            if name == "user" and not ok:
+                detail += " (Toren's agent image runs as a non-root user anyway)"
+            check(f"security {name}", ok, detail, required=False)

@@ -114,11 +114,14 @@ def mask_tokens(text: str) -> str:
     return "".join(out)
 
 
-def check(git: Callable[..., str], base: str, head: str, workdir: str, policy: Policy,
+def check(git: Callable[..., str], base: str, head: str | None, workdir: str, policy: Policy,
           redact: Callable[[str], str]) -> list[Finding]:
-    """Every finding in the change base..head of the clone at ``workdir`` (``git`` runs git there)."""
+    """Every finding in the change base..head of the repository at ``workdir`` (``git`` runs git there);
+    ``head`` None means what is staged in the index (a pre-commit hook)."""
     findings: list[Finding] = []
-    raw = git("diff", "--raw", "-z", "--no-renames", f"{base}..{head}")
+    revs = ["--cached", base] if head is None else [f"{base}..{head}"]
+    blob = (lambda path: f":{path}") if head is None else (lambda path: f"{head}:{path}")
+    raw = git("diff", "--raw", "-z", "--no-renames", *revs)
     parts = raw.split("\0")
     changed: list[tuple[str, str, str]] = []  # (status, new mode, path)
     for i in range(0, len(parts) - 1, 2):
@@ -127,7 +130,7 @@ def check(git: Callable[..., str], base: str, head: str, workdir: str, policy: P
         if len(fields) >= 5:
             changed.append((fields[4], fields[1], path))
     numstat = {}
-    for line in git("diff", "--numstat", "-z", "--no-renames", f"{base}..{head}").split("\0"):
+    for line in git("diff", "--numstat", "-z", "--no-renames", *revs).split("\0"):
         bits = line.split("\t")
         if len(bits) == 3:
             numstat[bits[2]] = (bits[0], bits[1])
@@ -139,25 +142,24 @@ def check(git: Callable[..., str], base: str, head: str, workdir: str, policy: P
         if status == "D":
             continue
         if mode == "120000":
-            target = git("cat-file", "-p", f"{head}:{path}")
+            target = git("cat-file", "-p", blob(path))
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
             if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
                 findings.append(Finding("symlink", path, None, f"a symlink to {target!r}, outside the repository"))
             continue
-        size = int(git("cat-file", "-s", f"{head}:{path}").strip() or 0)
+        size = int(git("cat-file", "-s", blob(path)).strip() or 0)
         if size > policy.max_file_bytes:
             findings.append(Finding("large-file", path, None, f"{size / 1e6:.1f} MB, over the "
                                                               f"{policy.max_file_bytes / 1e6:.0f} MB cap"))
         if numstat.get(path) == ("-", "-"):
             findings.append(Finding("binary", path, None, f"a binary file ({size} bytes)"))
-    findings += _added_line_findings(git, base, head, redact)
+    findings += _added_line_findings(git, revs, redact)
     return [f for f in findings if f.rule == "secret-value" or f.rule not in policy.allow]
 
 
-def _added_line_findings(git, base: str, head: str, redact) -> list[Finding]:
+def _added_line_findings(git, revs: list[str], redact) -> list[Finding]:
     # quotePath off: a file with a non-ASCII name is named as it is, not quoted (and so not skipped)
-    patch = git("-c", "core.quotePath=false", "diff", "-U0", "--no-color", "--no-ext-diff", "--no-renames",
-                f"{base}..{head}")
+    patch = git("-c", "core.quotePath=false", "diff", "-U0", "--no-color", "--no-ext-diff", "--no-renames", *revs)
     findings, path, number, added = [], None, 0, []
     for line in patch.splitlines():
         if line.startswith("+++ "):

@@ -194,7 +194,7 @@ class Store:
         fields["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as conn:
-            conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))  # noqa: S608
+            conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))  # noqa: S608  # nosec B608: column names from code, values bound
 
     def set_state(self, job_id: str, state: str, **fields: Any) -> bool:
         """Move a job to ``state``, unless it already ended: an end state is never overwritten (a reaper, a
@@ -210,7 +210,7 @@ class Store:
         cols = ", ".join(f"{k} = ?" for k in fields)
         placeholders = ",".join("?" * len(FINAL_STATES))
         with self._tx() as conn:
-            cur = conn.execute(f"UPDATE jobs SET {cols} WHERE id = ? AND state NOT IN ({placeholders})",  # noqa: S608
+            cur = conn.execute(f"UPDATE jobs SET {cols} WHERE id = ? AND state NOT IN ({placeholders})",  # noqa: S608  # nosec B608: column names from code, values bound
                                (*fields.values(), job_id, *FINAL_STATES))
             if cur.rowcount != 1:
                 return False
@@ -274,7 +274,7 @@ class Store:
         Returns their ids."""
         lost = []
         placeholders = ",".join("?" * len(FINAL_STATES))
-        sql = f"SELECT id, pid FROM jobs WHERE state NOT IN ({placeholders})"  # noqa: S608
+        sql = f"SELECT id, pid FROM jobs WHERE state NOT IN ({placeholders})"  # noqa: S608  # nosec B608: column names from code, values bound
         args: tuple = tuple(FINAL_STATES)
         if job_id:
             sql, args = sql + " AND id = ?", (*args, job_id)
@@ -292,7 +292,7 @@ class Store:
 
     def has_unfinished(self) -> bool:
         placeholders = ",".join("?" * len(FINAL_STATES))
-        return self._conn.execute(f"SELECT 1 FROM jobs WHERE state NOT IN ({placeholders}) LIMIT 1",  # noqa: S608
+        return self._conn.execute(f"SELECT 1 FROM jobs WHERE state NOT IN ({placeholders}) LIMIT 1",  # noqa: S608  # nosec B608: column names from code, values bound
                                   tuple(FINAL_STATES)).fetchone() is not None
 
     def queued(self, limit: int) -> list[Job]:

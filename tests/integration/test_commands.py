@@ -21,7 +21,8 @@ def test_health_json(workdir, capsys):
     assert checks["docker"]["ok"] and checks["git"]["ok"]
     assert checks["image"]["ok"] and "linux" in checks["image"]["detail"]
     assert checks["gpus"]["required"] is False
-    assert "runs as root" in checks["security"]["detail"]
+    assert "runs as root" in checks["security user"]["detail"]
+    assert checks["security secrets"]["ok"] and "security setuid/setgid" in checks
 
 
 def test_health_lists_agent_profiles_and_which_credentials_are_present(workdir, capsys, monkeypatch, tmp_path):
