@@ -687,7 +687,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             enter("verifying", s.verify)
             vspec = container.ContainerSpec(**{
                 **spec.__dict__, "command": ["/bin/sh", "-c", s.verify], "name": f"toren-{job_id}-verify",
-                "role": "verification", "mounts": [m for m in spec.mounts if m.target != CONTAINER_SECRETS],
+                "role": "verification", "mounts": [m for m in spec.mounts if m.target != CONTAINER_SECRETS
+                                                   and not m.target.startswith(CONTAINER_SOCKETS + "/")],
                 "environment": {k: v for k, v in spec.environment.items() if k != "TOREN_SECRETS_DIR"}})
             vres = container.run(docker, vspec, log.line)
             store.add_event(job_id, "verify", {"command": s.verify, "exit_code": vres.exit_code})

@@ -112,7 +112,8 @@ def scan_image(ref: str) -> list[tuple[str, bool, str]]:
                  or "no world-writable directory on PATH"))
     for tool in ("trivy", "grype"):
         if shutil.which(tool):
-            args = [tool, "image", "--quiet", "--severity", "HIGH,CRITICAL", ref] if tool == "trivy" else \
+            args = [tool, "image", "--quiet", "--exit-code", "1", "--severity", "HIGH,CRITICAL", ref] \
+                if tool == "trivy" else \
                 [tool, ref, "--only-fixed", "--fail-on", "high"]
             proc = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
             rows.append((tool, proc.returncode == 0, (proc.stdout or proc.stderr).strip()[-300:] or "no findings"))

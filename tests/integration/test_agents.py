@@ -397,7 +397,7 @@ def test_the_key_proxy_keeps_the_key_on_the_host_and_the_agent_off_the_network(w
         agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)  # on loopback: fine, the host process reaches it
         code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/proxied",
                      "--base-image", BASE_IMAGE, "--pull", "never", "--network", "none", "--disable-daemon",
-                     "--json"])
+                     "--verify", "test -f hello.txt", "--json"])
         out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out)["usage"]["turns"] == 2
