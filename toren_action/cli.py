@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--protected-path", action="append", dest="protected_paths", metavar="GLOB",
                    help="files the change may not touch (repeatable)")
     g.add_argument("--max-file-mb", type=float, metavar="MB", help="largest file the change may add (default 5)")
+    g.add_argument("--fail-on", choices=("none", "medium", "high"),
+                   help="block the push on code-scan (bandit) findings at or above this severity (default none)")
     g = r.add_argument_group("result")
     g.add_argument("--verify", metavar="CMD", help="command that must pass on the change before it is pushed")
     g.add_argument("--draft", action="store_true", default=None, help="open the pull request as a draft")
@@ -160,7 +162,7 @@ RUN_SETTING_FLAGS = (
     "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
     "agent_version", "max_turns", "push_partial", "allowed_tools", "disallowed_tools", "append_system_prompt",
     "github_token_file", "actor", "allow_actors", "allow_fork", "labels", "reviewers", "assignees",
-    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb", "key_proxy",
+    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb", "key_proxy", "fail_on",
     "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
     "ca_bundle", "verify", "draft", "no_pr",
 )

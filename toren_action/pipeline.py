@@ -458,6 +458,24 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     return lines
 
 
+def _code_scan(plan: Plan, store: Store, job_id: str, ws, change, log) -> list:
+    from toren_action import codescan
+    from toren_action.errors import PolicyBlocked
+
+    findings, what = codescan.scan(ws.path, change.files)
+    log.line(f"code scan: {what}")
+    for f in findings:
+        log.line(f"code scan: {plan.redactor(str(f))}")
+    if findings:
+        store.add_events(job_id, [("code_scan", {"tool": f.tool, "severity": f.severity, "path": f.path,
+                                                 "line": f.line, "test": f.test}) for f in findings])
+    blocked = codescan.blocking(findings, plan.settings.fail_on)
+    if blocked:
+        raise PolicyBlocked(f"the code scan found {len(blocked)} finding(s) at or above {plan.settings.fail_on} "
+                            f"(--fail-on): {plan.redactor(str(blocked[0]))}; nothing was pushed")
+    return findings
+
+
 def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, log) -> None:
     """The diff policy, on the host, on the commit about to be pushed (see policy.py)."""
     import json as _json
@@ -712,12 +730,13 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             return outcome
 
         _enforce_policy(plan, store, job_id, jdir, ws, log)
+        code_findings = _code_scan(plan, store, job_id, ws, change, log)
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
         title_summary = agent_summary  # the pull request's title comes from the agent, never from a model's summary
         if agent_summary is None and _wants_ai_summary(plan):
             agent_summary = _pr_ai_summary(plan, store, job_id, change, log)
         store.update(job_id, result_commit=change.commit, files_changed=change.files, diffstat=change.diffstat)
-        pr_body = plan.redactor(_pr_body(plan, job_id, change, agent_summary, outcome))
+        pr_body = plan.redactor(_pr_body(plan, job_id, change, agent_summary, outcome, code_findings))
         (jdir / "pr.md").write_text(pr_body, "utf-8")
 
         enter("pushing", f"{plan.branch} to {plan.origin}")
@@ -871,7 +890,8 @@ def _commit_message(plan: Plan, job_id: str) -> str:
             + f"\nToren-Job: {job_id}\n")
 
 
-def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome: Outcome) -> str:
+def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome: Outcome,
+             code_findings: list | None = None) -> str:
     from toren_action.github import PR_MARKER
 
     verify = f"`{plan.settings.verify}` passed" if plan.settings.verify else "not configured (`--verify`)"
@@ -894,6 +914,7 @@ def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome
         change.diffstat,
         "```",
         "",
+        *(["## Security scan", "", *[f"- {f}" for f in code_findings[:20]], ""] if code_findings else []),
         f"- Task: {plan.task.source}",
         f"- Verification: {verify}",
         f"- Agent: {plan.profile.name}" + (f", model {(usage or {}).get('model') or plan.settings.model}"

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "push_partial": False,
     "prices": {},
     "key_proxy": "auto",
+    "fail_on": "none",
     "allow_policy": [],
     "allow_workflow_changes": False,
     "protected_paths": [],
@@ -109,6 +110,8 @@ class Settings:
     #: Diff-policy rules to allow (policy.RULES; never secret-value), workflow edits, protected globs, size cap.
     #: Keep the model API key on the host behind a socket proxy: auto (wherever the profile allows), on, off.
     key_proxy: str = "auto"
+    #: Block the push on code-scan findings at or above this severity: none, medium, high.
+    fail_on: str = "none"
     allow_policy: tuple[str, ...] = ()
     allow_workflow_changes: bool = False
     protected_paths: tuple[str, ...] = ()

@@ -85,3 +85,34 @@ def test_a_token_the_agent_prints_is_masked_everywhere(workdir, repo, toren_home
     for where in (log, err, summary, (job_dir / "pr.md").read_text(), (toren_home / "toren.db").read_bytes().decode(
             "utf-8", "replace")):
         assert GITHUB_TOKEN not in where and AWS_KEY not in where
+
+
+def test_claude_writing_a_token_is_blocked(workdir, repo, toren_home, capsys, docker_client, monkeypatch):
+    from tests.fakes.anthropic import FakeAnthropic
+    from tests.fakes.base import Script
+    from toren_action.cli import main
+    from toren_action.toolchain import cache_dir
+
+    monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir()))
+    with FakeAnthropic(Script(file_path="/workspace/deploy.py", content=f'GH = "{GITHUB_TOKEN}"\n')) as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/claude-leak",
+                     "--base-image", "toren/base:bookworm", "--pull", "never", "--disable-daemon", "--json"])
+        out, err = capsys.readouterr()
+    assert code == 21, err
+    result = json.loads(out)
+    assert result["state"] == "blocked_by_policy" and "secret-pattern" in result["message"]
+    assert git("branch", "--list", "toren/claude-leak", cwd=repo).strip() == ""
+    assert GITHUB_TOKEN not in err and GITHUB_TOKEN not in out
+
+
+def test_the_code_scan_reports_and_blocks_only_when_asked(workdir, repo, toren_home, capsys):
+    risky = "printf 'import subprocess\\ndef f(x):\\n    subprocess.call(x, shell=True)\\n' > risky.py"
+    code, result, err = run_shell(capsys, risky, branch="toren/risky")
+    assert code == 0, err
+    pr = (toren_home / "jobs" / result["job_id"] / "pr.md").read_text()
+    assert "## Security scan" in pr and "risky.py:3" in pr and "B602" in pr
+    code, result, err = run_shell(capsys, risky, "--fail-on", "high", branch="toren/risky-blocked")
+    assert code == 21 and "code scan" in result["message"]
+    assert git("branch", "--list", "toren/risky-blocked", cwd=repo).strip() == ""

@@ -1,0 +1,61 @@
+"""Static security analysis of the files the agent changed, on the host, before the push: bandit for Python
+(as the original tool did) when it is installed. Medium and high findings go to the log, the job's events and
+the pull request body; they block the push only with ``fail_on``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SEVERITY = {"LOW": 1, "MEDIUM": 2, "HIGH": 3}
+
+
+@dataclass(frozen=True)
+class CodeFinding:
+    tool: str
+    severity: str
+    path: str
+    line: int
+    test: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.lower()}: {self.path}:{self.line}: {self.test}: {self.text}"
+
+
+def bandit_command() -> list[str] | None:
+    exe = Path(sys.executable).parent / "bandit"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("bandit")
+    return [found] if found else None
+
+
+def scan(workdir: Path, files: list[str]) -> tuple[list[CodeFinding], str]:
+    """(medium and high findings, a line saying what ran)."""
+    python = [f for f in files if f.endswith(".py") and (workdir / f).is_file() and not (workdir / f).is_symlink()]
+    if not python:
+        return [], "no Python files changed"
+    cmd = bandit_command()
+    if cmd is None:
+        return [], "bandit is not installed (pip install bandit): the code scan was skipped"
+    proc = subprocess.run([*cmd, "-q", "-f", "json", "-ll", "--", *python], cwd=workdir, capture_output=True,
+                          text=True, timeout=300, check=False)
+    try:
+        results = json.loads(proc.stdout or "{}").get("results", [])
+    except ValueError:
+        return [], f"bandit failed: {(proc.stderr or proc.stdout).strip()[:200]}"
+    found = [CodeFinding("bandit", r.get("issue_severity", "LOW"), r.get("filename", ""), int(r.get("line_number", 0)),
+                         f"{r.get('test_id')} {r.get('test_name')}", " ".join(str(r.get("issue_text", "")).split()))
+             for r in results if SEVERITY.get(r.get("issue_severity", "LOW"), 1) >= 2]
+    return found, f"bandit on {len(python)} Python file(s): {len(found)} medium or high finding(s)"
+
+
+def blocking(findings: list[CodeFinding], fail_on: str) -> list[CodeFinding]:
+    if fail_on == "none":
+        return []
+    return [f for f in findings if SEVERITY.get(f.severity, 1) >= SEVERITY[fail_on.upper()]]
