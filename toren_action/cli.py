@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind mount (repeatable)")
     g.add_argument("--gpus", help="all, a count, or device=0,1")
     g.add_argument("--network", help="bridge, host, none or a network name (default: the agent's)")
+    g.add_argument("--egress", metavar="allow=HOST,...",
+                   help="no network except these hosts (through a filtering proxy on the host; *.domain for "
+                        "subdomains)")
     g.add_argument("--key-proxy", choices=("auto", "on", "off"),
                    help="keep the model API key on the host behind a socket proxy (default auto: where the CLI "
                         "allows, Claude Code today)")
@@ -162,7 +165,7 @@ RUN_SETTING_FLAGS = (
     "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
     "agent_version", "max_turns", "push_partial", "allowed_tools", "disallowed_tools", "append_system_prompt",
     "github_token_file", "actor", "allow_actors", "allow_fork", "labels", "reviewers", "assignees",
-    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb", "key_proxy", "fail_on",
+    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb", "key_proxy", "fail_on", "egress",
     "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
     "ca_bundle", "verify", "draft", "no_pr",
 )

@@ -91,6 +91,8 @@ class Plan:
     push_lease: str | None = None
     #: The model-API key held by the host-side key proxy (keyproxy.py); None when the agent holds its key.
     proxy_key: Secret | None = None
+    #: --egress: the only hosts the agent may reach, through the host's filtering proxy (egress.py).
+    egress_hosts: tuple[str, ...] = ()
 
     @property
     def redactor(self) -> Redactor:
@@ -157,6 +159,18 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     if s.gpus:
         validate.gpus_spec(s.gpus)
     network = validate.network_spec(s.network or profile.default_network)
+    egress_hosts: tuple[str, ...] = ()
+    if s.egress:
+        from toren_action import egress
+
+        egress_hosts = egress.parse(s.egress)
+        if not profile.package:
+            raise UsageError("--egress", f"the {profile.name} agent's image has no Node for the egress relay; use "
+                                         "--network none, or a CLI agent")
+        if s.network and s.network != "none":
+            raise UsageError("--egress", f"--egress runs the agent with no network of its own; drop --network "
+                                         f"{s.network}")
+        network = "none"
 
     env: dict[str, str] = {}
     reserved = set(profile.passthrough_env) | set(profile.environment(RunContext("", None, None, "")))
@@ -225,7 +239,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                                          "--force-branch to overwrite it")
     return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
                 s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), passthrough_items,
-                gh, force, lease, proxy_key)
+                gh, force, lease, proxy_key, egress_hosts)
 
 
 @dataclass(frozen=True)
@@ -650,6 +664,26 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         command = plan.profile.command(ctx)
         if plan.profile.package:  # a CLI: the launcher fills its secret variables and the prompt argument
             command = launch_command(command, plan.profile.secret_environment(ctx))
+        egress_proxy = None
+        if plan.egress_hosts:
+            import tempfile
+
+            from toren_action import egress
+            from toren_action.agents.base import NODE_PREFIX
+
+            sock = Path(tempfile.mkdtemp(prefix="toren-eg-")) / "egress.sock"
+            egress_proxy = egress.EgressProxy(sock, plan.egress_hosts, owner=(plan.uid, plan.gid)).start()
+            relay = jdir / "task" / "egress-relay.js"
+            relay.write_text(egress.RELAY_JS, "utf-8")
+            relay.chmod(0o444)
+            target = f"{CONTAINER_SOCKETS}/egress.sock"
+            mounts.append(Mount(str(sock), target, False))
+            proxy_url = f"http://127.0.0.1:{egress.RELAY_PORT}"
+            env.update(HTTPS_PROXY=proxy_url, HTTP_PROXY=proxy_url, https_proxy=proxy_url, http_proxy=proxy_url,
+                       NO_PROXY="localhost", no_proxy="localhost")
+            command = ["/bin/sh", "-c", f'{NODE_PREFIX}/bin/node {CONTAINER_TASK}/egress-relay.js {target} & '
+                                        'sleep 0.3; exec "$@"', "toren-egress", *command]
+            log.stage("building", f"egress: only {', '.join(plan.egress_hosts)} through the host's proxy")
         spec = container.ContainerSpec(
             image=tag, command=command, job_id=job_id, user=f"{plan.uid}:{plan.gid}",
             mounts=mounts, environment=env, network=plan.network, gpus=s.gpus, memory=s.memory,
@@ -684,6 +718,13 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         finally:
             if proxy is not None:
                 proxy.stop()
+            if egress_proxy is not None:
+                egress_proxy.stop()
+                for host in sorted(set(egress_proxy.refused)):
+                    log.line(f"egress: refused {host} (not on the allow-list)")
+                if egress_proxy.refused:
+                    store.add_event(job_id, "egress", {"refused": sorted(set(egress_proxy.refused)),
+                                                       "passed": sorted(set(egress_proxy.passed))})
             outcome.usage, outcome.cost_usd, outcome.cost_source = _record_usage(
                 store, job_id, plan, parser, prices, log)
         store.update(job_id, exit_code=result.exit_code)

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "push_partial": False,
     "prices": {},
     "key_proxy": "auto",
+    "egress": None,
     "fail_on": "none",
     "allow_policy": [],
     "allow_workflow_changes": False,
@@ -80,7 +81,7 @@ HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle
                                 # these loosen the diff policy
                                 "allow_policy", "allow_workflow_changes", "max_file_mb",
                                 # off puts the key into the container
-                                "key_proxy"})
+                                "key_proxy", "egress"})
 
 #: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
@@ -110,6 +111,8 @@ class Settings:
     #: Diff-policy rules to allow (policy.RULES; never secret-value), workflow edits, protected globs, size cap.
     #: Keep the model API key on the host behind a socket proxy: auto (wherever the profile allows), on, off.
     key_proxy: str = "auto"
+    #: "allow=HOST,HOST": no network for the agent except these hosts, through a filtering proxy on the host.
+    egress: str | None = None
     #: Block the push on code-scan findings at or above this severity: none, medium, high.
     fail_on: str = "none"
     allow_policy: tuple[str, ...] = ()

@@ -274,6 +274,8 @@ def test_a_change_holding_the_key_is_not_pushed(workdir, repo, toren_home, capsy
     (["--agent", "qwen", "--model", "no-such-model", "--max-cost-usd", "1"], {}, "--max-cost-usd"),
     (["--network", "host"], {"ANTHROPIC_BASE_URL": "https://user:tok3n@gateway.example/"}, "ANTHROPIC_BASE_URL"),
     (["--agent-version", "1.0", "--agent", "shell", "--command", "true"], {}, "--agent-version"),
+    (["--egress", "allow=pypi.org", "--agent", "shell", "--command", "true"], {}, "--egress"),
+    (["--egress", "allow=pypi.org", "--network", "host"], {}, "--egress"),
 ])
 def test_agent_settings_that_cannot_work_are_refused_up_front(args, env, option, workdir, toren_home, capsys,
                                                                agent_env):
@@ -408,3 +410,34 @@ def test_the_key_proxy_keeps_the_key_on_the_host_and_the_agent_off_the_network(w
     assert "model-api.sock" in seen["env"] and "No such file" in seen["env"]  # a socket, no secrets directory
     assert "NO-NETWORK" in seen["env"]
     assert "model API key kept on the host" in err
+
+
+def test_egress_allow_list(workdir, repo, toren_home, capsys, docker_client, agent_env):
+    """--egress: no network of its own; an allowed host is reached through the host's proxy, any other is
+    refused (and no name is even resolved in the container)."""
+    seen: dict[str, str] = {}
+    with FakeAnthropic(Script()) as fake, FakeAnthropic(Script()) as allowed_site:
+        port = allowed_site.url.rsplit(":", 1)[1]
+
+        def look(_req):
+            if "out" in seen:
+                return
+            for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+                seen["out"] = c.exec_run(["sh", "-c", f"curl -sS -m 10 http://127.0.0.1:{port}/allowed; echo; "
+                                                      "curl -sS -m 10 http://example.com/ 2>&1; echo; "
+                                                      "curl -sS -m 10 --noproxy '*' http://example.com/ 2>&1 "
+                                                      "|| echo DIRECT-FAILED"],
+                                         user="0", environment=None).output.decode()
+
+        fake.on_request = look
+        agent_env.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/egress",
+                     "--base-image", BASE_IMAGE, "--pull", "never", "--egress", "allow=127.0.0.1",
+                     "--disable-daemon", "--json"])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "out" in seen, "the container was not seen while it ran"
+    assert "not_found_error" in seen["out"]  # the allowed host answered (a 404 from the fake site)
+    assert "not on the allow-list" in seen["out"] and "DIRECT-FAILED" in seen["out"]
+    assert "egress: refused example.com" in err
