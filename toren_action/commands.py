@@ -122,6 +122,9 @@ def cmd_run_job(args: Namespace) -> int:
     except TorenError as exc:
         store.set_state(job.id, "failed", error=str(exc))
         return exc.exit_code
+    except KeyboardInterrupt:  # cancelled (or its worker died) before anything started
+        store.set_state(job.id, "cancelled", error="cancelled before it started")
+        return 130
     try:
         return pipeline.run_job(plan, store, home, job.id).exit_code
     except TorenError as exc:  # Interrupted: the job is already marked cancelled
@@ -193,6 +196,7 @@ def cmd_cancel(args: Namespace) -> int:
         worker.discard_job_env(home, job.id)
         print(f"cancelled {job.id} (it had not started)")
         return 0
+    store.update(job.id, error=CANCEL_REQUESTED)  # whoever ends the job from now on ends it cancelled
     if job.pid and _is_job_process(job.pid, job.id):
         try:
             os.kill(job.pid, signal.SIGTERM)  # the job's process cancels itself and removes its container
@@ -223,6 +227,9 @@ def cmd_cancel(args: Namespace) -> int:
         return STATE_EXIT_CODES.get(job.state, 1) or 1
     print(f"cancelled {job.id}")
     return 0
+
+
+CANCEL_REQUESTED = "cancel requested (toren cancel)"
 
 
 def _is_job_process(pid: int, job_id: str) -> bool:

@@ -20,15 +20,20 @@ from urllib.parse import urlsplit
 from toren_action.errors import UsageError
 
 RELAY_PORT = 3128
+#: `node relay.js PORT SOCKET`: loopback PORT (IPv4 and IPv6, never another interface) -> a unix socket.
 RELAY_JS = """\
-// Toren's egress relay: 127.0.0.1:PORT -> the host's allow-list proxy on a unix socket.
+// Toren's relay: the container's loopback port argv[2] -> the host's proxy on the unix socket argv[3].
 const net = require('net');
-net.createServer((c) => {
-  const u = net.connect(process.argv[2]);
-  c.pipe(u); u.pipe(c);
-  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(PORT, '127.0.0.1');
-""".replace("PORT", str(RELAY_PORT))
+for (const host of ['127.0.0.1', '::1']) {
+  const server = net.createServer((c) => {
+    const u = net.connect(process.argv[3]);
+    c.pipe(u); u.pipe(c);
+    c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+  });
+  server.on('error', () => {});  // no IPv6 loopback: IPv4 alone
+  server.listen(Number(process.argv[2]), host);
+}
+"""
 
 
 def parse(spec: str) -> tuple[str, ...]:

@@ -24,22 +24,26 @@ from toren_action.redact import Secret
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
-CREDENTIAL_HEADERS = {"x-api-key", "authorization"}
-ALLOWED_PATH_PREFIX = "/v1/"
+CREDENTIAL_HEADERS = {"x-api-key", "authorization", "x-goog-api-key"}
+ALLOWED_PATH_PREFIX = "/v1"
 
 
 class KeyProxy:
     """A threaded HTTP/1.1 server on a unix socket that adds the key and forwards to one origin."""
 
     def __init__(self, socket_path: Path, upstream: str, key: Secret, header: str = "x-api-key",
-                 owner: tuple[int, int] | None = None) -> None:
+                 owner: tuple[int, int] | None = None, value: str = "{key}", keep_path: bool = True) -> None:
+        """``keep_path``: prefix each request with the upstream URL's path (the CLI's base URL is the bare
+        socket); otherwise the CLI's base URL already carries that path and requests are forwarded as they
+        are, but only under it."""
         parts = urlsplit(upstream.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {upstream}")
         self.socket_path = socket_path
         self.requests = 0
         proxy = self
-        base_path = parts.path
+        base_path = parts.path if keep_path else ""
+        allowed_prefix = ALLOWED_PATH_PREFIX if keep_path else (parts.path.rstrip("/") + "/" if parts.path else "/")
 
         def connect() -> http.client.HTTPConnection:
             if parts.scheme == "https":
@@ -54,14 +58,14 @@ class KeyProxy:
                 pass
 
             def _forward(self) -> None:
-                if not self.path.startswith(ALLOWED_PATH_PREFIX):
-                    self._refuse(403, "the key proxy forwards model API calls (/v1/...) only")
+                if not self.path.startswith(allowed_prefix):
+                    self._refuse(403, f"the key proxy forwards model API calls ({allowed_prefix}...) only")
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in HOP_BY_HOP and k.lower() not in CREDENTIAL_HEADERS}
-                headers[header] = key.reveal()
+                headers[header] = value.format(key=key.reveal())
                 headers["Host"] = parts.netloc
                 proxy.requests += 1
                 conn = connect()

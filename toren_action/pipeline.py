@@ -635,25 +635,37 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         store.update(job_id, image=tag)
         log.stage("building", f"{'built' if built else 'reusing'} {tag}")
 
+        import tempfile
+
+        from toren_action.agents.base import KEY_RELAY_PORT
+
         proxy = None
         passthrough = dict(plan.passthrough)
+        relays: list[tuple[int, str]] = []  # (loopback port in the container, mounted socket) for the Node relay
+        key_proxy_url = None
         if plan.proxy_key is not None:
+            from urllib.parse import urlsplit
+
             from toren_action.keyproxy import KeyProxy
 
+            kp = plan.profile.key_proxy
             upstream = passthrough.pop("_KEY_PROXY_UPSTREAM")
-            import tempfile
-
             # a short private directory: socket paths are limited to ~100 bytes, job directories can be deeper
             sock = Path(tempfile.mkdtemp(prefix="toren-kp-")) / "model-api.sock"
-            proxy = KeyProxy(sock, upstream, plan.proxy_key, plan.profile.key_proxy.header,
-                             owner=(plan.uid, plan.gid)).start()
+            proxy = KeyProxy(sock, upstream, plan.proxy_key, kp.header, owner=(plan.uid, plan.gid), value=kp.value,
+                             keep_path=kp.socket_env is not None).start()
             target = f"{CONTAINER_SOCKETS}/model-api.sock"
             mounts.append(Mount(str(sock), target, False))
-            passthrough[plan.profile.key_proxy.socket_env] = target
-            log.stage("building", f"model API key kept on the host: the agent reaches {upstream} through a socket")
+            if kp.socket_env:  # the CLI speaks HTTP over the socket itself
+                passthrough[kp.socket_env] = target
+            else:  # a TCP-only CLI: its base URL is a relay on the container's loopback
+                relays.append((KEY_RELAY_PORT, target))
+                key_proxy_url = f"http://localhost:{KEY_RELAY_PORT}{urlsplit(upstream).path.rstrip('/')}"
+            log.stage("building", f"model API key kept on the host: the agent reaches {upstream} through Toren's "
+                                  "key proxy")
         ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
                          s.max_turns, s.max_cost_usd, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
-                         passthrough, key_proxy=proxy is not None)
+                         passthrough, key_proxy=proxy is not None, key_proxy_url=key_proxy_url)
         env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job_id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
@@ -666,24 +678,27 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             command = launch_command(command, plan.profile.secret_environment(ctx))
         egress_proxy = None
         if plan.egress_hosts:
-            import tempfile
-
             from toren_action import egress
-            from toren_action.agents.base import NODE_PREFIX
 
             sock = Path(tempfile.mkdtemp(prefix="toren-eg-")) / "egress.sock"
             egress_proxy = egress.EgressProxy(sock, plan.egress_hosts, owner=(plan.uid, plan.gid)).start()
-            relay = jdir / "task" / "egress-relay.js"
-            relay.write_text(egress.RELAY_JS, "utf-8")
-            relay.chmod(0o444)
             target = f"{CONTAINER_SOCKETS}/egress.sock"
             mounts.append(Mount(str(sock), target, False))
+            relays.append((egress.RELAY_PORT, target))
             proxy_url = f"http://127.0.0.1:{egress.RELAY_PORT}"
             env.update(HTTPS_PROXY=proxy_url, HTTP_PROXY=proxy_url, https_proxy=proxy_url, http_proxy=proxy_url,
                        NO_PROXY="localhost", no_proxy="localhost")
-            command = ["/bin/sh", "-c", f'{NODE_PREFIX}/bin/node {CONTAINER_TASK}/egress-relay.js {target} & '
-                                        'sleep 0.3; exec "$@"', "toren-egress", *command]
             log.stage("building", f"egress: only {', '.join(plan.egress_hosts)} through the host's proxy")
+        if relays:  # loopback ports in the container that lead to the host's proxies (a few lines of Node)
+            from toren_action import egress
+            from toren_action.agents.base import NODE_PREFIX
+
+            relay = jdir / "task" / "relay.js"
+            relay.write_text(egress.RELAY_JS, "utf-8")
+            relay.chmod(0o444)
+            starts = "".join(f"{NODE_PREFIX}/bin/node {CONTAINER_TASK}/relay.js {port} {target} & "
+                             for port, target in relays)
+            command = ["/bin/sh", "-c", starts + 'sleep 0.3; exec "$@"', "toren-relay", *command]
         spec = container.ContainerSpec(
             image=tag, command=command, job_id=job_id, user=f"{plan.uid}:{plan.gid}",
             mounts=mounts, environment=env, network=plan.network, gpus=s.gpus, memory=s.memory,

@@ -278,7 +278,8 @@ class Store:
         args: tuple = tuple(FINAL_STATES)
         if job_id:
             sql, args = sql + " AND id = ?", (*args, job_id)
-        rows = self._conn.execute(sql.replace("SELECT id, pid", "SELECT id, pid, heartbeat_at"), args).fetchall()
+        rows = self._conn.execute(sql.replace("SELECT id, pid", "SELECT id, pid, heartbeat_at, error"),
+                                  args).fetchall()
         now = time.time()
         for row in rows:
             if not row["pid"]:
@@ -286,7 +287,10 @@ class Store:
             silent = row["heartbeat_at"] is not None and now - row["heartbeat_at"] > HEARTBEAT_TIMEOUT_S
             if not _alive(row["pid"]) or silent:
                 why = "is gone" if not silent else f"stopped beating {now - row['heartbeat_at']:.0f}s ago"
-                if self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} {why}"):
+                if (row["error"] or "").startswith("cancel requested"):  # `toren cancel` got there first
+                    if self.set_state(row["id"], "cancelled", error="cancelled (toren cancel)"):
+                        lost.append(row["id"])
+                elif self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} {why}"):
                     lost.append(row["id"])
         return lost
 

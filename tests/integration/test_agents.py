@@ -73,6 +73,17 @@ def run_agent(capsys, vendor: Vendor, *extra: str, branch: str) -> tuple[int, di
     return code, json.loads(out), err
 
 
+def agent_containers(docker_client, toren_home: Path) -> list:
+    """This test's running agent containers (not another test run's sharing the engine): their workspace is
+    under this test's TOREN_HOME."""
+    found = []
+    for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+        mounts = docker_client.api.inspect_container(c.id).get("Mounts") or []
+        if any(str(m.get("Source", "")).startswith(str(toren_home)) for m in mounts):
+            found.append(c)
+    return found
+
+
 def files_under(root: Path):
     for path in root.rglob("*"):
         if path.is_file() and not path.is_symlink():
@@ -89,7 +100,7 @@ def test_agent_writes_the_file_records_usage_and_keeps_the_key_secret(name, work
 
         def look_at_the_running_container(_req):
             if "inspect" not in seen:
-                for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+                for c in agent_containers(docker_client, toren_home):
                     seen["inspect"] = json.dumps(docker_client.api.inspect_container(c.id))
                     seen["env"] = c.exec_run(["env"], user="0").output.decode()
 
@@ -357,7 +368,7 @@ def test_claude_subscription_credentials(how, workdir, repo, toren_home, capsys,
     with vendor.fake(Script(api_key=token)) as fake:
 
         def look(_req):
-            for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+            for c in agent_containers(docker_client, toren_home):
                 seen.setdefault("inspect", json.dumps(docker_client.api.inspect_container(c.id)))
 
         fake.on_request = look
@@ -388,7 +399,7 @@ def test_the_key_proxy_keeps_the_key_on_the_host_and_the_agent_off_the_network(w
         def look(_req):
             if "env" in seen:
                 return
-            for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+            for c in agent_containers(docker_client, toren_home):
                 seen["inspect"] = json.dumps(docker_client.api.inspect_container(c.id))
                 run = c.exec_run(["sh", "-c", "env; ls -la /run/toren; ls /run/toren/secrets 2>&1; "
                                               "curl -sS -m 3 http://example.com 2>&1 || echo NO-NETWORK"])
@@ -407,7 +418,7 @@ def test_the_key_proxy_keeps_the_key_on_the_host_and_the_agent_off_the_network(w
     # every request reached the fake with the real key, which the container never had
     assert all(r.headers.get("x-api-key") == key for r in fake.requests if "beta=true" in r.path)
     assert "inspect" in seen and key not in seen["inspect"] and key not in seen["env"]
-    assert "model-api.sock" in seen["env"] and "No such file" in seen["env"]  # a socket, no secrets directory
+    assert "model-api.sock" in seen["env"] and "No such file" in seen["env"], seen["env"]  # a socket, no secrets
     assert "NO-NETWORK" in seen["env"]
     assert "model API key kept on the host" in err
 
@@ -422,7 +433,7 @@ def test_egress_allow_list(workdir, repo, toren_home, capsys, docker_client, age
         def look(_req):
             if "out" in seen:
                 return
-            for c in docker_client.containers.list(filters={"label": "toren.role=agent"}):
+            for c in agent_containers(docker_client, toren_home):
                 seen["out"] = c.exec_run(["sh", "-c", f"curl -sS -m 10 http://127.0.0.1:{port}/allowed; echo; "
                                                       "curl -sS -m 10 http://example.com/ 2>&1; echo; "
                                                       "curl -sS -m 10 --noproxy '*' http://example.com/ 2>&1 "

@@ -37,6 +37,8 @@ class RunContext:
     passthrough: dict[str, str] = field(default_factory=dict)
     #: True when Toren's key proxy holds the API key and the CLI reaches the API through a socket.
     key_proxy: bool = False
+    #: The base URL the CLI uses to reach the key proxy's relay (TCP CLIs), when key_proxy is on.
+    key_proxy_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,22 @@ class Credential:
 
 @dataclass(frozen=True)
 class KeyProxySpec:
-    """How a CLI can use Toren's host-side key proxy: over a unix socket named by ``socket_env``."""
+    """How a CLI can use Toren's host-side key proxy: over a unix socket named by ``socket_env`` (Claude
+    Code), or, for CLIs that speak only TCP, through a relay on the container's loopback that the CLI's base URL
+    points at (``socket_env`` None)."""
 
     credential: str  # the credential the proxy holds, e.g. ANTHROPIC_API_KEY
-    socket_env: str  # the CLI's variable for a unix socket to the API
+    socket_env: str | None  # the CLI's variable for a unix socket to the API; None: the loopback relay
     base_url_env: str  # the host variable naming the real API (the proxy's upstream)
     default_url: str
     header: str = "x-api-key"
+    value: str = "{key}"  # how the key is written in the header, e.g. "Bearer {key}"
+
+    #: the stand-in a CLI sends (and the proxy replaces) when it insists on having a key
+    STAND_IN = "toren-key-proxy"
+
+
+KEY_RELAY_PORT = 3129
 
 
 @dataclass
