@@ -191,14 +191,15 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     proxy_key = None
     if _use_key_proxy(s, profile, credentials, environ):  # the key stays on the host, behind a socket
         proxy_key = credentials[0]
-        passthrough = {}
+        passthrough = {v: environ[v] for v in profile.passthrough_env  # the rest (a model name) still passes
+                       if environ.get(v) and v != profile.key_proxy.base_url_env and not v.endswith("_UNIX_SOCKET")}
         upstream = environ.get(profile.key_proxy.base_url_env) or profile.key_proxy.default_url
         if re.match(r"^[a-z][a-z0-9+.-]*://[^/]*@", upstream, re.I):
             raise UsageError(profile.key_proxy.base_url_env, "the URL carries a user or password; give the "
                                                              "gateway's credentials another way")
         if not re.match(r"^https?://[^/\s]+(/\S*)?$", upstream):
             raise UsageError(profile.key_proxy.base_url_env, f"{upstream!r} is not an http(s) URL")
-        passthrough_items = (("_KEY_PROXY_UPSTREAM", upstream),)
+        passthrough_items = (*passthrough.items(), ("_KEY_PROXY_UPSTREAM", upstream))
     else:
         secrets += tuple(c for c in credentials if c.name not in {x.name for x in secrets})
         passthrough, socket_mounts = _passthrough(profile, environ, network)

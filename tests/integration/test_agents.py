@@ -65,9 +65,9 @@ def agent_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-def run_agent(capsys, vendor: Vendor, *extra: str, branch: str) -> tuple[int, dict, str]:
+def run_agent(capsys, vendor: Vendor, *extra: str, branch: str, network: str = "host") -> tuple[int, dict, str]:
     code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", branch, "--agent", vendor.agent,
-                 "--model", vendor.model, "--base-image", BASE_IMAGE, "--pull", "never", "--network", "host",
+                 "--model", vendor.model, "--base-image", BASE_IMAGE, "--pull", "never", "--network", network,
                  "--timeout", "4", "--disable-daemon", "--json", *extra])
     out, err = capsys.readouterr()
     return code, json.loads(out), err
@@ -452,3 +452,19 @@ def test_egress_allow_list(workdir, repo, toren_home, capsys, docker_client, age
     assert "not_found_error" in seen["out"]  # the allowed host answered (a 404 from the fake site)
     assert "not on the allow-list" in seen["out"] and "DIRECT-FAILED" in seen["out"]
     assert "egress: refused example.com" in err
+
+
+@pytest.mark.parametrize("name", ["gemini", "codex", "qwen"])
+def test_tcp_only_clis_reach_their_api_through_the_key_proxy_with_no_network(name, workdir, repo, toren_home,
+                                                                             capsys, docker_client, agent_env):
+    """The key proxy by default for every CLI: a relay on the container's loopback leads to the host."""
+    vendor = VENDORS[name]
+    key = "sk-test-" + secrets.token_hex(20)
+    with vendor.fake(Script(api_key=key)) as fake:
+        agent_env.setenv(vendor.key_var, key)
+        agent_env.setenv(vendor.url_var, fake.url + vendor.url_suffix)
+        code, result, err = run_agent(capsys, vendor, branch=f"toren/{name}-proxied", network="none")
+    assert code == 0, err
+    assert "model API key kept on the host" in err
+    assert git("show", f"toren/{name}-proxied:hello.txt", cwd=repo) == Script().content
+    assert fake.requests  # the fake checked the real key on every call; the container held a stand-in

@@ -17,6 +17,7 @@ from toren_action.agents.base import (
     PROMPT_ARG,
     AgentProfile,
     Credential,
+    KeyProxySpec,
     RunContext,
     StreamParser,
     Verdict,
@@ -34,9 +35,11 @@ class CodexProfile(AgentProfile):
     meters_live = False  # tokens arrive only with turn.completed, at the end
     credentials = (Credential("OPENAI_API_KEY", "OpenAI API key", file_var="OPENAI_API_KEY_FILE"),)
     passthrough_env = ("OPENAI_BASE_URL",)
+    key_proxy = KeyProxySpec("OPENAI_API_KEY", None, "OPENAI_BASE_URL", DEFAULT_BASE_URL, header="Authorization",
+                             value="Bearer {key}")
 
     def command(self, ctx: RunContext) -> list[str]:
-        base_url = ctx.passthrough.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
+        base_url = ctx.key_proxy_url or ctx.passthrough.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
         argv = [f"{CLI_PREFIX}/bin/codex", "exec", "--json", "--skip-git-repo-check", "--ephemeral",
                 "--dangerously-bypass-approvals-and-sandbox", "--disable", "plugins",
                 "-c", "model_provider=toren",
@@ -50,8 +53,12 @@ class CodexProfile(AgentProfile):
             argv += ["-m", ctx.model]
         return [*argv, PROMPT_ARG]
 
+    def environment(self, ctx: RunContext) -> dict[str, str]:
+        # behind the key proxy the CLI holds only a stand-in, which the proxy replaces on the host
+        return {"OPENAI_API_KEY": KeyProxySpec.STAND_IN} if ctx.key_proxy else {}
+
     def secret_environment(self, ctx: RunContext) -> dict[str, str]:
-        return {"OPENAI_API_KEY": "OPENAI_API_KEY"}
+        return {} if ctx.key_proxy else {"OPENAI_API_KEY": "OPENAI_API_KEY"}
 
     def parser(self) -> StreamParser:
         return CodexStream()

@@ -18,6 +18,7 @@ from toren_action.agents.base import (
     PROMPT_ARG,
     AgentProfile,
     Credential,
+    KeyProxySpec,
     RunContext,
     StreamParser,
     Verdict,
@@ -42,6 +43,8 @@ class GeminiProfile(AgentProfile):
     meters_live = False  # token counts arrive only with the result, at the end
     credentials = (Credential("GEMINI_API_KEY", "Gemini API key (Google AI Studio)", file_var="GEMINI_API_KEY_FILE"),)
     passthrough_env = ("GOOGLE_GEMINI_BASE_URL",)
+    key_proxy = KeyProxySpec("GEMINI_API_KEY", None, "GOOGLE_GEMINI_BASE_URL", DEFAULT_BASE_URL,
+                             header="x-goog-api-key")
 
     def settings(self, ctx: RunContext) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -73,11 +76,14 @@ class GeminiProfile(AgentProfile):
         return {
             "GEMINI_CLI_SYSTEM_SETTINGS_PATH": f"{task_dir}/{SETTINGS_FILE}",
             "GEMINI_CLI_TRUST_WORKSPACE": "true",
-            "GOOGLE_GEMINI_BASE_URL": ctx.passthrough.get("GOOGLE_GEMINI_BASE_URL", DEFAULT_BASE_URL),
+            "GOOGLE_GEMINI_BASE_URL": ctx.key_proxy_url or ctx.passthrough.get("GOOGLE_GEMINI_BASE_URL",
+                                                                               DEFAULT_BASE_URL),
+            # behind the key proxy the CLI holds only a stand-in, which the proxy replaces on the host
+            **({"GEMINI_API_KEY": KeyProxySpec.STAND_IN} if ctx.key_proxy else {}),
         }
 
     def secret_environment(self, ctx: RunContext) -> dict[str, str]:
-        return {"GEMINI_API_KEY": "GEMINI_API_KEY"}
+        return {} if ctx.key_proxy else {"GEMINI_API_KEY": "GEMINI_API_KEY"}
 
     def exit_verdict(self, exit_code: int) -> Verdict | None:
         if exit_code == EXIT_MAX_TURNS:

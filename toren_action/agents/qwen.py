@@ -17,6 +17,7 @@ from toren_action.agents.base import (
     PROMPT_ARG,
     AgentProfile,
     Credential,
+    KeyProxySpec,
     RunContext,
     StreamParser,
     Verdict,
@@ -47,6 +48,8 @@ class QwenProfile(AgentProfile):
     credentials = (Credential("OPENAI_API_KEY", "API key of the OpenAI-compatible endpoint (DashScope, OpenRouter…)",
                               file_var="OPENAI_API_KEY_FILE"),)
     passthrough_env = ("OPENAI_BASE_URL", "OPENAI_MODEL")
+    key_proxy = KeyProxySpec("OPENAI_API_KEY", None, "OPENAI_BASE_URL", DEFAULT_BASE_URL, header="Authorization",
+                             value="Bearer {key}")
 
     def post_install(self) -> str:
         # the bundled ripgrep ships without its execute bit
@@ -55,7 +58,7 @@ class QwenProfile(AgentProfile):
     def command(self, ctx: RunContext) -> list[str]:
         # the base URL is always given on the command line: it beats a repository's .qwen/settings.json or .env,
         # which could otherwise send the key elsewhere
-        base_url = ctx.passthrough.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
+        base_url = ctx.key_proxy_url or ctx.passthrough.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
         argv = [f"{CLI_PREFIX}/bin/qwen", PROMPT_ARG, "--output-format", "stream-json", "--yolo",
                 "--openai-base-url", base_url]
         if ctx.model:
@@ -69,11 +72,14 @@ class QwenProfile(AgentProfile):
         return ["/bin/sh", "-c", setup + 'exec "$@"', "qwen", *argv]
 
     def environment(self, ctx: RunContext) -> dict[str, str]:
-        return {"QWEN_USAGE_STATISTICS_ENABLED": "false", "QWEN_CODE_SUPPRESS_YOLO_WARNING": "1",
-                "QWEN_CODE_SKIP_UPDATE_CHECK_ONCE": "true", **ctx.passthrough}
+        env = {"QWEN_USAGE_STATISTICS_ENABLED": "false", "QWEN_CODE_SUPPRESS_YOLO_WARNING": "1",
+               "QWEN_CODE_SKIP_UPDATE_CHECK_ONCE": "true", **ctx.passthrough}
+        if ctx.key_proxy:  # the CLI holds only a stand-in, which the proxy replaces on the host
+            env.update(OPENAI_API_KEY=KeyProxySpec.STAND_IN, OPENAI_BASE_URL=ctx.key_proxy_url or "")
+        return env
 
     def secret_environment(self, ctx: RunContext) -> dict[str, str]:
-        return {"OPENAI_API_KEY": "OPENAI_API_KEY"}
+        return {} if ctx.key_proxy else {"OPENAI_API_KEY": "OPENAI_API_KEY"}
 
     def exit_verdict(self, exit_code: int) -> Verdict | None:
         if exit_code == EXIT_MAX_TURNS:
