@@ -36,8 +36,36 @@ def bandit_command() -> list[str] | None:
 
 
 def scan(workdir: Path, files: list[str]) -> tuple[list[CodeFinding], str]:
-    """(medium and high findings, a line saying what ran)."""
-    python = [f for f in files if f.endswith(".py") and (workdir / f).is_file() and not (workdir / f).is_symlink()]
+    """(medium and high findings, a line saying what ran): bandit on Python files, semgrep on every changed
+    file when it is on PATH (its rules from TOREN_SEMGREP_CONFIG, default `auto`)."""
+    regular = [f for f in files if (workdir / f).is_file() and not (workdir / f).is_symlink()]
+    found, said = _bandit(workdir, [f for f in regular if f.endswith(".py")])
+    if shutil.which("semgrep") and regular:
+        more, line = _semgrep(workdir, regular)
+        found, said = found + more, f"{said}; {line}"
+    return found, said
+
+
+def _semgrep(workdir: Path, files: list[str]) -> tuple[list[CodeFinding], str]:
+    import os
+
+    config = os.environ.get("TOREN_SEMGREP_CONFIG", "auto")
+    proc = subprocess.run(["semgrep", "scan", "--quiet", "--json", "--config", config, "--", *files], cwd=workdir,
+                          capture_output=True, text=True, timeout=600, check=False)
+    try:
+        results = json.loads(proc.stdout or "{}").get("results", [])
+    except ValueError:
+        return [], f"semgrep failed: {(proc.stderr or proc.stdout).strip()[:200]}"
+    levels = {"ERROR": "HIGH", "WARNING": "MEDIUM", "INFO": "LOW"}
+    found = [CodeFinding("semgrep", levels.get(r.get("extra", {}).get("severity", "INFO"), "LOW"), r.get("path", ""),
+                         int(r.get("start", {}).get("line", 0)), r.get("check_id", ""),
+                         " ".join(str(r.get("extra", {}).get("message", "")).split())[:200])
+             for r in results]
+    found = [f for f in found if SEVERITY.get(f.severity, 1) >= 2]
+    return found, f"semgrep ({config}): {len(found)} medium or high finding(s)"
+
+
+def _bandit(workdir: Path, python: list[str]) -> tuple[list[CodeFinding], str]:
     if not python:
         return [], "no Python files changed"
     cmd = bandit_command()
