@@ -32,6 +32,7 @@ SECRET_INPUTS = {  # input -> the variable the agent profile or GitHub code read
 SETTING_INPUTS = {
     "agent": "agent", "model": "model", "base_image": "base_image", "pull": "pull", "gpus": "gpus",
     "network": "network", "verify": "verify", "base_branch": "base_branch", "agent_version": "agent_version",
+    "fail_on": "fail_on", "egress": "egress", "key_proxy": "key_proxy",
 }
 
 
@@ -192,7 +193,9 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     flags.update(repo=repo, actor=trigger.actor, allow_actors=[u.lstrip("@") for u in allowed] or None,
                  draft=get_bool("draft") or None, no_pr=get_bool("no_pr") or None,
                  labels=get_lines("labels") or None, reviewers=get_lines("reviewers") or None,
-                 volumes=get_lines("volumes") or None, push_partial=get_bool("push_partial") or None)
+                 volumes=get_lines("volumes") or None, push_partial=get_bool("push_partial") or None,
+                 allow_workflow_changes=get_bool("allow_workflow_changes") or None,
+                 protected_paths=get_lines("protected_paths") or None)
     for name, key, kind in (("timeout_minutes", "timeout_minutes", float), ("max_turns", "max_turns", int),
                             ("max_cost_usd", "max_cost_usd", float)):
         if get(name):
