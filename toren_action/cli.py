@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no network except these hosts (through a filtering proxy on the host; *.domain for "
                         "subdomains)")
     g.add_argument("--key-proxy", choices=("auto", "on", "off"),
-                   help="keep the model API key on the host behind a socket proxy (default auto: where the CLI "
-                        "allows, Claude Code today)")
+                   help="keep the model API key on the host behind a proxy (default auto: for every CLI whose "
+                        "credential is its API key)")
     g.add_argument("--memory", help="memory limit (default 4g)")
     g.add_argument("--pids-limit", type=int, metavar="N", help="process limit (default 1024)")
     g.add_argument("--ca-bundle", metavar="PATH",

@@ -1,7 +1,8 @@
 """The model-API key proxy: the API key stays in Toren's process on the host, never in the agent's container.
 
-It listens on a unix socket in the job's directory, which is mounted into the container; the CLI talks HTTP over
-it (Claude Code: ANTHROPIC_UNIX_SOCKET). For each request the proxy drops whatever credentials the client sent,
+It listens on a unix socket in a private directory, mounted into the container; the CLI talks HTTP over it
+(Claude Code: ANTHROPIC_UNIX_SOCKET), or, for CLIs that speak only TCP (Gemini CLI, Codex, Qwen Code), through a
+relay on the container's loopback that their base URL points at. For each request the proxy drops whatever credentials the client sent,
 adds the real key, and forwards to the one configured API origin only (ANTHROPIC_BASE_URL, or
 https://api.anthropic.com); responses, streamed server-sent events included, are passed back as they arrive. So
 the agent can run with ``--network none`` and still reach its model, and there is no key in the container to

@@ -337,8 +337,8 @@ def _use_key_proxy(s: Settings, profile: AgentProfile, credentials, environ: dic
     spec = profile.key_proxy
     if s.key_proxy == "off" or spec is None:
         if s.key_proxy == "on" and spec is None:
-            raise UsageError("--key-proxy", f"the {profile.name} CLI cannot reach its model API through Toren's "
-                                            "key proxy (it needs a unix-socket transport); use --key-proxy off")
+            raise UsageError("--key-proxy", f"the {profile.name} agent uses no model API, so there is no key to "
+                                            "keep; drop --key-proxy")
         return False
     usable = bool(credentials) and credentials[0].name == spec.credential and not any(
         environ.get(v) for v in profile.passthrough_env if v.endswith("_UNIX_SOCKET"))
