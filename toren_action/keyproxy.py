@@ -2,8 +2,9 @@
 
 It listens on a unix socket in a private directory, mounted into the container; the CLI talks HTTP over it
 (Claude Code: ANTHROPIC_UNIX_SOCKET), or, for CLIs that speak only TCP (Gemini CLI, Codex, Qwen Code), through a
-relay on the container's loopback that their base URL points at. For each request the proxy drops whatever credentials the client sent,
-adds the real key, and forwards to the one configured API origin only (ANTHROPIC_BASE_URL, or
+relay on the container's loopback that their base URL points at. For each request the proxy drops whatever
+credentials the client sent, adds the real key, and forwards to the one configured API origin only (the profile's
+base-URL variable, e.g. ANTHROPIC_BASE_URL, or
 https://api.anthropic.com); responses, streamed server-sent events included, are passed back as they arrive. So
 the agent can run with ``--network none`` and still reach its model, and there is no key in the container to
 `cat` and exfiltrate.

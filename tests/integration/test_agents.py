@@ -468,3 +468,18 @@ def test_tcp_only_clis_reach_their_api_through_the_key_proxy_with_no_network(nam
     assert "model API key kept on the host" in err
     assert git("show", f"toren/{name}-proxied:hello.txt", cwd=repo) == Script().content
     assert fake.requests  # the fake checked the real key on every call; the container held a stand-in
+
+
+@pytest.mark.parametrize("name", list(VENDORS))
+def test_every_cli_works_under_an_egress_allow_list(name, workdir, repo, toren_home, capsys, docker_client,
+                                                   agent_env):
+    """--egress with the key proxy: the model API goes through the key relay (never the egress proxy), so the
+    allow-list need not name it."""
+    vendor = VENDORS[name]
+    with vendor.fake(Script()) as fake:
+        agent_env.setenv(vendor.key_var, fake.script.api_key)
+        agent_env.setenv(vendor.url_var, fake.url + vendor.url_suffix)
+        code, result, err = run_agent(capsys, vendor, "--egress", "allow=pypi.org", branch=f"toren/egress-{name}",
+                                      network="none")
+    assert code == 0, err
+    assert git("show", f"toren/egress-{name}:hello.txt", cwd=repo) == Script().content
