@@ -9,15 +9,13 @@ HTTP_PROXY point at it. TLS stays end to end: the proxy sees host names, never c
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import socketserver
-import threading
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from toren_action.errors import UsageError
+from toren_action.sockets import UnixSocketService
 
 RELAY_PORT = 3128
 #: `node relay.js PORT SOCKET`: loopback PORT (IPv4 and IPv6, never another interface) -> a unix socket.
@@ -55,9 +53,8 @@ def allowed(host: str, hosts: tuple[str, ...]) -> bool:
     return any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts)
 
 
-class EgressProxy:
-    def __init__(self, socket_path: Path, hosts: tuple[str, ...], owner: tuple[int, int] | None = None) -> None:
-        self.socket_path = socket_path
+class EgressProxy(UnixSocketService):
+    def __init__(self, hosts: tuple[str, ...], owner: tuple[int, int] | None = None) -> None:
         self.hosts = hosts
         self.refused: list[str] = []
         self.passed: list[str] = []
@@ -103,30 +100,7 @@ class EgressProxy:
                     upstream.sendall(rest)
                 _pipe(conn, upstream)
 
-        class Server(socketserver.ThreadingUnixStreamServer):
-            daemon_threads = True
-
-        if socket_path.exists():
-            socket_path.unlink()
-        self._server = Server(str(socket_path), Handler)
-        os.chmod(socket_path, 0o600)
-        if owner is not None and os.geteuid() == 0:
-            os.chown(socket_path, *owner)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="egress-proxy")
-
-    def start(self) -> EgressProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        try:
-            self.socket_path.unlink()
-            if self.socket_path.parent.name.startswith("toren-eg-"):
-                self.socket_path.parent.rmdir()
-        except OSError:
-            pass
+        super().__init__("egress", Handler, owner)
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:

@@ -13,16 +13,12 @@ the agent can run with ``--network none`` and still reach its model, and there i
 from __future__ import annotations
 
 import http.client
-import os
-import socket
-import socketserver
 import ssl
-import threading
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from toren_action.redact import Secret
+from toren_action.sockets import UnixSocketService
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
@@ -30,10 +26,10 @@ CREDENTIAL_HEADERS = {"x-api-key", "authorization", "x-goog-api-key"}
 ALLOWED_PATH_PREFIX = "/v1"
 
 
-class KeyProxy:
+class KeyProxy(UnixSocketService):
     """A threaded HTTP/1.1 server on a unix socket that adds the key and forwards to one origin."""
 
-    def __init__(self, socket_path: Path, upstream: str, key: Secret, header: str = "x-api-key",
+    def __init__(self, upstream: str, key: Secret, header: str = "x-api-key",
                  owner: tuple[int, int] | None = None, value: str = "{key}", keep_path: bool = True) -> None:
         """``keep_path``: prefix each request with the upstream URL's path (the CLI's base URL is the bare
         socket); otherwise the CLI's base URL already carries that path and requests are forwarded as they
@@ -41,7 +37,6 @@ class KeyProxy:
         parts = urlsplit(upstream.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {upstream}")
-        self.socket_path = socket_path
         self.requests = 0
         proxy = self
         base_path = parts.path if keep_path else ""
@@ -108,42 +103,4 @@ class KeyProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = _forward
 
-        class Server(socketserver.ThreadingUnixStreamServer):
-            daemon_threads = True
-
-            def get_request(self):
-                conn, _ = super().get_request()
-                return conn, ("unix", 0)
-
-        if socket_path.exists():
-            socket_path.unlink()
-        self._server = Server(str(socket_path), Handler)
-        os.chmod(socket_path, 0o600)  # only the agent's user (and ours) may connect
-        if owner is not None and os.geteuid() == 0:
-            os.chown(socket_path, *owner)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="key-proxy")
-
-    def start(self) -> KeyProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        try:
-            self.socket_path.unlink()
-            if self.socket_path.parent.name.startswith("toren-kp-"):
-                self.socket_path.parent.rmdir()
-        except OSError:
-            pass
-
-
-def unix_socket_reachable(path: Path) -> bool:
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+        super().__init__("model-api", Handler, owner)

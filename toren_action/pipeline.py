@@ -636,8 +636,6 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         store.update(job_id, image=tag)
         log.stage("building", f"{'built' if built else 'reusing'} {tag}")
 
-        import tempfile
-
         from toren_action.agents.base import KEY_RELAY_PORT
 
         proxy = None
@@ -651,12 +649,10 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
 
             kp = plan.profile.key_proxy
             upstream = passthrough.pop("_KEY_PROXY_UPSTREAM")
-            # a short private directory: socket paths are limited to ~100 bytes, job directories can be deeper
-            sock = Path(tempfile.mkdtemp(prefix="toren-kp-")) / "model-api.sock"
-            proxy = KeyProxy(sock, upstream, plan.proxy_key, kp.header, owner=(plan.uid, plan.gid), value=kp.value,
+            proxy = KeyProxy(upstream, plan.proxy_key, kp.header, owner=(plan.uid, plan.gid), value=kp.value,
                              keep_path=kp.socket_env is not None).start()
             target = f"{CONTAINER_SOCKETS}/model-api.sock"
-            mounts.append(Mount(str(sock), target, False))
+            mounts.append(Mount(str(proxy.socket_path), target, False))
             if kp.socket_env:  # the CLI speaks HTTP over the socket itself
                 passthrough[kp.socket_env] = target
             else:  # a TCP-only CLI: its base URL is a relay on the container's loopback
@@ -681,10 +677,9 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         if plan.egress_hosts:
             from toren_action import egress
 
-            sock = Path(tempfile.mkdtemp(prefix="toren-eg-")) / "egress.sock"
-            egress_proxy = egress.EgressProxy(sock, plan.egress_hosts, owner=(plan.uid, plan.gid)).start()
+            egress_proxy = egress.EgressProxy(plan.egress_hosts, owner=(plan.uid, plan.gid)).start()
             target = f"{CONTAINER_SOCKETS}/egress.sock"
-            mounts.append(Mount(str(sock), target, False))
+            mounts.append(Mount(str(egress_proxy.socket_path), target, False))
             relays.append((egress.RELAY_PORT, target))
             proxy_url = f"http://127.0.0.1:{egress.RELAY_PORT}"
             env.update(HTTPS_PROXY=proxy_url, HTTP_PROXY=proxy_url, https_proxy=proxy_url, http_proxy=proxy_url,
