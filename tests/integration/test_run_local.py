@@ -237,6 +237,8 @@ def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_h
          "--branch", "toren/interrupted", "--agent", "shell", "--command", "touch x; sleep 60",
          "--base-image", BASE_IMAGE, "--disable-daemon", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # as from a terminal: a CI runner may start the suite with SIGINT ignored, which children inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
