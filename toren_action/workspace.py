@@ -109,11 +109,6 @@ def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = Non
     return out.split()[0] if out.strip() else None
 
 
-def remote_branch_exists(origin: str, branch: str, env: dict[str, str] | None = None,
-                         redact: Callable[[str], str] = str) -> bool:
-    return remote_branch_sha(origin, branch, env, redact) is not None
-
-
 @dataclass(frozen=True)
 class Workspace:
     path: Path
@@ -219,12 +214,6 @@ def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
     if path.is_file() and not path.is_symlink():
         return path.read_text("utf-8", errors="replace")[:limit].strip() or None
     return None
-
-
-def change_contains(ws, redact) -> bool:
-    """True when the last commit's patch holds a secret value (the redactor would mask something in it)."""
-    patch = git("show", "--format=", "--no-color", "--no-ext-diff", "HEAD", cwd=ws.path)
-    return redact(patch) != patch
 
 
 def last_patch(ws) -> str:

@@ -117,8 +117,11 @@ def api_verdict(status: int | None, message: str, cli: str, auth: bool = False, 
 class StreamParser:
     """Feeds on the CLI's output one line at a time. Subclasses parse their vendor's JSON events."""
 
+    #: True when the vendor counts cached tokens inside input_tokens (OpenAI, Gemini).
+    cache_read_in_input = False
+
     def __init__(self) -> None:
-        self.usage = Usage()
+        self.usage = Usage(cache_read_in_input=self.cache_read_in_input)
         #: Set when the stream shows a condition that should stop the run now (a bad key).
         self.stop: Verdict | None = None
         #: Set when the stream shows how the run ended (max turns, an error result).
@@ -231,12 +234,23 @@ class AgentProfile:
 
     def environment(self, ctx: RunContext) -> dict[str, str]:
         """Non-secret environment for the CLI (switches that stop telemetry and update checks)."""
+        return self.stand_in_environment(ctx)
+
+    def stand_in_environment(self, ctx: RunContext) -> dict[str, str]:
+        """Behind the key proxy's loopback relay the CLI holds only a stand-in for its key, which the proxy
+        replaces on the host."""
+        spec = self.key_proxy
+        if ctx.key_proxy and spec is not None and spec.socket_env is None:
+            return {spec.credential: KeyProxySpec.STAND_IN}
         return {}
 
     def secret_environment(self, ctx: RunContext) -> dict[str, str]:
         """Variables the launcher fills from secret files just before it starts the CLI: {VAR: file name}.
-        They live only in the CLI's process, never in the container's configuration."""
-        return {}
+        They live only in the CLI's process, never in the container's configuration. By default the profile's
+        API key, unless the key proxy holds it."""
+        if self.key_proxy is None or ctx.key_proxy:
+            return {}
+        return {self.key_proxy.credential: self.key_proxy.credential}
 
     def task_files(self, ctx: RunContext) -> dict[str, str]:
         """Extra files for the read-only task directory (settings the repository must not override)."""

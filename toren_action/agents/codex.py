@@ -53,13 +53,6 @@ class CodexProfile(AgentProfile):
             argv += ["-m", ctx.model]
         return [*argv, PROMPT_ARG]
 
-    def environment(self, ctx: RunContext) -> dict[str, str]:
-        # behind the key proxy the CLI holds only a stand-in, which the proxy replaces on the host
-        return {"OPENAI_API_KEY": KeyProxySpec.STAND_IN} if ctx.key_proxy else {}
-
-    def secret_environment(self, ctx: RunContext) -> dict[str, str]:
-        return {} if ctx.key_proxy else {"OPENAI_API_KEY": "OPENAI_API_KEY"}
-
     def parser(self) -> StreamParser:
         return CodexStream()
 
@@ -67,9 +60,7 @@ class CodexProfile(AgentProfile):
 class CodexStream(StreamParser):
     """`codex exec --json`: thread/turn/item events; usage only in turn.completed."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.usage.cache_read_in_input = True
+    cache_read_in_input = True
 
     def on_event(self, event: dict[str, Any]) -> list[str] | None:
         kind = event.get("type")

@@ -78,12 +78,8 @@ class GeminiProfile(AgentProfile):
             "GEMINI_CLI_TRUST_WORKSPACE": "true",
             "GOOGLE_GEMINI_BASE_URL": ctx.key_proxy_url or ctx.passthrough.get("GOOGLE_GEMINI_BASE_URL",
                                                                                DEFAULT_BASE_URL),
-            # behind the key proxy the CLI holds only a stand-in, which the proxy replaces on the host
-            **({"GEMINI_API_KEY": KeyProxySpec.STAND_IN} if ctx.key_proxy else {}),
+            **self.stand_in_environment(ctx),
         }
-
-    def secret_environment(self, ctx: RunContext) -> dict[str, str]:
-        return {} if ctx.key_proxy else {"GEMINI_API_KEY": "GEMINI_API_KEY"}
 
     def exit_verdict(self, exit_code: int) -> Verdict | None:
         if exit_code == EXIT_MAX_TURNS:
@@ -101,9 +97,10 @@ class GeminiProfile(AgentProfile):
 class GeminiStream(StreamParser):
     """stream-json: init, message (assistant text in deltas), tool_use, tool_result, error, result (stats)."""
 
+    cache_read_in_input = True
+
     def __init__(self) -> None:
         super().__init__()
-        self.usage.cache_read_in_input = True
         self._text: list[str] = []
         self._in_turn = False
 

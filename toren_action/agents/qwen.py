@@ -74,12 +74,9 @@ class QwenProfile(AgentProfile):
     def environment(self, ctx: RunContext) -> dict[str, str]:
         env = {"QWEN_USAGE_STATISTICS_ENABLED": "false", "QWEN_CODE_SUPPRESS_YOLO_WARNING": "1",
                "QWEN_CODE_SKIP_UPDATE_CHECK_ONCE": "true", **ctx.passthrough}
-        if ctx.key_proxy:  # the CLI holds only a stand-in, which the proxy replaces on the host
-            env.update(OPENAI_API_KEY=KeyProxySpec.STAND_IN, OPENAI_BASE_URL=ctx.key_proxy_url or "")
+        if ctx.key_proxy:
+            env.update(self.stand_in_environment(ctx), OPENAI_BASE_URL=ctx.key_proxy_url or "")
         return env
-
-    def secret_environment(self, ctx: RunContext) -> dict[str, str]:
-        return {} if ctx.key_proxy else {"OPENAI_API_KEY": "OPENAI_API_KEY"}
 
     def exit_verdict(self, exit_code: int) -> Verdict | None:
         if exit_code == EXIT_MAX_TURNS:
@@ -91,9 +88,7 @@ class QwenProfile(AgentProfile):
 
 
 class QwenStream(ClaudeStream):
-    def __init__(self) -> None:
-        super().__init__()
-        self.usage.cache_read_in_input = True
+    cache_read_in_input = True
 
     def on_event(self, event: dict[str, Any]) -> list[str] | None:
         kind, sub = event.get("type"), event.get("subtype")
