@@ -522,13 +522,13 @@ def _wants_ai_summary(plan: Plan) -> bool:
     return mode == "always" or (mode == "auto" and plan.profile.name == "claude" and summary.available())
 
 
-def _pr_ai_summary(plan: Plan, store: Store, job_id: str, change, log) -> str | None:
+def _pr_ai_summary(plan: Plan, store: Store, job_id: str, jdir: Path, change, log) -> str | None:
     """An AI summary of the change for the pull request body, when the agent left none."""
     from toren_action import summary
 
     facts = {"task": plan.task.title, "task_source": plan.task.source, "files_changed": change.files,
              "diffstat": change.diffstat, "verify": plan.settings.verify}
-    diff = (job_dir_of(store, job_id) / "change.diff").read_text("utf-8")
+    diff = (jdir / "change.diff").read_text("utf-8")
     try:
         made = summary.ai_summary(facts, store.events(job_id), diff, plan.settings.summary_model,
                                   prices=plan.settings.price_overrides())
@@ -537,10 +537,6 @@ def _pr_ai_summary(plan: Plan, store: Store, job_id: str, change, log) -> str | 
         return None
     store.add_event(job_id, "summary", {"model": made.model, "cost_usd": made.cost_usd, "for": "pull request"})
     return plan.redactor(made.text) + f"\n\n_(Summary written by {made.model}; the agent left none.)_"
-
-
-def job_dir_of(store: Store, job_id: str) -> Path:
-    return job_dir(store.path.parent, job_id)
 
 
 def _pr_title(plan: Plan, agent_summary: str | None) -> str:
@@ -786,7 +782,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
         title_summary = agent_summary  # the pull request's title comes from the agent, never from a model's summary
         if agent_summary is None and _wants_ai_summary(plan):
-            agent_summary = _pr_ai_summary(plan, store, job_id, change, log)
+            agent_summary = _pr_ai_summary(plan, store, job_id, jdir, change, log)
         store.update(job_id, result_commit=change.commit, files_changed=change.files, diffstat=change.diffstat)
         pr_body = plan.redactor(_pr_body(plan, job_id, change, agent_summary, outcome, code_findings))
         (jdir / "pr.md").write_text(pr_body, "utf-8")
