@@ -4,7 +4,9 @@ is imported until a command needs it (so `toren --help` and `toren status` start
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import re
 import sys
 from typing import Any
 
@@ -13,10 +15,29 @@ from toren_action.errors import TorenError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line and exit code 2, like every other usage error."""
+    """argparse, but a bad flag is one line and exit code 2, like every other usage error; and no abbreviated
+    flags (``--pr`` would otherwise be taken for ``--protected-path``): a mistyped flag names the closest one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        m = re.match(r"unrecognized arguments: (--[\w-]+)", message)
+        if m:
+            flags = [opt for action in self._all_actions() for opt in action.option_strings if opt.startswith("--")]
+            close = difflib.get_close_matches(m.group(1).split("=")[0], flags, n=1, cutoff=0.6)
+            if close:
+                message += f"; did you mean {close[0]}?"
         self.exit(UsageError.exit_code, f"toren: {message} (see `{self.prog} --help`)\n")
+
+    def _all_actions(self) -> list[argparse.Action]:
+        actions = list(self._actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    actions += parser._actions
+        return actions
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,3 +39,17 @@ def test_help_and_status_do_not_import_heavy_sdks(tmp_path):
 def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_abbreviated_flags_are_refused_and_the_closest_flag_is_named():
+    from tests.conftest import subprocess_env
+
+    # `--pr` used to be taken for --protected-path by argparse's prefix matching
+    for argv, wanted in ((["run", "--pr", "https://github.com/a/b/pull/1"], "--no-pr"),
+                         (["run", "--protected", "x"], "--protected-path"),
+                         (["status", "--jso"], "--json")):
+        proc = subprocess.run([sys.executable, "-m", "toren_action", *argv], capture_output=True, text=True,
+                              env=subprocess_env(), timeout=60)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "unrecognized arguments" in proc.stderr and f"did you mean {wanted}?" in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1
