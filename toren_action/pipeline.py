@@ -473,11 +473,50 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     return lines
 
 
-def _code_scan(plan: Plan, store: Store, job_id: str, ws, change, log) -> list:
+def _committed_tree(jdir: Path, ws, change, name: str, paths: list[str] | None = None) -> Path:
+    """A fresh directory holding the commit's tree (or ``paths`` of it), written from its objects."""
+    from toren_action import snapshot
+
+    dest = jdir / name
+    remove_tree(dest)
+    snapshot.export_commit(ws.path, change.commit, dest, paths)
+    return dest
+
+
+def _verify(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, spec, docker, enter, log) -> None:
+    """--verify in a container like the agent's, on a clean copy of exactly the commit about to be pushed (no
+    ignored or untracked file of the agent's counts), without the agent's secrets and sockets."""
+    from toren_action import container, workspace
+
+    s = plan.settings
+    enter("verifying", s.verify)
+    tree = _committed_tree(jdir, ws, change, "verify-tree")
+    workspace.give_tree_to(tree, plan.uid, plan.gid)
+    mounts = [Mount(str(tree), m.target, m.read_only) if m.target == "/workspace" else m for m in spec.mounts
+              if m.target != CONTAINER_SECRETS and not m.target.startswith(CONTAINER_SOCKETS + "/")]
+    vspec = container.ContainerSpec(**{
+        **spec.__dict__, "command": ["/bin/sh", "-c", s.verify], "name": f"toren-{job_id}-verify",
+        "role": "verification", "mounts": mounts,
+        "environment": {k: v for k, v in spec.environment.items() if k != "TOREN_SECRETS_DIR"}})
+    try:
+        vres = container.run(docker, vspec, log.line)
+    finally:
+        remove_tree(tree)
+    store.add_event(job_id, "verify", {"command": s.verify, "exit_code": vres.exit_code, "commit": change.commit})
+    if vres.exit_code != 0:
+        raise VerificationFailed(f"--verify exited with code {vres.exit_code} on commit {change.commit[:10]}; "
+                                 f"nothing was pushed (the change is kept in {ws.path})")
+
+
+def _code_scan(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, log) -> list:
     from toren_action import codescan
     from toren_action.errors import PolicyBlocked
 
-    findings, what = codescan.scan(ws.path, change.files)
+    tree = _committed_tree(jdir, ws, change, "scan-tree", change.files)
+    try:
+        findings, what = codescan.scan(tree, change.files)
+    finally:
+        remove_tree(tree)
     log.line(f"code scan: {what}")
     for f in findings:
         log.line(f"code scan: {plan.redactor(str(f))}")
@@ -749,19 +788,6 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             raise AgentFailed(f"the {plan.profile.name} agent exited with code {result.exit_code}; "
                               f"see `toren logs {job_id}`")
 
-        if s.verify:
-            enter("verifying", s.verify)
-            vspec = container.ContainerSpec(**{
-                **spec.__dict__, "command": ["/bin/sh", "-c", s.verify], "name": f"toren-{job_id}-verify",
-                "role": "verification", "mounts": [m for m in spec.mounts if m.target != CONTAINER_SECRETS
-                                                   and not m.target.startswith(CONTAINER_SOCKETS + "/")],
-                "environment": {k: v for k, v in spec.environment.items() if k != "TOREN_SECRETS_DIR"}})
-            vres = container.run(docker, vspec, log.line)
-            store.add_event(job_id, "verify", {"command": s.verify, "exit_code": vres.exit_code})
-            if vres.exit_code != 0:
-                raise VerificationFailed(f"--verify exited with code {vres.exit_code}; nothing was pushed "
-                                         f"(the change is kept in {ws.path})")
-
         agent_summary = workspace.read_agent_summary(ws)
         change = workspace.commit_all(ws, _commit_message(plan, job_id), s.author_name, s.author_email)
         if change is not None:
@@ -777,8 +803,11 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             remove_tree(ws.path)
             return outcome
 
+        # From here on every check judges the commit, never the agent's work tree, and the push sends that commit.
         _enforce_policy(plan, store, job_id, jdir, ws, log)
-        code_findings = _code_scan(plan, store, job_id, ws, change, log)
+        code_findings = _code_scan(plan, store, job_id, jdir, ws, change, log)
+        if s.verify:
+            _verify(plan, store, job_id, jdir, ws, change, spec, docker, enter, log)
         outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
         title_summary = agent_summary  # the pull request's title comes from the agent, never from a model's summary
         if agent_summary is None and _wants_ai_summary(plan):
