@@ -48,13 +48,16 @@ def cmd_run(args: Namespace) -> int:
     docker = container.client()  # the engine must answer before a job exists
     home = toren_home()
     store = Store(home)
+    inputs = {**settings.to_record(), "_cwd": os.getcwd()}
     if not args.disable_daemon:  # saved before the job exists, so the worker never sees a job without it
         from toren_action.worker import save_job_env
 
-        save_job_env(home, job_id, dict(os.environ))
+        save_job_env(home, job_id, dict(os.environ), inputs)
+    from toren_action.redact import redact_data
+
+    # the record keeps the inputs with secret values and token formats masked (a --command holding a token)
     store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
-                     model=settings.model, base_image=settings.base_image,
-                     inputs={**settings.to_record(), "_cwd": os.getcwd()})
+                     model=settings.model, base_image=settings.base_image, inputs=redact_data(inputs, plan.redactor))
 
     if not args.disable_daemon:
         return _start_background(args, store, home, job_id)
@@ -106,17 +109,19 @@ def cmd_run_job(args: Namespace) -> int:
     if job.state != "queued":  # cancelled after the worker picked it
         return 0
     store.update(job.id, pid=os.getpid(), heartbeat_at=time.time())
-    env = take_job_env(home, job.id)  # the submitting shell's environment, deleted as it is read
-    if env is None:  # never run with the worker's environment: it is some other submitter's
+    saved = take_job_env(home, job.id)  # the submitting shell's environment and inputs, deleted as it is read
+    if saved is None:  # never run with the worker's environment: it is some other submitter's
         store.set_state(job.id, "failed", error="the job's saved environment is missing (was it cancelled?); "
                                                 "submit it again")
         return 1
+    env, inputs = saved
+    inputs = inputs or job.inputs
     os.environ.clear()
     os.environ.update(env)
-    if job.inputs.get("_cwd") and os.path.isdir(job.inputs["_cwd"]):
-        os.chdir(job.inputs["_cwd"])
+    if inputs.get("_cwd") and os.path.isdir(inputs["_cwd"]):
+        os.chdir(inputs["_cwd"])
     _heartbeat(home, job.id)
-    settings = settings_from_record(job.inputs)
+    settings = settings_from_record(inputs)
     try:
         plan = pipeline.make_plan(settings, job.id)
     except TorenError as exc:
@@ -154,7 +159,9 @@ def cmd_scan(args: Namespace) -> int:
     from toren_action import scan
 
     if args.image:
-        rows = scan.scan_image(args.image)
+        from toren_action.imagescan import scan_image
+
+        rows = scan_image(args.image)
         if args.json:
             print_json([{"check": c, "ok": ok, "detail": d} for c, ok, d in rows])
         else:
@@ -599,7 +606,7 @@ def _check_image(ref: str, docker_client, security: bool, check, registry: bool 
     check("image", img.attrs.get("Os") == "linux", f"{ref}: {img.attrs.get('Os')}/{img.attrs.get('Architecture')}, "
           f"{img.attrs.get('Size', 0) / 1e6:.0f} MB, runs as {user}")
     if security:
-        from toren_action.scan import scan_image
+        from toren_action.imagescan import scan_image
 
         for name, ok, detail in scan_image(ref):
             if name == "user" and not ok:

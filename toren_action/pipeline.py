@@ -30,7 +30,7 @@ from toren_action.errors import (
     VerificationFailed,
 )
 from toren_action.paths import job_dir, log_path, remove_tree
-from toren_action.redact import Redactor, Secret
+from toren_action.redact import Redactor, Secret, redact_data
 from toren_action.settings import Settings
 from toren_action.store import Store
 from toren_action.task import Task, from_spec
@@ -894,22 +894,12 @@ def _record_usage(store: Store, job_id: str, plan: Plan, parser, prices, log: _J
     data = usage.to_dict()
     store.update(job_id, usage=data, turns=usage.turns, cost_usd=cost, cost_source=source)
     redact = plan.redactor
-    store.add_events(job_id, [(kind, _redacted(item, redact)) for kind, item in parser.events])
+    store.add_events(job_id, [(kind, redact_data(item, redact)) for kind, item in parser.events])
     money = f"${cost:.4f}" + (" (estimated from the price table)" if source == "price-table" else "") \
         if cost is not None else "cost unknown (no price for this model; set `prices` in the config)"
     log.stage("running", f"{usage.turns} turn(s), {usage.tool_calls} tool call(s), {usage.input_tokens} tokens in "
                          f"({usage.cache_read_tokens} cached), {usage.output_tokens} out, {money}")
     return data, cost, source
-
-
-def _redacted(item, redact):
-    if isinstance(item, str):
-        return redact(item)
-    if isinstance(item, dict):
-        return {k: _redacted(v, redact) for k, v in item.items()}
-    if isinstance(item, list):
-        return [_redacted(v, redact) for v in item]
-    return item
 
 
 def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, outcome: Outcome, code: int) -> None:

@@ -63,6 +63,17 @@ class Redactor:
         return self(data.decode("utf-8", errors="replace")).encode("utf-8")
 
 
+def redact_data(item, redact):
+    """Every string in a JSON-like structure (dicts, lists) passed through ``redact``; keys too."""
+    if isinstance(item, str):
+        return redact(item)
+    if isinstance(item, dict):
+        return {redact(k) if isinstance(k, str) else k: redact_data(v, redact) for k, v in item.items()}
+    if isinstance(item, (list, tuple)):
+        return [redact_data(v, redact) for v in item]
+    return item
+
+
 def _json_strings(value: str) -> set[str]:
     """Long string leaves of a JSON secret (a credentials file): each is masked on its own too."""
     if not value.lstrip().startswith(("{", "[")):

@@ -7,7 +7,8 @@ worker (PR_SET_PDEATHSIG), so a killed worker never leaves a job running unwatch
 `toren status`, reports it as lost within seconds.
 
 A job runs with the environment of the `toren run` that submitted it, not the worker's: `toren run` writes
-it to ``jobs/<id>/env.json`` (mode 0600) and the job's process reads and deletes it before anything else.
+it to ``jobs/<id>/env.json`` (mode 0600) and the job's process reads and deletes it before anything else. The
+same file carries the job's inputs as given: the job record holds them with token formats masked.
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ def idle_seconds(environ: dict[str, str] | None = None) -> float:
         return 60.0
 
 
-def save_job_env(home: Path, job_id: str, environ: dict[str, str]) -> None:
-    """The submitting shell's environment, for the job's process (0600; deleted when the job starts)."""
+def save_job_env(home: Path, job_id: str, environ: dict[str, str], inputs: dict | None = None) -> None:
+    """The submitting shell's environment and the job's inputs as given, for the job's process (0600; deleted
+    when the job starts)."""
     path = job_dir(home, job_id) / ENV_FILE
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(environ, fh)
+        json.dump({"environ": environ, "inputs": inputs}, fh)
 
 
-def take_job_env(home: Path, job_id: str) -> dict[str, str] | None:
+def take_job_env(home: Path, job_id: str) -> tuple[dict[str, str], dict | None] | None:
+    """(environment, inputs) saved by save_job_env, the file deleted as it is read; None when it is missing."""
     path = job_dir(home, job_id) / ENV_FILE
     try:
         data = json.loads(path.read_text("utf-8"))
@@ -77,7 +80,10 @@ def take_job_env(home: Path, job_id: str) -> dict[str, str] | None:
         return None
     finally:
         path.unlink(missing_ok=True)
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("environ"), dict):
+        return None
+    inputs = data.get("inputs")
+    return data["environ"], inputs if isinstance(inputs, dict) else None
 
 
 def discard_job_env(home: Path, job_id: str) -> None:

@@ -171,3 +171,28 @@ def test_cancel_right_after_submit_leaves_nothing_behind(workdir, repo, toren_ho
     time.sleep(1)
     assert not docker_client.containers.list(all=True, filters={"label": f"toren.job={job_id}"})
     assert status()[job_id]["state"] == "cancelled"  # nothing overwrote the end state
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
+def test_a_token_in_the_inputs_is_masked_in_the_record_yet_the_job_runs_with_it(workdir, repo, toren_home,
+                                                                               background):
+    token = "ghp_" + "Q7x" * 12  # a known GitHub token format, 40 characters
+    branch = f"toren/token-{background}"
+    command = f"printf %s {token} | wc -c > n.txt"
+    extra = [] if background else ["--disable-daemon"]
+    proc = toren("run", "--repo", "./myproject", "--spec", "task.md", "--branch", branch, "--agent", "shell",
+                 "--command", command, "--base-image", BASE_IMAGE, *extra)
+    assert proc.returncode == 0, proc.stderr
+    if background:
+        job_id = proc.stdout.strip()
+        assert toren("logs", job_id, "--follow").returncode == 0
+    # the job ran the command as given (the container counted the real token's 40 characters)
+    assert git("show", f"{branch}:n.txt", cwd=repo).strip() == "40"
+    # ... and nothing under TOREN_HOME holds it: not the record (toren.db and its WAL), not the log
+    for path in toren_home.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    import sqlite3
+
+    inputs = [json.loads(r[0]) for r in sqlite3.connect(toren_home / "toren.db").execute("SELECT inputs FROM jobs")]
+    assert any(i.get("command") == "printf %s *** | wc -c > n.txt" for i in inputs), inputs
