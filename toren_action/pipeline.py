@@ -217,7 +217,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     if s.agent_uid:
         uid = gid = s.agent_uid
     elif uid == 0:
-        uid = gid = 1000
+        uid = gid = unused_host_id()
 
     gh = None
     if endpoints is not None:  # the only part that talks to GitHub: after every local check
@@ -241,6 +241,42 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     return Plan(s, repo, origin, task, profile, branch, mounts, env, secrets, network, ca_bundle,
                 s.timeout_minutes * 60, uid, gid, tuple(c.name for c in credentials), passthrough_items,
                 gh, force, lease, proxy_key, egress_hosts)
+
+
+#: When Toren runs as root, the agent runs as the first id of this range that no host user or group has and no
+#: subordinate id range (/etc/subuid, /etc/subgid) covers: nobody on the host shares the agent's identity, so
+#: no host account can read its secrets through /proc, signal or trace it, or own its files.
+AGENT_ID_RANGE = range(2_100_000_000, 2_100_100_000)
+
+
+def unused_host_id(passwd=None, group=None, subid_files=("/etc/subuid", "/etc/subgid")) -> int:
+    """The first id of AGENT_ID_RANGE that is neither a host uid nor a host gid (through NSS) nor subordinate."""
+    import grp
+    import pwd
+
+    def taken(lookup, n: int) -> bool:
+        try:
+            lookup(n)
+            return True
+        except KeyError:
+            return False
+
+    ranges = []
+    for path in subid_files:
+        try:
+            lines = Path(path).read_text("utf-8", errors="replace").splitlines()[:10_000]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                ranges.append(range(int(parts[1]), int(parts[1]) + int(parts[2])))
+    for n in AGENT_ID_RANGE:
+        if not taken(passwd or pwd.getpwuid, n) and not taken(group or grp.getgrgid, n) \
+                and not any(n in r for r in ranges):
+            return n
+    raise UsageError("TOREN_AGENT_UID", f"every id from {AGENT_ID_RANGE.start} to {AGENT_ID_RANGE.stop - 1} is a host "
+                                    "user or group; set --agent-uid to an id no host account has")
 
 
 @dataclass(frozen=True)
@@ -760,8 +796,10 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             return False
 
         try:
+            _write_secrets(plan, secrets_dir)
             result = container.run(docker, spec, show, on_start=lambda cid: store.update(job_id, container_id=cid))
         finally:
+            remove_tree(secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
             if proxy is not None:
                 proxy.stop()
             if egress_proxy is not None:
@@ -858,7 +896,6 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         return outcome
     finally:
         outcome.duration_s = time.monotonic() - started
-        remove_tree(secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
         if progress:
             progress.finish(outcome.state, [plan.redactor(x) for x in _progress_lines(outcome, job_id)])
         log.close()
@@ -925,20 +962,27 @@ def _job_mounts(plan: Plan, jdir: Path, ws_path: Path, secrets_dir: Path) -> lis
     shared = workspace.alternates_mount(ws_path)
     if shared:
         mounts.append(Mount(shared[0], shared[1], True))
-    if plan.secrets:
-        secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        for secret in plan.secrets:
-            path = secrets_dir / secret.name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secret.reveal())
-            if os.geteuid() == 0:
-                os.chown(path, plan.uid, plan.gid)
-        if os.geteuid() == 0:
-            os.chown(secrets_dir, plan.uid, plan.gid)
-        secrets_dir.chmod(0o500)
+    if plan.secrets:  # written by _write_secrets just before the agent starts, removed as soon as it ends
         mounts.append(Mount(str(secrets_dir), CONTAINER_SECRETS, True))
     return mounts + list(plan.mounts)
+
+
+def _write_secrets(plan: Plan, secrets_dir: Path) -> None:
+    """The agent's secrets as read-only files for its container; run_job removes them when the container is gone,
+    before any end state is written (so a crash after that leaves none on disk)."""
+    if not plan.secrets:
+        return
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    for secret in plan.secrets:
+        path = secrets_dir / secret.name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o400)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret.reveal())
+        if os.geteuid() == 0:
+            os.chown(path, plan.uid, plan.gid)
+    if os.geteuid() == 0:
+        os.chown(secrets_dir, plan.uid, plan.gid)
+    secrets_dir.chmod(0o500)
 
 
 def _repo_instructions(ws_path: Path) -> str | None:

@@ -270,8 +270,8 @@ class Store:
         return [_job(r) for r in self._conn.execute(sql, args)]
 
     def reap_lost(self, job_id: str | None = None) -> list[str]:
-        """Mark failed every unfinished job (or just ``job_id``) whose process is gone (killed, machine rebooted).
-        Returns their ids."""
+        """Mark failed every unfinished job (or just ``job_id``) whose process is gone (killed, machine rebooted),
+        after removing the secret files it left. Returns their ids."""
         lost = []
         placeholders = ",".join("?" * len(FINAL_STATES))
         sql = f"SELECT id, pid FROM jobs WHERE state NOT IN ({placeholders})"  # noqa: S608  # nosec B608: column names from code, values bound
@@ -286,6 +286,10 @@ class Store:
                 continue  # queued, not taken yet
             silent = row["heartbeat_at"] is not None and now - row["heartbeat_at"] > HEARTBEAT_TIMEOUT_S
             if not _alive(row["pid"]) or silent:
+                # a job killed while its agent ran left its secret files: they go before the end state is written
+                from toren_action.paths import job_dir, remove_tree
+
+                remove_tree(job_dir(self.path.parent, row["id"]) / "secrets")
                 why = "is gone" if not silent else f"stopped beating {now - row['heartbeat_at']:.0f}s ago"
                 if (row["error"] or "").startswith("cancel requested"):  # `toren cancel` got there first
                     if self.set_state(row["id"], "cancelled", error="cancelled (toren cancel)"):

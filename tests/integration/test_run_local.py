@@ -159,15 +159,26 @@ def test_container_is_hardened_and_sees_its_inputs(workdir, repo, toren_home, ca
     def show(name: str) -> str:
         return git("show", f"toren/inside:{name}", cwd=repo)
 
-    expected_uid = str(os.getuid() or 1000)
-    assert show("uid.txt").strip() == expected_uid  # never root
+    from toren_action.pipeline import AGENT_ID_RANGE
+
+    uid = int(show("uid.txt"))
+    if os.getuid():  # the user's own uid, so the files stay theirs
+        assert uid == os.getuid()
+    else:  # never root, and no host account: nobody on the host can read its /proc, signal it or own its files
+        import grp
+        import pwd
+
+        assert uid in AGENT_ID_RANGE
+        for lookup in (pwd.getpwuid, grp.getgrgid):
+            with pytest.raises(KeyError):
+                lookup(uid)
     assert "CapEff:\t0000000000000000" in show("status.txt") and "NoNewPrivs:\t1" in show("status.txt")
     assert show("foo.txt") == "bar baz\n"
     assert show("data.txt") == "mounted\n" and show("datamode.txt") == "ro\n"
     assert show("gitdir.txt") == "readonly\n"  # the agent cannot plant hooks for host-side git
     assert show("gitlog.txt") == "initial\n"  # but it can read history
     assert "Do not commit" in show("prompt.txt")
-    # files the agent wrote belong to the agent's uid, i.e. the user's (or 1000 when the user is root)
+    # files the agent wrote belong to the agent's uid, i.e. the user's (or an unused id when the user is root)
     assert not (repo / "uid.txt").exists()
 
 
@@ -316,3 +327,24 @@ def test_a_job_whose_process_died_is_marked_lost(toren_home, capsys):
     code, out, _ = toren(capsys, "status", "--json")
     job = [j for j in json.loads(out) if j["id"] == job_id][0]
     assert job["state"] == "failed" and "worker lost" in job["error"]
+
+
+@pytest.mark.parametrize("command", ["cat /run/toren/secrets/MY_TOKEN > /dev/null; echo x > out.txt",
+                                     "cat /run/toren/secrets/MY_TOKEN > /dev/null; exit 3"],
+                         ids=["succeeds", "agent-fails"])
+def test_the_secret_files_are_gone_before_the_end_state_is_written(workdir, repo, toren_home, capsys, monkeypatch,
+                                                                   command):
+    from toren_action.store import FINAL_STATES, Store
+
+    monkeypatch.setenv("MY_TOKEN", "tok_" + secrets.token_hex(16))
+    seen = []
+    original = Store.set_state
+
+    def watching(self, job_id, state, **fields):
+        if state in FINAL_STATES:
+            seen.append((state, (toren_home / "jobs" / job_id / "secrets").exists()))
+        return original(self, job_id, state, **fields)
+
+    monkeypatch.setattr(Store, "set_state", watching)
+    run_shell(capsys, command, "--secret", "MY_TOKEN", branch="toren/secret-order")
+    assert seen and all(not exists for _, exists in seen), seen

@@ -196,3 +196,24 @@ def test_a_token_in_the_inputs_is_masked_in_the_record_yet_the_job_runs_with_it(
 
     inputs = [json.loads(r[0]) for r in sqlite3.connect(toren_home / "toren.db").execute("SELECT inputs FROM jobs")]
     assert any(i.get("command") == "printf %s *** | wc -c > n.txt" for i in inputs), inputs
+
+
+def test_a_job_killed_while_its_agent_runs_leaves_no_secret_on_disk(workdir, repo, toren_home, docker_client):
+    import sqlite3
+
+    env = worker_env(MY_TOKEN="tok-" + os.urandom(8).hex())
+    proc = toren("run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/killed", "--agent", "shell",
+                 "--command", "sleep 60", "--secret", "MY_TOKEN", "--base-image", BASE_IMAGE, env=env)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    secrets_dir = toren_home / "jobs" / job_id / "secrets"
+    wait_until(lambda: docker_client.containers.list(filters={"label": f"toren.job={job_id}"}))
+    assert secrets_dir.is_dir()  # the agent is running with its secret
+    db = sqlite3.connect(toren_home / "toren.db")
+    pid = db.execute("SELECT pid FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    os.kill(pid, signal.SIGKILL)  # the job's own process: no finally of its own runs
+    job = wait_until(lambda: (j := status()[job_id])["state"] == "failed" and j, timeout=30)
+    assert "lost" in job["error"]
+    assert not secrets_dir.exists()  # the reaper removed what the dead job left, before marking it
+    # ... and then its container (the reaper marks the job first, so that no one else picks it up)
+    wait_until(lambda: not docker_client.containers.list(all=True, filters={"label": f"toren.job={job_id}"}))

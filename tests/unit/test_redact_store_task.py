@@ -109,3 +109,27 @@ def test_secrets_dir_is_removed_for_a_non_root_owner():
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_agent_id_is_no_host_user_group_or_subordinate_range(tmp_path):
+    import pytest
+
+    from toren_action.errors import UsageError
+    from toren_action.pipeline import AGENT_ID_RANGE, unused_host_id
+
+    first = AGENT_ID_RANGE.start
+    users, groups = {first}, {first + 1}
+    subuid = tmp_path / "subuid"
+    subuid.write_text(f"alice:{first + 2}:3\nbroken line\n")
+
+    def lookup(ids):
+        def get(n):
+            if n in ids:
+                return object()
+            raise KeyError(n)
+        return get
+
+    # first is a user, first+1 a group, first+2..first+4 alice's subordinate ids: the next one is free
+    assert unused_host_id(lookup(users), lookup(groups), (str(subuid), str(tmp_path / "missing"))) == first + 5
+    with pytest.raises(UsageError, match="TOREN_AGENT_UID"):
+        unused_host_id(lookup(set(AGENT_ID_RANGE)), lookup(set()), ())
