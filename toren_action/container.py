@@ -1,4 +1,10 @@
-"""Running one hardened container with the Docker SDK: live output, timeout, removal whatever happens."""
+"""Running one hardened container with the Docker SDK: live output, timeout, removal whatever happens.
+
+Everything the container prints is hostile. Its output is read from an attach stream opened before the start
+(Docker keeps no log of it: the log driver is ``none``, so the engine's disk cannot be filled), with natural
+back-pressure (the container's writes wait while Toren has not read), in bounded reads, into a line splitter
+whose memory is bounded whatever arrives: with or without newlines, any bytes, invalid UTF-8.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,13 @@ from toren_action.validate import Mount
 
 LABEL_JOB = "toren.job"
 LABEL_MANAGED = "toren.managed"
+#: The longest line handed on, in bytes. A longer line goes on as further lines of at most this many bytes
+#: (cut before a UTF-8 sequence, not inside one); nothing is dropped. 1 MiB leaves whole the stream-json events
+#: that carry a file the agent wrote or read (their usage counts toward the budgets) while what Toren holds of
+#: the output stays a few MiB.
+MAX_LINE_BYTES = 1 << 20
+#: The most bytes read from the attach stream at once.
+READ_BYTES = 64 * 1024
 
 
 def client():
@@ -39,7 +52,8 @@ class ContainerSpec:
     environment: dict[str, str] = field(default_factory=dict)
     network: str = "none"
     gpus: str | None = None
-    memory: str = "4g"
+    memory: str = "4g"  # and the same for memory plus swap: the container cannot swap past it
+    cpus: float = 2.0  # --cpus (nano_cpus); more than the engine has is cut to what it has
     pids_limit: int = 1024
     timeout_s: float = 3600.0
     name: str | None = None
@@ -74,10 +88,12 @@ def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None
     """
     import docker.errors
     import requests.exceptions
+    from docker.types import LogConfig
     from docker.types import Mount as DockerMount
 
     mounts = [DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
     container = None
+    stream = None
     started = time.monotonic()
     try:
         try:
@@ -96,16 +112,20 @@ def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None
                 cap_drop=["ALL"],
                 pids_limit=spec.pids_limit,
                 mem_limit=spec.memory,
+                memswap_limit=spec.memory,
+                nano_cpus=_nano_cpus(docker_client, spec.cpus),
+                log_config=LogConfig(type="none"),  # output comes through the attach stream, never a log file
                 init=True,
                 detach=True,
             )
             if on_start:
                 on_start(container.id)
+            stream = _attach(docker_client, container)  # before the start: no line is missed
             container.start()
         except docker.errors.APIError as exc:
             raise _start_error(exc, spec) from None
 
-        reader = threading.Thread(target=_pump, args=(container, on_line), daemon=True)
+        reader = threading.Thread(target=_pump, args=(container, stream, on_line), daemon=True)
         reader.start()
         remaining = spec.timeout_s - (time.monotonic() - started)
         try:
@@ -122,28 +142,133 @@ def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None
     finally:
         if container is not None:
             try:
-                container.remove(force=True)
+                container.remove(v=True, force=True)  # v: with the anonymous volumes the image's VOLUMEs made
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError:
                 pass
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
-def _pump(container, on_line: Callable[[str], bool | None]) -> None:
-    pending = b""
-    stopped = False
+def _nano_cpus(docker_client, cpus: float) -> int:
+    """--cpus as nano-CPUs, cut to the engine's CPU count (Docker refuses a limit above it)."""
     try:
-        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if on_line(line.decode("utf-8", errors="replace").rstrip("\r")) and not stopped:
-                    stopped = True
-                    _kill(container)
+        have = int(docker_client.info().get("NCPU") or 0)
+    except Exception:  # noqa: BLE001 - an engine that does not say: ask for the limit as given
+        have = 0
+    wanted = min(cpus, have) if have else cpus
+    return max(int(wanted * 1_000_000_000), 10_000_000)  # Docker's smallest limit: 0.01 CPU
+
+
+def _attach(docker_client, container):
+    """The container's stdout and stderr as Docker's multiplexed raw stream, with no read timeout (an agent may
+    be silent for longer than the client's timeout)."""
+    sock = docker_client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
+    for s in (sock, getattr(sock, "_sock", None)):
+        if s is not None and hasattr(s, "settimeout"):
+            s.settimeout(None)
+    return sock
+
+
+def _frames(sock):
+    """The payloads of Docker's multiplexed stream (an 8-byte header: stream, 0, 0, 0, a big-endian length),
+    in pieces of at most READ_BYTES, stdout and stderr in the order they came."""
+    from docker.utils.socket import read
+
+    while True:
+        header = b""
+        while len(header) < 8:
+            data = read(sock, 8 - len(header))
+            if not data:
+                return
+            header += data
+        size = int.from_bytes(header[4:8], "big")
+        while size:
+            data = read(sock, min(size, READ_BYTES))
+            if not data:
+                return
+            size -= len(data)
+            yield data
+
+
+class LineSplitter:
+    """Bytes in, lines out (without their newline): a line longer than ``max_bytes`` goes on as further lines
+    of at most ``max_bytes``, cut before a UTF-8 sequence where the bytes allow. The work is linear in what it
+    is fed and it holds at most about ``max_bytes``, whatever it is fed."""
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        for i in range(0, len(data), self.max_bytes):
+            self._feed(bytes(data[i:i + self.max_bytes]), lines)
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """What is left after the last newline, as a last line."""
+        rest, self._pending = bytes(self._pending), bytearray()
+        return [rest] if rest else []
+
+    def _feed(self, data: bytes, lines: list[bytes]) -> None:
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                self._pending += data[start:]
+                self._split_long(lines)
+                return
+            if not self._pending and nl - start <= self.max_bytes:
+                lines.append(data[start:nl])
+            else:
+                self._pending += data[start:nl]
+                self._split_long(lines)
+                lines.append(bytes(self._pending))
+                self._pending.clear()
+            start = nl + 1
+
+    def _split_long(self, lines: list[bytes]) -> None:
+        buf, limit = self._pending, self.max_bytes
+        while len(buf) > limit:
+            cut = limit
+            while cut > limit - 3 and buf[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte: back to its lead
+                cut -= 1
+            if buf[cut] & 0xC0 == 0x80:  # not UTF-8 after all: cut where the limit says
+                cut = limit
+            lines.append(bytes(buf[:cut]))
+            del buf[:cut]
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").rstrip("\r")
+
+
+def _pump(container, stream, on_line: Callable[[str], bool | None]) -> None:
+    """Hand each line of the container's output to ``on_line``; kill the container the first time it says so."""
+    splitter = LineSplitter()
+    stopped = False
+
+    def hand(lines: list[bytes]) -> None:
+        nonlocal stopped
+        for line in lines:
+            if on_line(_text(line)) and not stopped:
+                stopped = True
+                _kill(container)
+
+    try:
+        for data in _frames(stream):
+            hand(splitter.feed(data))
     except Exception:  # noqa: BLE001,S110 - the container went away; what was read is kept
         pass
-    if pending:
-        on_line(pending.decode("utf-8", errors="replace"))
+    try:
+        hand(splitter.flush())
+    except Exception:  # noqa: BLE001,S110 - as above
+        pass
 
 
 def _kill(container) -> None:
@@ -175,6 +300,6 @@ def remove_job_containers(docker_client, job_id: str | None = None) -> list[str]
     label = f"{LABEL_JOB}={job_id}" if job_id else f"{LABEL_MANAGED}=1"
     removed = []
     for c in docker_client.containers.list(all=True, filters={"label": label}):
-        c.remove(force=True)
+        c.remove(v=True, force=True)
         removed.append(c.id)
     return removed
