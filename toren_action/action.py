@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.errors import TorenError, UsageError
+from toren_action.texts import code, inline, terminal
 
 SECRET_INPUTS = {  # input -> the variable the agent profile or GitHub code reads
     "anthropic_api_key": "ANTHROPIC_API_KEY",
@@ -113,26 +114,52 @@ def read_trigger(event_name: str, event: dict[str, Any], phrase: str, label: str
 
 
 class ActionsReporter:
-    """One folded group per stage; the agent's lines inside it."""
+    """One folded group per stage; the agent's lines inside it, where the runner cannot read them as workflow
+    commands: they are printed between ``::stop-commands::TOKEN`` and ``::TOKEN::`` (a random token the agent
+    never sees), and a line that would still look like a command is shown with a mark (``workflow_safe``)."""
 
     def __init__(self) -> None:
+        import threading
+
         self._open = False
+        self._token: str | None = None  # set while workflow commands are stopped
+        self._lock = threading.Lock()  # the agent's lines and the stages may come from two threads
         self.started = time.monotonic()
 
+    def _resume(self) -> None:
+        if self._token is not None:
+            print(f"::{self._token}::", flush=True)
+            self._token = None
+
     def stage(self, state: str, detail: str) -> None:
+        from toren_action.texts import one_line
+
         core = _core()
-        if self._open:
-            core.end_group()
-        core.start_group(f"{state}: {detail}"[:200])
-        self._open = True
+        with self._lock:
+            self._resume()
+            if self._open:
+                core.end_group()
+            core.start_group(one_line(f"{state}: {detail}")[:200])
+            self._open = True
 
     def line(self, text: str) -> None:
-        print(text, flush=True)
+        import secrets
+
+        from toren_action.texts import workflow_safe
+
+        with self._lock:
+            if self._token is None:
+                self._token = f"toren-{secrets.token_hex(16)}"
+                print(f"::stop-commands::{self._token}", flush=True)
+            for part in str(text).split("\n"):
+                print(workflow_safe(part), flush=True)
 
     def close(self) -> None:
-        if self._open:
-            _core().end_group()
-            self._open = False
+        with self._lock:
+            self._resume()
+            if self._open:
+                _core().end_group()
+                self._open = False
 
 
 def run() -> int:
@@ -146,7 +173,7 @@ def run() -> int:
     phrase, label = get("trigger_phrase") or "/toren", get("label_trigger") or "toren"
     trigger = read_trigger(event_name, event, phrase, label)
     if isinstance(trigger, str):
-        core.notice(f"Toren: nothing to do: {trigger}.")
+        core.notice(terminal(f"Toren: nothing to do: {trigger}."))
         core.set_output("status", "skipped")
         return 0
     for name, var in SECRET_INPUTS.items():  # credentials reach Toren as the variables it reads, on the host
@@ -159,9 +186,9 @@ def run() -> int:
 
         if isinstance(exc, ActorNotAllowed) and trigger.issue and get_bool("comment_on_refusal", True):
             _comment_refusal(trigger, str(exc))
-        core.error(f"Toren: {exc}")
+        core.error(terminal(f"Toren: {exc}"))
         core.set_output("status", "refused" if exc.exit_code in (2, 3, 15, 20) else "failed")
-        _summary([f"## Toren: {'refused' if exc.exit_code in (2, 3, 15, 20) else 'failed'}", "", str(exc)])
+        _summary([f"## Toren: {'refused' if exc.exit_code in (2, 3, 15, 20) else 'failed'}", "", inline(str(exc))])
         return exc.exit_code
 
 
@@ -253,13 +280,13 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
                "turns": str((outcome.usage or {}).get("turns", "")), "log-path": str(artifacts),
                "summary": (job_dir(home, job_id) / "pr.md").read_text("utf-8")
                if (job_dir(home, job_id) / "pr.md").is_file() else outcome.message}
-    for key, value in outputs.items():
-        core.set_output(key, value)
+    for key, value in outputs.items():  # under a random delimiter (GITHUB_OUTPUT); no control character
+        core.set_output(key, terminal(value))
     lines = _summary_lines(outcome, job)
     _summary(lines)
     (artifacts / f"{job_id}-summary.md").write_text("\n".join(lines) + "\n", "utf-8")
     if outcome.exit_code != 0:
-        core.error(f"Toren: {outcome.state}: {outcome.message}")
+        core.error(terminal(f"Toren: {outcome.state}: {outcome.message}"))
     return outcome.exit_code
 
 
@@ -273,8 +300,9 @@ def _comment_refusal(trigger: Trigger, reason: str) -> None:
     try:
         gh = GitHub(Endpoints.from_environ(dict(os.environ)), token)
         issue = gh.repo(os.environ.get("GITHUB_REPOSITORY", "")).get_issue(trigger.issue)
-        issue.create_comment(f"{MARKER}refused -->\n@{trigger.actor}, Toren did not start: "
-                             f"{reason.removeprefix('--actor: ')}.")
+        # no @mention of the person refused (a refusal must not become a way to notify anyone), and the
+        # reason, which names them, as inert text
+        issue.create_comment(f"{MARKER}refused -->\nToren did not start: {inline(reason.removeprefix('--actor: '))}.")
     except Exception:  # noqa: BLE001,S110 - the refusal itself is already reported
         pass
 
@@ -306,22 +334,27 @@ def _artifacts(home: Path, job_id: str, job, job_dir, log_path) -> Path:
 
 
 def _summary_lines(outcome, job) -> list[str]:
+    """The step summary (Markdown): every value from the job is a code span or inline text, so a file name,
+    a branch or a message cannot add a heading, a link, HTML, a mention or a closing reference."""
     mark = {"succeeded": "✅", "no_changes": "➖"}.get(outcome.state, "❌")
-    lines = [f"## Toren {mark} {outcome.state.replace('_', ' ')}", "", "| | |", "|---|---|"]
+    lines = [f"## Toren {mark} {inline(outcome.state.replace('_', ' '))}", "", "| | |", "|---|---|"]
     if outcome.pr_url:
-        lines.append(f"| Pull request | {outcome.pr_url} |")
-    lines.append(f"| Branch | `{outcome.branch}` |")
+        url = outcome.pr_url if re.fullmatch(r"https?://[^\s<>|`]+", outcome.pr_url) else code(outcome.pr_url, True)
+        lines.append(f"| Pull request | {url} |")
+    lines.append(f"| Branch | {code(outcome.branch or '', True)} |")
     if outcome.files:
-        lines.append(f"| Files changed | {len(outcome.files)}: {', '.join(f'`{f}`' for f in outcome.files[:15])} |")
+        names = ", ".join(code(f, True) for f in outcome.files[:15])
+        lines.append(f"| Files changed | {len(outcome.files)}: {names} |")
     verify = job.inputs.get("verify")
-    lines.append(f"| Verification | {'`' + verify + '` passed' if verify and outcome.commit else (verify or 'none')} |")
+    shown = f"{code(verify, True)} passed" if verify and outcome.commit else code(verify, True) if verify else "none"
+    lines.append(f"| Verification | {shown} |")
     if outcome.usage:
-        lines.append(f"| Turns | {outcome.usage['turns']} |")
+        lines.append(f"| Turns | {inline(str(outcome.usage['turns']))} |")
     if outcome.cost_usd is not None:
         lines.append(f"| Cost | ${outcome.cost_usd:.4f} |")
     lines.append(f"| Duration | {outcome.duration_s:.0f} s |")
     if outcome.message and outcome.state != "succeeded":
-        lines += ["", f"**Reason:** {outcome.message}"]
+        lines += ["", f"**Reason:** {inline(outcome.message)}"]
     return lines
 
 

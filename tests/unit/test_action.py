@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -91,4 +92,83 @@ def test_a_refused_actor_gets_a_comment_and_the_step_fails(monkeypatch, tmp_path
         assert "::error::" in out and "rita has read permission" in out
         assert "refused" in out_file.read_text()
         (comment,) = gh.comments("acme/widget", 42)
-        assert "@rita, Toren did not start" in comment["body"]
+        # the refused person is named, never @-mentioned: a refusal is no way to notify anyone
+        assert "Toren did not start" in comment["body"] and "rita has read permission" in comment["body"]
+        assert not re.search(r"@[A-Za-z0-9]", comment["body"])
+
+
+def runner_commands(out: str) -> list[str]:
+    """The workflow commands a GitHub runner would act on in this output, by its rules: a line that starts, past
+    white space, with ``::name`` is one; after ``::stop-commands::TOKEN`` only ``::TOKEN::`` is; ``##[name``
+    anywhere in a line is the legacy form."""
+    acted, stopped = [], None
+    for line in out.split("\n"):
+        s = line.lstrip()
+        if stopped is not None:
+            if s.rstrip() == f"::{stopped}::":
+                acted.append("resume")
+                stopped = None
+            continue
+        m = re.match(r"::([A-Za-z-]+)", s)
+        if m:
+            acted.append(m.group(1))
+            if m.group(1) == "stop-commands":
+                stopped = s.split("::", 2)[2].rstrip()
+        elif "##[" in line:
+            acted.append("legacy")
+    return acted
+
+
+AGENT_LINES = [
+    "::add-mask::ghp_0123456789abcdef",
+    "::stop-commands::x",
+    "::x::",
+    "::error file=src/a.py,line=1::All checks passed",
+    "   ::warning::indented",
+    "\u3000::notice::after an ideographic space",
+    "progress ##[error]legacy form",
+    "\x1b[2Kerased line\x1b]52;c;ZXZpbA==\x07\x9b2J",
+    "ok\rFAILED",
+    "two\n::add-mask::lines",
+    "::endgroup::",
+]
+
+
+def test_the_agents_output_cannot_issue_workflow_commands(capsys):
+    reporter = action.ActionsReporter()
+    reporter.stage("running", "the agent")
+    for line in AGENT_LINES:
+        reporter.line(line)
+    reporter.stage("verifying", "make test")
+    reporter.line("::set-output name=status::succeeded")
+    reporter.close()
+    out = capsys.readouterr().out
+    assert runner_commands(out) == ["group", "stop-commands", "resume", "endgroup", "group", "stop-commands",
+                                    "resume", "endgroup"], out
+    tokens = re.findall(r"^::stop-commands::(\S+)$", out, re.M)
+    assert len(set(tokens)) == 2 and all(len(t) >= 32 for t in tokens)  # a fresh random token each time
+    body = [ln for ln in out.split("\n") if not re.match(r"::(group|endgroup|stop-commands|toren-[0-9a-f]+)::", ln)]
+    for ln in body:  # belt and braces: even without the stop, no line of the agent's is a command
+        assert not ln.lstrip().startswith("::") and "##[" not in ln, ln
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", ln), ln
+    assert "\\x1b[2Kerased" in out and "ok\\rFAILED" in out  # shown, not acted on
+
+
+def test_the_step_summary_holds_hostile_names_and_messages_as_text():
+    from types import SimpleNamespace
+
+    markdown_it = pytest.importorskip("markdown_it")
+    files = ["fixes #1 and cc @octocat.py", "a\n## Reviewed and approved by @octocat", "x```y", "<img src=x>.md",
+             "pipe|name.py", "e\x1b[2K\u202egnp.exe"]
+    outcome = SimpleNamespace(
+        state="failed", pr_url="https://github.com/acme/widget/pull/5", branch="toren/x`|<b>@octocat",
+        files=files, commit="abc", usage={"turns": 3}, cost_usd=0.5, duration_s=3.0,
+        message="cannot push: a\n## Approved\nCloses #7, thanks @acme/security-team <img src=x>")
+    job = SimpleNamespace(inputs={"verify": "make test | tee `log`"})
+    md = "\n".join(action._summary_lines(outcome, job))
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(md)
+    assert html.count("<h2>") == 1 and "<img" not in html and "<b>" not in html, html
+    assert len(re.findall(r"<tr>", html)) == 8  # the header and seven rows: no name or command split a row
+    text = re.sub(r"<code>.*?</code>", "", html, flags=re.S)
+    assert not re.search(r"@[A-Za-z0-9]|#[0-9]|(?i:closes)\s*#", text.replace("/pull/5", "")), text
+    assert "\x1b" not in md and "\u202e" not in md and "\n## " not in md.replace("\n## Toren", "")
