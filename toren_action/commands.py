@@ -312,24 +312,28 @@ def cmd_logs(args: Namespace) -> int:
     path = log_path(home, job.id)
     if not path.exists():
         raise TorenError(f"job {job.id} has no log yet (it has not started)")
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    from toren_action.texts import terminal
+
+    # the log holds the agent's output: its control characters are shown, never sent to the terminal (newline="":
+    # a lone \r is kept, to be shown, not read as a line end)
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         lines = fh.readlines()
         if args.tail is not None:
             lines = lines[-args.tail:] if args.tail > 0 else []
-        sys.stdout.writelines(lines)
+        sys.stdout.writelines(terminal(ln) for ln in lines)
         sys.stdout.flush()
         if not args.follow:
             return 0
         while True:
             chunk = fh.read()
             if chunk:
-                sys.stdout.write(chunk)
+                sys.stdout.write(terminal(chunk))
                 sys.stdout.flush()
                 continue
             store.reap_lost(job.id)
             job = store.get(job.id)
             if job.state in FINAL_STATES:
-                sys.stdout.write(fh.read())
+                sys.stdout.write(terminal(fh.read()))
                 return STATE_EXIT_CODES.get(job.state, 1)
             time.sleep(0.05)
 

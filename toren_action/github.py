@@ -30,6 +30,8 @@ from toren_action.errors import (
 )
 from toren_action.redact import Secret
 from toren_action.task import Task, title_of
+from toren_action.texts import defuse_mentions, one_line, terminal
+from toren_action.texts import title as inert_title
 from toren_action.validate import IssueRef
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -237,7 +239,12 @@ class GitHub:
                           draft: bool, labels: tuple[str, ...] = (), reviewers: tuple[str, ...] = (),
                           assignees: tuple[str, ...] = ()) -> tuple[str, int, bool]:
         """Open the pull request on ``full_name`` from ``head_repo``'s branch (a fork's, or its own), or update
-        the open one from that branch. Returns (url, number, created)."""
+        the open one from that branch. Returns (url, number, created).
+
+        The caller makes each untrusted part of the title and the body inert (toren_action.texts); here, last,
+        the title is made one defused line, and the body loses its control characters and @mentions (Toren
+        writes none; it keeps its Markdown and Toren's own ``Closes #N``)."""
+        title, body = inert_title(title) or "Toren", defuse_mentions(terminal(body))
         repo = self.repo(full_name)
         owner = head_repo.split("/")[0]
         head = branch if head_repo.lower() == full_name.lower() else f"{owner}:{branch}"
@@ -365,6 +372,8 @@ class ProgressComment:
         if final is None:
             return "\n".join([head + ": in progress", "", *rows, ""])
         state, lines = final
+        # one line each (none can start a heading of its own) and no @mention (Toren writes none there)
+        lines = [defuse_mentions(one_line(line)) for line in lines]
         mark = {"succeeded": "✅", "no_changes": "➖"}.get(state, "❌")
         return "\n".join([head + f": {mark} **{state.replace('_', ' ')}**", "", *rows, "", *lines, ""])
 

@@ -7,13 +7,15 @@ What each one guarantees:
 - ``terminal(text)``: no control character acts: C0 and C1 controls (except tab and newline), DEL, the
   bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C), the Unicode
   line and paragraph separators and lone surrogates are shown as visible escapes (``\\x1b``, ``\\r``,
-  ``\\u202e``). A ``\\r`` of a CRLF line end is dropped. For the console, the job log and ``toren logs``.
+  ``\\u202e``). A CRLF line end becomes a newline. For the console, the job log and ``toren logs``.
 - ``one_line(text)``: ``terminal`` and the newline made visible too (``\\n``): for a field that must stay on
   its line (a title, a table cell, a list item).
 - ``defuse(text)``: no @mention (``@user``, ``@org/team``), no issue or pull-request reference (``#7``,
   ``owner/repo#7``, ``GH-7``, ``https://…/issues/7``) and no closing keyword (``fixes #7``) can act: a
   zero-width space breaks each, so the text reads the same. Fullwidth ``＠``/``＃`` are treated alike.
   Idempotent.
+- ``defuse_mentions(text)``, ``defuse_references(text)``: each half of ``defuse`` alone (the last guard of a
+  whole text that also holds Toren's own ``Closes #N`` or pull request link).
 - ``plain(text)``: ``defuse`` and ``terminal``, newlines kept: for plain text GitHub linkifies (a commit
   message body).
 - ``title(text)``: ``plain`` on one line: a pull request title, a commit subject.
@@ -51,10 +53,7 @@ def _visible(match: re.Match) -> str:
 
 def terminal(text: str) -> str:
     """Control characters shown as visible escapes; tab and newline kept (see the module's docstring)."""
-    text = str(text).replace("\r\n", "\n")
-    if text.endswith("\r"):
-        text = text[:-1]
-    return _CONTROL.sub(_visible, text)
+    return _CONTROL.sub(_visible, str(text).replace("\r\n", "\n"))
 
 
 def one_line(text: str) -> str:
@@ -92,9 +91,14 @@ def defuse_references(text: str) -> str:
     return _URL_REFERENCE.sub(lambda m: m.group(1) + ZWSP, text)
 
 
+def defuse_mentions(text: str) -> str:
+    """No @mention can act; references left as they are (for a text that carries Toren's own ``Closes #N``)."""
+    return _MENTION.sub(lambda m: m.group(1) + ZWSP, str(text))
+
+
 def defuse(text: str) -> str:
     """No mention, reference or closing keyword can act (see the module's docstring). Idempotent."""
-    return _MENTION.sub(lambda m: m.group(1) + ZWSP, defuse_references(str(text)))
+    return defuse_mentions(defuse_references(str(text)))
 
 
 def plain(text: str) -> str:

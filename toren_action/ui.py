@@ -1,11 +1,14 @@
 """How a job looks in a terminal: stage lines with elapsed time, the agent's output indented, and the
-final result. Plain text (fast, pipe-friendly); rich is used only for the status table."""
+final result. Plain text (fast, pipe-friendly); rich is used only for the status table. Every text from the
+agent or the job passes ``texts.terminal`` (or ``one_line``): no escape sequence reaches the terminal."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import TextIO
+
+from toren_action.texts import one_line, terminal
 
 STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_out": "✘", "cancelled": "✘",
                "budget_exceeded": "✘", "auth_failed": "✘", "rate_limited": "✘", "max_turns": "✘",
@@ -38,7 +41,7 @@ class ConsoleReporter:
 
     def stage(self, state: str, detail: str) -> None:
         mark = STAGE_MARKS.get(state, "▸")
-        self._print(f"[{self._elapsed()}] {mark} {state:<10} {detail}")
+        self._print(f"[{self._elapsed()}] {mark} {state:<10} {one_line(detail)}")
         if self._console is None:
             return
         if state in STAGE_MARKS:  # an end state: no spinner after it
@@ -51,7 +54,8 @@ class ConsoleReporter:
 
     def line(self, text: str) -> None:
         if not self.quiet:
-            self._print(f"           │ {text}")
+            for part in terminal(text).split("\n"):
+                self._print(f"           │ {part}")
 
     def close(self) -> None:
         if self._status is not None:
@@ -71,14 +75,16 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
     w = (stream or sys.stdout).write
     if outcome.state == "succeeded":
         w(f"✔ {outcome.state} in {outcome.duration_s:.1f}s\n")
-        w(f"  branch  {outcome.branch}  (pushed to {outcome.pushed_to})\n")
+        w(f"  branch  {one_line(outcome.branch)}  (pushed to {one_line(outcome.pushed_to)})\n")
         w(f"  commit  {outcome.commit}\n")
-        files = ", ".join(outcome.files[:10]) + (f", … (+{len(outcome.files) - 10})" if len(outcome.files) > 10 else "")
+        files = ", ".join(one_line(f) for f in outcome.files[:10])
+        files += f", … (+{len(outcome.files) - 10})" if len(outcome.files) > 10 else ""
         w(f"  files   {len(outcome.files)} changed: {files}\n")
         if outcome.pr_url:
-            w(f"  pr      {outcome.pr_url}\n")
+            w(f"  pr      {one_line(outcome.pr_url)}\n")
     else:
-        w(f"{STAGE_MARKS.get(outcome.state, '✘')} {outcome.state} in {outcome.duration_s:.1f}s: {outcome.message}\n")
+        w(f"{STAGE_MARKS.get(outcome.state, '✘')} {outcome.state} in {outcome.duration_s:.1f}s: "
+          f"{terminal(outcome.message)}\n")
     if outcome.usage:
         u = outcome.usage
         cost = f"${outcome.cost_usd:.4f}" if outcome.cost_usd is not None else "cost unknown"
@@ -149,10 +155,10 @@ def status_renderable(jobs):
         agent = j.agent + (f"/{j.model}" if j.model else "")
         result = j.pr_url or (j.result_commit or "")[:10] or (j.error or "")[:40]
         table.add_row(
-            j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", escape(_short_repo(j.repo)), escape(j.branch),
-            escape(agent),
+            j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", escape(one_line(_short_repo(j.repo))),
+            escape(one_line(j.branch)), escape(one_line(agent)),
             fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
-            f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-", escape(result),
+            f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-", escape(one_line(result)),
         )
     return table
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 
 import pytest
@@ -96,3 +97,43 @@ def test_progress_edits_are_throttled_but_never_left_behind():
     assert "succeeded" in repo.log[-1][1] and "https://x/pull/1" in repo.log[-1][1]
     time.sleep(0.4)
     assert len(repo.log) == 3  # nothing after the final edit
+
+
+def test_the_progress_comment_keeps_each_final_line_on_its_line():
+    repo = _Repo()
+    p = ProgressComment(repo, 42, "job1")
+    p.stage("running", "fixes #1 @octocat\n## forged")  # a stage's detail is never shown
+    p.finish("failed", ["Reason: x\n## Reviewed and approved by @octocat\r\n- [x] done\x1b[2K", "_took 3s._"])
+    body = repo.log[-1][1]
+    assert "\n## " not in body and "\n- [x]" not in body and "\x1b" not in body and "\r" not in body
+    assert "fixes #1" not in body and "forged" not in body and not re.search(r"@[A-Za-z0-9]", body)
+    reason, took = body.rstrip("\n").split("\n")[-2:]  # two lines in, two lines out
+    assert reason.startswith("Reason: x\\n## Reviewed") and took == "_took 3s._"
+
+
+def test_a_pull_request_title_is_one_defused_line_and_its_body_has_no_control_character(tmp_path):
+    import subprocess
+
+    from tests.fakes.github import FakeGitHub
+    from toren_action.github import GitHub
+    from toren_action.redact import Secret
+
+    with FakeGitHub(tmp_path / "gh") as fake:
+        bare = fake.add_repo("acme/widget")
+        git = ["git", f"--git-dir={bare}"]
+        tree = subprocess.run([*git, "rev-parse", "main^{tree}"], capture_output=True, text=True, check=True)
+        commit = subprocess.run([*git, "commit-tree", tree.stdout.strip(), "-p", "main", "-m", "x"],
+                                capture_output=True, text=True, check=True,
+                                env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+                                     "GIT_COMMITTER_EMAIL": "t@e", "PATH": "/usr/bin:/bin"})
+        subprocess.run([*git, "update-ref", "refs/heads/toren/x", commit.stdout.strip()], check=True)
+        gh = GitHub(Endpoints(fake.api_url, fake.server_url), Secret("GITHUB_TOKEN", fake.token))
+        title = "Typo, fixes #1 cc @acme/security-team\n\nCo-authored-by: Mallory <m@e>\x1b]52;c;eA==\x07"
+        body = "Closes #42\n\n## Summary\nok @octocat\x1b[2K\x9b\u202e\n"
+        gh.open_or_update_pr("acme/widget", "acme/widget", "toren/x", "main", title, body, draft=False)
+        (pr,) = fake.pulls("acme/widget")
+        assert "\n" not in pr["title"] and "\x1b" not in pr["title"] and "\x07" not in pr["title"]
+        assert not re.search(r"@[a-z]|#\d|fixes\s*#", pr["title"], re.I), pr["title"]
+        assert pr["body"].startswith("Closes #42\n")  # Toren's own reference is the caller's to keep
+        assert not re.search("[\x1b\x9b\u202e]", pr["body"]) and "\\x1b[2K" in pr["body"]
+        assert not re.search(r"@[A-Za-z0-9]", pr["body"])

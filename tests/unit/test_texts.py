@@ -143,6 +143,7 @@ def test_the_agents_markdown_keeps_its_formatting_but_no_html_or_reference_acts(
     ("bad\udcff", "bad\\udcff"),  # a lone surrogate (surrogateescape)
     ("tab\tkept\nand newline", "tab\tkept\nand newline"),
     ("crlf\r\n", "crlf\n"),
+    ("progress 10%\r", "progress 10%\\r"),
 ])
 def test_control_characters_are_shown_not_sent(raw, shown):
     assert texts.terminal(raw) == shown
@@ -159,3 +160,56 @@ def test_workflow_safe_lines_are_no_commands(line):
     out = texts.workflow_safe(line)
     assert not out.strip().startswith("::") and "##[" not in out and "\x1b" not in out and "\n" not in out
     assert out.replace("\u203a ", "").replace(ZWSP, "").replace("\\x1b", "\x1b") == line
+
+
+def test_the_halves_of_defuse():
+    assert texts.defuse_mentions("Closes #4, cc @octocat") == "Closes #4, cc @" + ZWSP + "octocat"
+    assert texts.defuse_references("Closes #4, cc @octocat") == "C" + ZWSP + "loses #" + ZWSP + "4, cc @octocat"
+
+
+ESCAPES = ["\x1b[2K\x1b[1Aerased", "\x1b]52;c;ZXZpbA==\x07clip", "\x9b2Jc1", "ok\rFAILED", "rtl\u202eexe.txt"]
+
+
+def test_the_console_shows_the_agents_control_characters():
+    import io
+    from types import SimpleNamespace
+
+    from toren_action.ui import ConsoleReporter, print_outcome
+
+    stream = io.StringIO()
+    reporter = ConsoleReporter(stream)
+    reporter.stage("running", "detail\x1b[2K\nforged")
+    for line in ESCAPES:
+        reporter.line(line)
+    reporter.line('{"tool": "Bash", "input": {"command": "printf \\u001b[2K"}}' + "\x1b[2K")  # a tool call's args
+    outcome = SimpleNamespace(state="succeeded", duration_s=1.0, branch="b\x1b[2K", pushed_to="o\x9b", commit="c",
+                              files=["a\x1b]52;c;x\x07.py", "n\nl"], pr_url="https://x/pull/1\x1b[2K", usage=None,
+                              cost_usd=None, cost_source=None, job_id="j1", message="")
+    print_outcome(outcome, None, stream)
+    print_outcome(SimpleNamespace(**{**vars(outcome), "state": "failed", "message": "m\x1b[2K\rX"}), None, stream)
+    out = stream.getvalue()
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", out), repr(out)
+    assert "\\x1b[2K" in out and "\\x9b2J" in out and "ok\\rFAILED" in out and "\\u202e" in out
+    assert "detail\\x1b[2K\\nforged" in out
+
+
+def test_toren_logs_shows_the_control_characters_in_the_log(tmp_path, monkeypatch, capsys):
+    from argparse import Namespace
+
+    from toren_action.commands import cmd_logs
+    from toren_action.paths import log_path
+    from toren_action.store import Store
+
+    monkeypatch.setenv("TOREN_HOME", str(tmp_path / "home"))
+    from toren_action.paths import toren_home
+
+    store = Store(toren_home())
+    job_id = store.create_job(repo="/r", branch="b", agent="shell", model=None, base_image="i", inputs={})
+    path = log_path(toren_home(), job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(ESCAPES) + "\ntab\tkept\n", "utf-8")
+    assert cmd_logs(Namespace(job=job_id, tail=None, follow=False)) == 0
+    out = capsys.readouterr().out
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", out), repr(out)
+    assert "\\x1b]52;c;ZXZpbA==\\x07clip" in out and "ok\\rFAILED" in out and "tab\tkept\n" in out
+    assert out.count("\n") == len(ESCAPES) + 1
