@@ -460,7 +460,7 @@ def cmd_cleanup(args: Namespace) -> int:
             what += [f"container {c.short_id}" for c in cs]
             if not args.dry_run:
                 for c in cs:
-                    c.remove(force=True)
+                    c.remove(v=True, force=True)  # v: with the anonymous volumes of the image's VOLUMEs
         if args.logs:
             if jdir.exists():
                 what.append(f"{jdir}")
@@ -482,26 +482,41 @@ def cmd_cleanup(args: Namespace) -> int:
         if what:
             print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")
     if docker_client is not None and (args.all or args.older_than):
-        _prune_images(docker_client, args.dry_run)
+        _prune_images(docker_client, args.dry_run, home)
     if not jobs:
         print("nothing to clean up")
     return 0
 
 
-def _prune_images(docker_client, dry_run: bool) -> None:
-    """Toren's agent images that no tag points to any more (superseded by a rebuild); never anyone else's."""
+def _prune_images(docker_client, dry_run: bool, home) -> None:
+    """Toren's agent images that no tag points to any more (superseded by a rebuild); never anyone else's: only
+    images Toren recorded building, not the ones a user built FROM them (those inherit Toren's label)."""
     import docker.errors
 
-    dangling = docker_client.images.list(filters={"dangling": True, "label": "toren.managed=1"})
+    from toren_action import image
+
+    ours = image.built_ids(home)
+    dangling = docker_client.images.list(filters={"dangling": True, "label": f"{image.LABEL_MANAGED}=1"})
+    gone = set()
     for img in dangling:
+        if not image.is_torens(img, ours):
+            continue
         if dry_run:
             print(f"would remove image {img.short_id.removeprefix('sha256:')}")
             continue
         try:
             docker_client.images.remove(img.id)
+            gone.add(img.id)
             print(f"removed image {img.short_id.removeprefix('sha256:')}")
-        except docker.errors.APIError:  # still used by a container
+        except docker.errors.ImageNotFound:
+            gone.add(img.id)
+        except docker.errors.APIError:  # still used by a container or an image built FROM it
             pass
+    if not dry_run and ours:
+        present = {i.id for i in docker_client.images.list(all=True, filters={"label": f"{image.LABEL_MANAGED}=1"})}
+        gone |= ours - present
+        if gone:
+            image.forget_built(gone, home)
 
 
 def cmd_health(args: Namespace) -> int:

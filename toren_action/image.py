@@ -1,10 +1,16 @@
 """The agent image: a Dockerfile rendered from the base image and the agent profile, tagged by a content
-hash of everything that goes into it, built only when that tag is missing."""
+hash of everything that goes into it, built only when that tag is missing.
+
+Images built ``FROM`` Toren's images inherit its labels, so a label alone does not say Toren built an image:
+Toren records the id of each image it builds (``TOREN_HOME/images``), and ``toren cleanup`` prunes only images
+that are on that record and carry the label."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -15,6 +21,11 @@ from toren_action.agents.base import CLI_PREFIX, NODE_PREFIX, AgentProfile
 from toren_action.errors import ImageError
 
 IMAGE_REPOSITORY = "toren/agent"
+LABEL_MANAGED = "toren.managed"
+LABEL_HASH = "toren.image-hash"
+#: In TOREN_HOME: the ids of the images Toren built, one a line.
+BUILT_RECORD = "images"
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 CA_PATH = "/usr/local/share/toren/ca-bundle.crt"
 #: Variables that make curl, pip, requests, Node/npm and git trust the injected CA bundle.
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PIP_CERT",
@@ -142,13 +153,17 @@ def resolve_base(client, ref: str, pull: str, progress: Callable[[str], None]) -
     return _check_os(image, ref)
 
 
-def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None]) -> tuple[str, bool]:
-    """Build the agent image when its content-hash tag is missing. Returns (tag, built)."""
+def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None],
+                 home: Path | None = None) -> tuple[str, bool]:
+    """Build the agent image when its content-hash tag is missing. Returns (tag, built). The image's id goes on
+    the record of images Toren built (in ``home``, TOREN_HOME by default)."""
     import docker.errors
 
     tag = recipe.tag
     try:
-        client.images.get(tag)
+        present = client.images.get(tag)
+        if (present.labels or {}).get(LABEL_HASH) == recipe.content_hash():
+            record_built(present.id, home)  # built before the record was kept, or by another TOREN_HOME
         return tag, False
     except docker.errors.ImageNotFound:
         pass
@@ -160,7 +175,7 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None]) -
         context.seek(0)
         for chunk in client.api.build(
             fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
-            decode=True, labels={"toren.managed": "1", "toren.image-hash": recipe.content_hash()},
+            decode=True, labels={LABEL_MANAGED: "1", LABEL_HASH: recipe.content_hash()},
         ):
             if "stream" in chunk:
                 for line in chunk["stream"].splitlines():
@@ -179,7 +194,55 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None]) -
         raise ImageError(f"building the agent image failed: {_explain(exc)}") from None
     finally:
         context.close()
+    try:
+        record_built(client.images.get(tag).id, home)
+    except docker.errors.APIError:  # gone already (another cleanup): nothing to record
+        pass
     return tag, True
+
+
+def _record_path(home: Path | None) -> Path:
+    from toren_action.paths import toren_home
+
+    if home is None:
+        home = toren_home()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return home / BUILT_RECORD
+
+
+def record_built(image_id: str, home: Path | None = None) -> None:
+    """Put an image id on the record of images Toren built (once)."""
+    if not _IMAGE_ID.match(image_id) or image_id in built_ids(home):
+        return
+    fd = os.open(_record_path(home), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(image_id + "\n")
+
+
+def built_ids(home: Path | None = None) -> set[str]:
+    """The ids of the images Toren built (as recorded)."""
+    try:
+        text = _record_path(home).read_text("ascii", errors="replace")
+    except FileNotFoundError:
+        return set()
+    return {line for line in text.splitlines() if _IMAGE_ID.match(line)}
+
+
+def forget_built(image_ids: set[str], home: Path | None = None) -> None:
+    """Take removed images off the record."""
+    path = _record_path(home)
+    keep = sorted(built_ids(home) - image_ids)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(i + "\n" for i in keep))
+    os.replace(tmp, path)
+
+
+def is_torens(image, ids: set[str]) -> bool:
+    """An image Toren built: on the record and labelled. The label alone is not enough: an image built FROM
+    one of Toren's inherits it."""
+    return image.id in ids and (image.labels or {}).get(LABEL_MANAGED) == "1"
 
 
 def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -70,3 +70,43 @@ def test_the_cli_gets_its_own_layer_after_node_and_its_version_is_in_the_hash(tm
 
     names = tarfile.open(fileobj=io.BytesIO(a.context_tar())).getnames()
     assert "node/bin/node" in names and "Dockerfile" in names
+
+
+def test_the_record_of_built_images(tmp_path):
+    import os
+    import stat
+    from types import SimpleNamespace
+
+    from toren_action import image
+
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert image.built_ids(tmp_path) == set()
+    image.record_built(a, tmp_path)
+    image.record_built(a, tmp_path)  # once
+    image.record_built("sha256:../../etc", tmp_path)  # not an image id: ignored
+    image.record_built(b, tmp_path)
+    record = tmp_path / image.BUILT_RECORD
+    assert record.read_text() == f"{a}\n{b}\n" and stat.S_IMODE(os.stat(record).st_mode) == 0o600
+    image.forget_built({a}, tmp_path)
+    assert image.built_ids(tmp_path) == {b}
+
+    def img(i, labels):
+        return SimpleNamespace(id=i, labels=labels)
+
+    ours = image.built_ids(tmp_path)
+    assert image.is_torens(img(b, {"toren.managed": "1"}), ours)
+    assert not image.is_torens(img(a, {"toren.managed": "1"}), ours)  # labelled (inherited), not built by Toren
+    assert not image.is_torens(img(b, {}), ours)
+
+
+def test_the_record_is_not_written_through_a_link(tmp_path):
+    import pytest
+
+    from toren_action import image
+
+    target = tmp_path / "elsewhere"
+    target.write_text("keep\n")
+    (tmp_path / image.BUILT_RECORD).symlink_to(target)
+    with pytest.raises(OSError):
+        image.record_built("sha256:" + "c" * 64, tmp_path)
+    assert target.read_text() == "keep\n"
