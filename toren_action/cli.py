@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "credential is its API key)")
     g.add_argument("--memory", help="memory limit (default 4g)")
     g.add_argument("--pids-limit", type=int, metavar="N", help="process limit (default 1024)")
+    g.add_argument("--cpus", type=float, metavar="N", help="CPUs of the agent's container (default 2)")
     g.add_argument("--ca-bundle", metavar="PATH",
                    help="extra CA bundle to trust in the image (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE or "
                         "NODE_EXTRA_CA_CERTS when set)")
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--protected-path", action="append", dest="protected_paths", metavar="GLOB",
                    help="files the change may not touch (repeatable)")
     g.add_argument("--max-file-mb", type=float, metavar="MB", help="largest file the change may add (default 5)")
+    g.add_argument("--max-change-mb", type=float, metavar="MB",
+                   help="largest total size of the change the agent may commit (default 50)")
     g.add_argument("--fail-on", choices=("none", "medium", "high"),
                    help="block the push on code-scan (bandit) findings at or above this severity (default none)")
     g = r.add_argument_group("result")
@@ -188,7 +191,7 @@ RUN_SETTING_FLAGS = (
     "github_token_file", "actor", "allow_actors", "allow_fork", "labels", "reviewers", "assignees",
     "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb", "key_proxy", "fail_on", "egress",
     "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
-    "ca_bundle", "verify", "draft", "no_pr",
+    "ca_bundle", "verify", "draft", "no_pr", "cpus", "max_change_mb",
 )
 
 

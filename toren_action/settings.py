@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "allow_workflow_changes": False,
     "protected_paths": [],
     "max_file_mb": 5,
+    "max_change_mb": 50,
     "summary_model": None,
     "ai_summary": "auto",
     "github_token_file": None,
@@ -66,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "verify": None,
     "memory": "4g",
     "pids_limit": 1024,
+    "cpus": 2.0,
     "author_name": "toren[bot]",
     "author_email": "toren[bot]@users.noreply.github.com",
     "allow_mounts": [],
@@ -79,7 +82,9 @@ HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle
                                 # these send the job's diff to a third party
                                 "ai_summary", "summary_model",
                                 # these loosen the diff policy
-                                "allow_policy", "allow_workflow_changes", "max_file_mb",
+                                "allow_policy", "allow_workflow_changes", "max_file_mb", "max_change_mb",
+                                # the agent container's limits
+                                "cpus",
                                 # off puts the key into the container
                                 "key_proxy", "egress"})
 
@@ -119,6 +124,8 @@ class Settings:
     allow_workflow_changes: bool = False
     protected_paths: tuple[str, ...] = ()
     max_file_mb: float = 5
+    #: Largest total size of the change the agent may commit, in MB (the sum of the changed files' new sizes).
+    max_change_mb: float = DEFAULTS["max_change_mb"]
     #: Model for AI summaries (default claude-haiku-4-5), and when the pull request body gets one: "auto" (the
     #: agent left none, the agent is claude and an Anthropic key is set), "always" (any agent), "never".
     summary_model: str | None = None
@@ -144,6 +151,8 @@ class Settings:
     verify: str | None = None
     memory: str = DEFAULTS["memory"]
     pids_limit: int = DEFAULTS["pids_limit"]
+    #: CPUs of the agent's container (Docker's --cpus).
+    cpus: float = DEFAULTS["cpus"]
     author_name: str = DEFAULTS["author_name"]
     author_email: str = DEFAULTS["author_email"]
     allow_mounts: tuple[str, ...] = ()
@@ -240,6 +249,7 @@ def check_layer(layer: dict[str, Any], origin: str) -> None:
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(layer), key=lambda e: list(e.absolute_path))
     if not errors:
+        _check_finite(layer, origin)
         return
     err = errors[0]
     path = ".".join(str(p) for p in err.absolute_path)
@@ -255,6 +265,22 @@ def check_layer(layer: dict[str, Any], origin: str) -> None:
     if origin == "env":
         raise UsageError("TOREN_" + path.split(".")[0].upper(), msg)
     raise ConfigError(f"{origin}: {path}: {msg}; fix the value or remove it")
+
+
+def _check_finite(layer: dict[str, Any], origin: str) -> None:
+    """nan and inf pass every minimum and maximum of the schema (TOML, float() and argparse all accept them)."""
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            if origin == "flags":
+                raise UsageError(flag_name(path.split(".")[0]), f"{value!r} is not a finite number")
+            if origin == "env":
+                raise UsageError("TOREN_" + path.split(".")[0].upper(), f"{value!r} is not a finite number")
+            raise ConfigError(f"{origin}: {path}: {value!r} is not a finite number; fix the value or remove it")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+
+    walk(layer, "")
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}

@@ -88,3 +88,68 @@ def test_settings_are_frozen_and_round_trip(tmp_path):
     record = s.to_record()
     assert record["env"] == {"K": "v"} and record["secrets"] == ("TOKEN",)
     assert settings_from_record(record) == s
+
+
+# cpus and max_change_mb (issue 12): the agent container's CPUs and the largest change it may commit
+
+
+def test_cpus_and_max_change_mb_defaults(tmp_path):
+    s = Settings.load({}, environ={}, cwd=str(tmp_path))
+    assert s.cpus == 2 and s.max_change_mb == 50
+    assert Settings().cpus == 2 and Settings().max_change_mb == 50
+
+
+def test_cpus_and_max_change_mb_from_every_layer(tmp_path):
+    (tmp_path / "mine.toml").write_text("cpus = 1.5\nmax-change-mb = 20\n")
+    s = Settings.load({}, environ={}, config_file=str(tmp_path / "mine.toml"), cwd=str(tmp_path))
+    assert (s.cpus, s.max_change_mb) == (1.5, 20)
+    s = Settings.load({}, environ={"TOREN_CPUS": "4", "TOREN_MAX_CHANGE_MB": "0.5"}, cwd=str(tmp_path))
+    assert (s.cpus, s.max_change_mb) == (4.0, 0.5)
+    assert s.source_of("cpus") == "TOREN_CPUS"
+    s = Settings.load({"cpus": 8.0, "max_change_mb": 200.0}, environ={"TOREN_CPUS": "4"}, cwd=str(tmp_path))
+    assert (s.cpus, s.max_change_mb) == (8.0, 200.0) and s.source_of("max_change_mb") == "--max-change-mb"
+
+
+@pytest.mark.parametrize("key,value", [
+    ("cpus", 0.0), ("cpus", -1.0), ("cpus", 0.001), ("cpus", 4096.0), ("cpus", float("nan")), ("cpus", float("inf")),
+    ("max_change_mb", 0.0), ("max_change_mb", -5.0), ("max_change_mb", 10.0 ** 9), ("max_change_mb", float("nan")),
+    ("max_change_mb", float("inf")),
+])
+def test_cpus_and_max_change_mb_bounds(tmp_path, key, value):
+    option = "--" + key.replace("_", "-")
+    with pytest.raises(UsageError, match=f"^{option}: "):
+        Settings.load({key: value}, environ={}, cwd=str(tmp_path))
+    with pytest.raises(UsageError, match=f"^TOREN_{key.upper()}: "):
+        Settings.load({}, environ={f"TOREN_{key.upper()}": repr(value)}, cwd=str(tmp_path))
+    toml_value = {"nan": "nan", "inf": "inf"}.get(repr(value), repr(value))
+    (tmp_path / "mine.toml").write_text(f"{key} = {toml_value}\n")
+    with pytest.raises(ConfigError, match=f"mine.toml: {key}: "):
+        Settings.load({}, environ={}, config_file=str(tmp_path / "mine.toml"), cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("raw", ["two", "", "1,5", "true"])
+def test_cpus_variable_must_be_a_number(tmp_path, raw):
+    with pytest.raises(UsageError, match="^TOREN_CPUS: "):
+        Settings.load({}, environ={"TOREN_CPUS": raw}, cwd=str(tmp_path))
+
+
+def test_cpus_and_max_change_mb_are_flags_of_toren_run():
+    from toren_action.cli import RUN_SETTING_FLAGS, build_parser, run_flags
+
+    args = build_parser().parse_args(["run", "--cpus", "0.5", "--max-change-mb", "12.5"])
+    flags = run_flags(args)
+    assert flags["cpus"] == 0.5 and flags["max_change_mb"] == 12.5
+    assert {"cpus", "max_change_mb"} <= set(RUN_SETTING_FLAGS)
+
+
+@pytest.mark.parametrize("line", ["cpus = 64", "max_change_mb = 100000", "max-change-mb = 1"])
+def test_cpus_and_max_change_mb_are_not_the_repositorys(tmp_path, line):
+    (tmp_path / "toren.toml").write_text(line + "\n")
+    with pytest.raises(ConfigError, match="may not set (cpus|max_change_mb)"):
+        Settings.load({}, environ={}, cwd=str(tmp_path))
+
+
+def test_cpus_and_max_change_mb_round_trip_through_the_job_record(tmp_path):
+    s = Settings.load({"cpus": 3.0, "max_change_mb": 7.0}, environ={}, cwd=str(tmp_path))
+    assert settings_from_record(s.to_record()) == s
+    assert s.to_record()["cpus"] == 3.0 and s.to_record()["max_change_mb"] == 7.0
