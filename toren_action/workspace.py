@@ -2,6 +2,16 @@
 
 Host-side git never runs hooks or fsmonitor commands from a job's repository: the agent cannot write the
 job's .git (it is mounted read-only in the container), and every command here also disables both.
+
+Every host-side git command goes through :func:`git` (or :class:`Blobs`) and runs with the fixed options in
+``SAFE``, whatever the user's or the repository's config says: paths unquoted, explicit ``a/``/``b/`` prefixes,
+whole-repository diffs, no attributes file of the user's, no system attributes, no external diff from the
+environment. Output is read as bytes and decoded as UTF-8 with ``surrogateescape`` (a Latin-1 file name or
+line never crashes a caller, and encoding it back gives git's bytes).
+
+git's ownership check (``safe.directory``) stays on, except for Toren's own job workspaces and mirrors: a
+repository owned by another user (``toren scan`` run as root in someone else's checkout) is refused by git
+before any of its config can run.
 """
 
 from __future__ import annotations
@@ -19,23 +29,164 @@ from pathlib import Path
 
 from toren_action.errors import GitError, UsageError
 
-SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never"]
+SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never",
+        "-c", "core.quotePath=false", "-c", "core.attributesFile=/dev/null",
+        "-c", "diff.noprefix=false", "-c", "diff.mnemonicPrefix=false", "-c", "diff.relative=false",
+        "-c", "diff.ignoreSubmodules=none", "-c", "color.ui=never"]
+#: Environment variables of the user's that would change what host-side git shows or runs.
+UNSAFE_ENV = ("GIT_EXTERNAL_DIFF", "GIT_DIFF_OPTS", "GIT_ATTR_SOURCE")
 TOREN_DIR = ".toren"
 
 
+class UntrustedRepository(GitError):
+    """git refused a repository owned by another user (its config would run as us)."""
+
+
+def _toren_home() -> str:
+    """Where Toren keeps its state (as paths.toren_home, without creating it)."""
+    if os.environ.get("TOREN_HOME"):
+        return str(Path(os.environ["TOREN_HOME"]).expanduser().absolute())
+    from platformdirs import user_data_dir
+
+    return user_data_dir("toren", appauthor=False)
+
+
+def is_toren_workspace(cwd: Path | str) -> bool:
+    """Whether ``cwd`` is one of Toren's own repositories: a job's clone (``$TOREN_HOME/jobs/<id>/workspace``)
+    or a mirror (``$TOREN_HOME/mirrors/<name>.git``). Exactly those directories, never one below them (a
+    repository the agent nested in its work tree stays untrusted)."""
+    home = os.path.realpath(_toren_home())
+    here = os.path.realpath(cwd)
+    parent = os.path.dirname(here)
+    return ((os.path.basename(here) == "workspace" and os.path.dirname(parent) == os.path.join(home, "jobs"))
+            or (parent == os.path.join(home, "mirrors") and here.endswith(".git")))
+
+
+def git_argv(*args: str, cwd: Path | str | None = None, trusted: bool | None = None) -> list[str]:
+    """The command line for host-side git: the fixed options, then ``safe.directory`` for ``cwd`` only when
+    it is trusted (``None``: only when it is one of Toren's own repositories, see is_toren_workspace)."""
+    if trusted is None:
+        trusted = cwd is not None and is_toren_workspace(cwd)
+    trust = ["-c", f"safe.directory={os.path.realpath(cwd)}"] if trusted and cwd else []
+    return ["git", *SAFE, *trust, *args]
+
+
+def git_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in UNSAFE_ENV}
+    return {**base, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "GIT_ATTR_NOSYSTEM": "1",
+            **(env or {})}
+
+
+def decode(data: bytes) -> str:
+    """git's bytes as text, losslessly (``surrogateescape``)."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def printable(text: str) -> str:
+    """Text from git for people and for the record: undecodable bytes replaced, never a surrogate."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _failure(args: tuple[str, ...], stderr: bytes, stdout: bytes, code: int, cwd, redact) -> GitError:
+    text = printable(decode(stderr or stdout)).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if "dubious ownership" in text:
+        return UntrustedRepository(redact(
+            f"git refused {os.path.realpath(cwd) if cwd else 'the repository'}: it is owned by another user, and "
+            "Toren does not run git in a repository it cannot trust (its config could run commands as you); run "
+            "Toren as the repository's owner"))
+    detail = lines[-1] if lines else f"exit code {code}"
+    return GitError(redact(f"git {args[0]} failed: {detail}"))
+
+
 def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
-        redact: Callable[[str], str] = str) -> str:
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", **(env or {})}
-    # Trust only the directory we run in (a job's tree may belong to the agent's uid); a repository the agent
-    # nests inside it stays untrusted, so git refuses to run its config instead of running it as us.
-    trust = ["-c", f"safe.directory={os.path.realpath(cwd)}"] if cwd else []
-    proc = subprocess.run(["git", *SAFE, *trust, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          check=False)
+        redact: Callable[[str], str] = str, trusted: bool | None = None) -> str:
+    """Run host-side git; its standard output (see the module docstring for the fixed options and decoding).
+    ``trusted``: switch git's ownership check off for ``cwd`` (True only for a repository Toren made itself;
+    the default trusts only Toren's job workspaces and mirrors)."""
+    proc = subprocess.run(git_argv(*args, cwd=cwd, trusted=trusted), cwd=cwd, env=git_env(env),
+                          capture_output=True, check=False)
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        detail = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise GitError(redact(f"git {args[0]} failed: {detail}"))
-    return proc.stdout
+        raise _failure(args, proc.stderr, proc.stdout, proc.returncode, cwd, redact)
+    return decode(proc.stdout)
+
+
+class Blobs:
+    """Objects' bytes exactly as stored, through one ``git cat-file --batch`` process (no filter, no textconv,
+    no attribute applies). ``git_dir`` is an absolute git directory that a :func:`git` call has already
+    accepted, so the ownership decision is that call's."""
+
+    #: What a reader leaves unread is drained up to this much; beyond it the process is replaced instead.
+    DRAIN_LIMIT = 8 * 1024 * 1024
+
+    def __init__(self, git_dir: str) -> None:
+        self._git_dir = git_dir
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Blobs:
+        return self
+
+    def _process(self) -> subprocess.Popen:
+        if self._proc is None:
+            self._proc = subprocess.Popen(git_argv("cat-file", "--batch"), cwd=self._git_dir,
+                                          env=git_env({"GIT_DIR": self._git_dir}), stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return self._proc
+
+    @contextmanager
+    def open(self, oid: str, chunk: int = 1 << 20) -> Iterator[tuple[int, Iterator[bytes]]]:
+        """(size, chunks) of object ``oid``; what the caller does not read is skipped on exit."""
+        proc = self._process()
+        assert proc.stdin and proc.stdout
+        out = proc.stdout
+        proc.stdin.write(oid.encode("ascii") + b"\n")
+        proc.stdin.flush()
+        header = out.readline().split()
+        if len(header) != 3 or not header[2].isdigit():
+            self._stop()
+            raise GitError(f"git cat-file: cannot read object {oid}")
+        left = [int(header[2])]
+
+        def chunks() -> Iterator[bytes]:
+            while left[0]:
+                data = out.read(min(chunk, left[0]))
+                if not data:
+                    raise GitError(f"git cat-file: object {oid} ended early")
+                left[0] -= len(data)
+                yield data
+
+        try:
+            yield int(header[2]), chunks()
+        finally:
+            if left[0] > self.DRAIN_LIMIT:
+                self._stop()
+            else:
+                for _ in chunks():
+                    pass
+                out.read(1)  # the newline after the content
+
+    def read(self, oid: str) -> bytes:
+        with self.open(oid) as (_, chunks):
+            return b"".join(chunks)
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
 
 
 def mirror_path(home: Path, origin: str) -> Path:
@@ -62,11 +213,11 @@ def update_mirror(home: Path, origin: str, env: dict[str, str] | None = None,
     mirror = mirror_path(home, origin)
     with _locked(mirror):
         if (mirror / "HEAD").is_file():
-            git("remote", "update", "--prune", cwd=mirror, env=env, redact=redact)
+            git("remote", "update", "--prune", cwd=mirror, env=env, redact=redact, trusted=True)
             # follow the origin's default branch if it changed
             head = _remote_head(origin, env)
             if head:
-                git("symbolic-ref", "HEAD", f"refs/heads/{head}", cwd=mirror)
+                git("symbolic-ref", "HEAD", f"refs/heads/{head}", cwd=mirror, trusted=True)
         else:
             tmp = mirror.with_suffix(".tmp")
             if tmp.exists():
@@ -89,14 +240,14 @@ def _remote_head(origin: str, env: dict[str, str] | None = None) -> str | None:
 
 def default_branch(mirror: Path) -> str:
     try:
-        return git("symbolic-ref", "--short", "HEAD", cwd=mirror).strip()
+        return git("symbolic-ref", "--short", "HEAD", cwd=mirror, trusted=True).strip()
     except GitError:
         return "main"
 
 
 def branch_exists(mirror: Path, branch: str) -> bool:
     try:
-        git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}", cwd=mirror)
+        git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}", cwd=mirror, trusted=True)
         return True
     except GitError:
         return False
@@ -120,7 +271,7 @@ def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None,
     """A per-job clone sharing the mirror's objects, on a new branch from the base branch."""
     base = base_branch or default_branch(mirror)
     try:
-        commit = git("rev-parse", "--verify", f"refs/heads/{base}^{{commit}}", cwd=mirror).strip()
+        commit = git("rev-parse", "--verify", f"refs/heads/{base}^{{commit}}", cwd=mirror, trusted=True).strip()
     except GitError:
         raise UsageError("--base-branch",
                          f"branch {base!r} does not exist in {origin}; name an existing branch") from None
@@ -128,8 +279,8 @@ def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None,
     # A relative alternates path resolves both on the host and in the container (see alternates_mount).
     alternates = dest / ".git" / "objects" / "info" / "alternates"
     alternates.write_text(os.path.relpath(mirror / "objects", dest / ".git" / "objects") + "\n")
-    git("remote", "set-url", "origin", origin, cwd=dest)
-    git("checkout", "--quiet", "-B", branch, commit, cwd=dest)
+    git("remote", "set-url", "origin", origin, cwd=dest, trusted=True)
+    git("checkout", "--quiet", "-B", branch, commit, cwd=dest, trusted=True)
     with open(dest / ".git" / "info" / "exclude", "a") as fh:
         fh.write(f"\n/{TOREN_DIR}/\n")
     return Workspace(dest, commit, base)
@@ -184,17 +335,21 @@ def commit_all(ws: Workspace, message: str, author_name: str, author_email: str)
     if nested:
         raise GitError(f"the agent created a git repository inside the work tree ({', '.join(nested[:3])}); "
                        "Toren does not commit nested repositories, as host-side git could run their config")
-    git("add", "--all", cwd=ws.path)
-    if not git("status", "--porcelain", "--untracked-files=no", cwd=ws.path).strip():
+    git("add", "--all", cwd=ws.path, trusted=True)
+    if not git("status", "--porcelain", "--untracked-files=no", cwd=ws.path, trusted=True).strip():
         return None
     env = {"GIT_AUTHOR_NAME": author_name, "GIT_AUTHOR_EMAIL": author_email,
            "GIT_COMMITTER_NAME": author_name, "GIT_COMMITTER_EMAIL": author_email}
     msg_file = ws.path / ".git" / "TOREN_COMMIT_MSG"
     msg_file.write_text(message)
-    git("commit", "--quiet", "--no-verify", "-F", str(msg_file), cwd=ws.path, env=env)
-    commit = git("rev-parse", "HEAD", cwd=ws.path).strip()
-    files = [f for f in git("diff", "--name-only", ws.base_commit, commit, cwd=ws.path).splitlines() if f]
-    stat = git("diff", "--stat", ws.base_commit, commit, cwd=ws.path).rstrip()
+    git("commit", "--quiet", "--no-verify", "-F", str(msg_file), cwd=ws.path, env=env, trusted=True)
+    commit = git("rev-parse", "HEAD", cwd=ws.path, trusted=True).strip()
+    # -z: every path as it is (a tab or newline in a name is not quoted); kept lossless for the checks that
+    # open the files; the stat is for people, so it is printable
+    files = [f for f in git("diff", "--name-only", "-z", "--no-renames", ws.base_commit, commit, cwd=ws.path,
+                            trusted=True).split("\0") if f]
+    stat = printable(git("diff", "--stat", "--no-ext-diff", "--no-textconv", ws.base_commit, commit, cwd=ws.path,
+                         trusted=True)).rstrip()
     return Change(commit, files, stat)
 
 
@@ -206,7 +361,7 @@ def push(ws: Workspace, branch: str, force: bool, env: dict[str, str] | None = N
         args = [f"--force-with-lease=refs/heads/{branch}:{lease}", f"HEAD:refs/heads/{branch}"]
     else:
         args = [f"{'+' if force else ''}HEAD:refs/heads/{branch}"]
-    git("push", "--quiet", "--no-verify", "origin", *args, cwd=ws.path, env=env, redact=redact)
+    git("push", "--quiet", "--no-verify", "origin", *args, cwd=ws.path, env=env, redact=redact, trusted=True)
 
 
 def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
@@ -218,4 +373,5 @@ def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
 
 def last_patch(ws) -> str:
     """The last commit's patch (what the agent changed), for the record and the AI summary."""
-    return git("show", "--format=", "--no-color", "--no-ext-diff", "--stat", "--patch", "HEAD", cwd=ws.path)
+    return printable(git("show", "--format=", "--no-color", "--no-ext-diff", "--no-textconv", "--stat", "--patch",
+                         "HEAD", cwd=ws.path, trusted=True))
