@@ -13,24 +13,45 @@ the agent can run with ``--network none`` and still reach its model, and there i
 from __future__ import annotations
 
 import http.client
+import json
+import socketserver
 import ssl
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from toren_action.redact import Secret
-from toren_action.sockets import UnixSocketService
+from toren_action.sockets import (
+    CHUNK,
+    IDLE_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    ClientGone,
+    HttpConnection,
+    HttpError,
+    RequestHead,
+    UnixSocketService,
+)
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+              "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length", "expect"}
 CREDENTIAL_HEADERS = {"x-api-key", "authorization", "x-goog-api-key"}
 ALLOWED_PATH_PREFIX = "/v1"
+METHODS = {"GET", "POST", "PUT", "DELETE"}
+#: Seconds the model API may send nothing before the proxy gives up on it (an idle read, never a total: a
+#: streamed answer may take many minutes as long as it keeps coming).
+UPSTREAM_IDLE_TIMEOUT_S = 600.0
 
 
 class KeyProxy(UnixSocketService):
-    """A threaded HTTP/1.1 server on a unix socket that adds the key and forwards to one origin."""
+    """A threaded HTTP/1.1 server on a unix socket that adds the key and forwards to one origin.
+
+    Requests are read with the bounds of ``sockets.HttpConnection`` (head size and deadline, a body of at most
+    ``max_body_bytes``, streamed upstream in 64 KiB pieces, never held whole); responses are streamed back as
+    they arrive. At most ``max_connections`` clients at once; a client idle for ``idle_timeout`` is dropped."""
 
     def __init__(self, upstream: str, key: Secret, header: str = "x-api-key",
-                 owner: tuple[int, int] | None = None, value: str = "{key}", keep_path: bool = True) -> None:
+                 owner: tuple[int, int] | None = None, value: str = "{key}", keep_path: bool = True,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT_S,
+                 max_body_bytes: int = MAX_BODY_BYTES, upstream_timeout: float = UPSTREAM_IDLE_TIMEOUT_S) -> None:
         """``keep_path``: prefix each request with the upstream URL's path (the CLI's base URL is the bare
         socket); otherwise the CLI's base URL already carries that path and requests are forwarded as they
         are, but only under it."""
@@ -44,63 +65,73 @@ class KeyProxy(UnixSocketService):
 
         def connect() -> http.client.HTTPConnection:
             if parts.scheme == "https":
-                return http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=600,
+                return http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=upstream_timeout,
                                                    context=ssl.create_default_context())
-            return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=600)
+            return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=upstream_timeout)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def error_body(message: str) -> bytes:
+            return json.dumps({"type": "error", "error": {"type": "proxy_error", "message": message}}).encode()
 
-            def log_message(self, *args):  # quiet: requests are counted, never logged with headers
-                pass
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                client = HttpConnection(self.request, idle_timeout)
+                try:
+                    while (head := client.read_head()) is not None and self._exchange(client, head):
+                        pass
+                except HttpError as err:
+                    client.refuse(err.status, error_body(err.message), "application/json")
+                except ClientGone:
+                    pass
 
-            def _forward(self) -> None:
-                if not self.path.startswith(allowed_prefix):
-                    self._refuse(403, f"the key proxy forwards model API calls ({allowed_prefix}...) only")
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in HOP_BY_HOP and k.lower() not in CREDENTIAL_HEADERS}
+            def _exchange(self, client: HttpConnection, head: RequestHead) -> bool:
+                """Forward one request and stream its answer back; True if the connection may carry another."""
+                if head.method not in METHODS:
+                    raise HttpError(501, f"the key proxy does not forward {head.method[:20]}")
+                if not head.target.startswith(allowed_prefix):
+                    raise HttpError(403, f"the key proxy forwards model API calls ({allowed_prefix}...) only")
+                framing = client.body_framing(head, max_body_bytes)
+                named = head.tokens("connection")  # headers the client marked hop-by-hop
+                headers = {k: v for k, v in head.headers
+                           if k.lower() not in HOP_BY_HOP and k.lower() not in CREDENTIAL_HEADERS
+                           and k.lower() not in named}
                 headers[header] = value.format(key=key.reveal())
                 headers["Host"] = parts.netloc
+                if isinstance(framing, int):
+                    headers["Content-Length"] = str(framing)
+                elif framing == "chunked":
+                    headers["Transfer-Encoding"] = "chunked"
+                if framing is not None and "100-continue" in head.tokens("expect"):
+                    client.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                 proxy.requests += 1
                 conn = connect()
                 try:
-                    conn.request(self.command, base_path + self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                except OSError as exc:
-                    self._refuse(502, f"the key proxy cannot reach the model API ({exc.__class__.__name__})")
-                    return
-                self.send_response(resp.status, resp.reason)
-                for k, v in resp.getheaders():
-                    if k.lower() not in HOP_BY_HOP:
-                        self.send_header(k, v)
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                try:
-                    while True:
-                        chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
-                        if not chunk:
-                            break
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                        self.wfile.flush()
-                    self.wfile.write(b"0\r\n\r\n")
-                except OSError:
-                    self.close_connection = True
+                    try:
+                        conn.request(head.method, base_path + head.target, headers=headers,
+                                     body=client.body(framing, max_body_bytes) if framing is not None else None,
+                                     encode_chunked=framing == "chunked")
+                        resp = conn.getresponse()
+                    except (OSError, http.client.HTTPException) as exc:
+                        client.refuse(502, error_body("the key proxy cannot reach the model API "
+                                                      f"({exc.__class__.__name__})"), "application/json")
+                        return False
+                    lines = [f"HTTP/1.1 {resp.status} {resp.reason}"]
+                    lines += [f"{k}: {v}" for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
+                    no_body = head.method == "HEAD" or resp.status in (204, 304) or resp.status < 200
+                    if not no_body:
+                        lines.append("Transfer-Encoding: chunked")
+                    if not head.keep_alive:
+                        lines.append("Connection: close")
+                    client.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace"))
+                    if no_body:
+                        return head.keep_alive
+                    try:
+                        while chunk := resp.read1(CHUNK):
+                            client.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    except (OSError, http.client.HTTPException):
+                        return False  # the model API broke off: so must the answer (no last chunk)
+                    client.send(b"0\r\n\r\n")
+                    return head.keep_alive
                 finally:
                     conn.close()
 
-            def _refuse(self, status: int, message: str) -> None:
-                import json
-
-                data = json.dumps({"type": "error", "error": {"type": "proxy_error", "message": message}}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _forward
-
-        super().__init__("model-api", Handler, owner)
+        super().__init__("model-api", Handler, owner, max_connections=max_connections, idle_timeout=idle_timeout)
