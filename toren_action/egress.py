@@ -5,17 +5,36 @@ The host side is a small forward proxy (CONNECT for HTTPS, absolute-URI requests
 socket mounted into the container. Inside, a relay started by the launcher (a few lines of Node: the agent
 images carry Node) listens on 127.0.0.1:3128 and pipes each connection to that socket; HTTPS_PROXY and
 HTTP_PROXY point at it. TLS stays end to end: the proxy sees host names, never content.
+
+An entry is a host name (``pypi.org``), a subdomain wildcard (``*.pythonhosted.org``), an IPv4 address or a
+bracketed IPv6 address, each optionally with a port (``pypi.org:8443``, ``[::1]:8080``). Without a port an entry
+allows 80 and 443 only; with one, that port only. A plain-HTTP request must carry a ``Host`` header naming the
+same host and port as its URL (else 403: a CDN would route on the header), is forwarded with
+``Connection: close``, one request per connection, its body framed and bounded as the key proxy's
+(``sockets.HttpConnection``). What the proxy cannot see: inside a CONNECT tunnel, TLS's SNI and the HTTP Host
+may name another site that the allowed address serves (domain fronting).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import select
 import socket
 import socketserver
 from urllib.parse import urlsplit
 
 from toren_action.errors import UsageError
-from toren_action.sockets import UnixSocketService
+from toren_action.sockets import (
+    CHUNK,
+    IDLE_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    ClientGone,
+    HttpConnection,
+    HttpError,
+    RequestHead,
+    UnixSocketService,
+)
 
 RELAY_PORT = 3128
 #: `node relay.js PORT SOCKET`: loopback PORT (IPv4 and IPv6, never another interface) -> a unix socket.
@@ -34,84 +53,228 @@ for (const host of ['127.0.0.1', '::1']) {
 """
 
 
+#: The ports an entry without one allows.
+DEFAULT_PORTS = (80, 443)
+#: Seconds a tunnel (or a plain-HTTP answer) may carry nothing either way before the proxy closes it.
+TUNNEL_IDLE_TIMEOUT_S = 600.0
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+              "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length", "expect"}
+
+
+def _split(authority: str) -> tuple[str, str | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` -> (host, port text or None); a bare IPv6 address has no
+    port. Brackets are removed."""
+    if authority.startswith("["):
+        host, sep, rest = authority[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("a bracketed IPv6 address")
+        return host, rest[1:] if rest else None
+    if authority.count(":") > 1:
+        return authority, None
+    host, sep, port = authority.partition(":")
+    return host, port if sep else None
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+        raise ValueError(f"port {text!r}")
+    return int(text)
+
+
+def _norm(host: str) -> str:
+    """Lowercase, no trailing dot, an IP address in its canonical form (::0001 and ::1 are one host)."""
+    host = host.lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host
+
+
 def parse(spec: str) -> tuple[str, ...]:
-    """`allow=host1,host2` (or `none`/`open`): the hosts the agent may reach."""
+    """`allow=host1,host2:port,...` (`*.domain` for subdomains, `[v6]` for an IPv6 address): the entries the
+    agent may reach, lowercased; an entry without a port allows 80 and 443."""
     spec = spec.strip()
     if not spec.startswith("allow="):
-        raise UsageError("--egress", f"{spec!r}: use allow=HOST[,HOST...] (e.g. allow=api.anthropic.com,pypi.org)")
-    hosts = tuple(h.strip().lower() for h in spec[len("allow="):].split(",") if h.strip())
-    for host in hosts:
-        if not all(part and (part.replace("-", "").isalnum() or part == "*") for part in host.split(".")):
-            raise UsageError("--egress", f"{host!r} is not a host name (a leading *. allows subdomains)")
-    if not hosts:
+        raise UsageError("--egress", f"{spec!r}: use allow=HOST[:PORT][,HOST...] (e.g. allow=pypi.org,"
+                                     "files.pythonhosted.org,example.com:8443)")
+    entries = tuple(h.strip().lower() for h in spec[len("allow="):].split(",") if h.strip())
+    for entry in entries:
+        try:
+            host, port = _split(entry)
+            if port is not None:
+                _port(port)
+        except ValueError:
+            raise UsageError("--egress", f"{entry!r}: a port is a number from 1 to 65535 (HOST:PORT, "
+                                         "[IPv6]:PORT)") from None
+        if entry.startswith("["):
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise UsageError("--egress", f"{entry!r}: not an IPv6 address in brackets") from None
+            continue
+        if ":" in host:
+            raise UsageError("--egress", f"{entry!r}: put an IPv6 address in brackets ([::1] or [::1]:PORT)")
+        labels = host.split(".")
+        wild = labels[0] == "*"
+        if wild:
+            labels = labels[1:]
+        if not host.isascii() or not all(part and part.replace("-", "").isalnum() for part in labels):
+            raise UsageError("--egress", f"{entry!r} is not a host name (a leading *. allows subdomains)")
+        if wild and len(labels) < 2:
+            raise UsageError("--egress", f"{entry!r}: a wildcard needs a domain of two labels or more")
+    if not entries:
         raise UsageError("--egress", "allow= needs at least one host")
-    return hosts
+    return entries
 
 
-def allowed(host: str, hosts: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    return any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts)
+def allowed(host: str, port: int, entries: tuple[str, ...]) -> bool:
+    """Whether ``host:port`` is on the list (entries as `parse` returns them)."""
+    host = _norm(host)
+    for entry in entries:
+        name, entry_port = _split(entry)
+        if (int(entry_port) != port) if entry_port else (port not in DEFAULT_PORTS):
+            continue
+        name = _norm(name)
+        if host == name or (name.startswith("*.") and host.endswith(name[1:])):
+            return True
+    return False
+
+
+def _authority(text: str, default_port: int | None) -> tuple[str, int]:
+    """A request's ``host[:port]`` (CONNECT target, Host header) -> (normalised host, port); HttpError 400 if
+    it is not one."""
+    try:
+        host, port = _split(text)
+        if port is None and (default_port is None or ":" in host):
+            raise ValueError("no port")
+        number = _port(port) if port is not None else default_port
+    except ValueError:
+        raise HttpError(400, f"not a host and port: {text[:100]!r}") from None
+    if not host or not host.isascii() or any(c in host for c in "/?#@ \t"):
+        raise HttpError(400, f"not a host name: {host[:100]!r}")
+    return _norm(host), number
+
+
+def _shown(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port in DEFAULT_PORTS else f"{shown}:{port}"
 
 
 class EgressProxy(UnixSocketService):
-    def __init__(self, hosts: tuple[str, ...], owner: tuple[int, int] | None = None) -> None:
+    """The allow-list proxy: bounded as ``sockets.UnixSocketService`` (``max_connections`` at once, a client idle
+    for ``idle_timeout`` dropped); a tunnel or an answer silent both ways for ``tunnel_timeout`` is closed."""
+
+    def __init__(self, hosts: tuple[str, ...], owner: tuple[int, int] | None = None,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT_S,
+                 max_body_bytes: int = MAX_BODY_BYTES, tunnel_timeout: float = TUNNEL_IDLE_TIMEOUT_S) -> None:
         self.hosts = hosts
         self.refused: list[str] = []
         self.passed: list[str] = []
         proxy = self
 
+        def check(host: str, port: int) -> None:
+            if not allowed(host, port, proxy.hosts):
+                proxy.refused.append(_shown(host, port))
+                raise HttpError(403, f"egress to {_shown(host, port)} is not on the allow-list")
+
+        def dial(host: str, port: int) -> socket.socket:
+            try:
+                upstream = socket.create_connection((host, port), timeout=30)
+            except OSError:
+                raise HttpError(502, f"cannot reach {_shown(host, port)}") from None
+            upstream.settimeout(tunnel_timeout)
+            proxy.passed.append(_shown(host, port))
+            return upstream
+
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                conn: socket.socket = self.request
-                head = b""
-                while b"\r\n\r\n" not in head and len(head) < 65536:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    head += chunk
-                line = head.split(b"\r\n", 1)[0].decode("latin-1")
-                parts = line.split()
-                if len(parts) != 3:
-                    return
-                method, target = parts[0], parts[1]
-                if method == "CONNECT":
-                    host, _, port = target.rpartition(":")
-                    rest = b""
-                else:
-                    url = urlsplit(target)
-                    host, port = url.hostname or "", str(url.port or 80)
-                    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-                    rest = head.replace(target.encode(), path.encode(), 1)
-                host = host.strip("[]")
-                if not allowed(host, proxy.hosts):
-                    proxy.refused.append(host)
-                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
-                                 + f"toren: egress to {host} is not on the allow-list\n".encode())
-                    return
+                client = HttpConnection(self.request, idle_timeout)
                 try:
-                    upstream = socket.create_connection((host, int(port)), timeout=30)
-                except (OSError, ValueError):
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n")
+                    head = client.read_head()
+                    if head is None:
+                        return
+                    if head.method == "CONNECT":
+                        self._tunnel(client, head)
+                    else:
+                        self._forward(client, head)
+                except HttpError as err:
+                    client.refuse(err.status, f"toren: {err.message}\n".encode())
+                except ClientGone:
+                    pass
+
+            def _tunnel(self, client: HttpConnection, head: RequestHead) -> None:
+                host, port = _authority(head.target, None)
+                check(host, port)
+                upstream = dial(host, port)
+                try:
+                    client.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    upstream.sendall(client.take_buffered())  # a client may send its TLS hello at once
+                except OSError:
+                    upstream.close()
                     return
-                proxy.passed.append(host)
-                if method == "CONNECT":
-                    conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                else:
-                    upstream.sendall(rest)
-                _pipe(conn, upstream)
+                _pipe(client.sock, upstream, tunnel_timeout)
 
-        super().__init__("egress", Handler, owner)
+            def _forward(self, client: HttpConnection, head: RequestHead) -> None:
+                url = urlsplit(head.target)
+                if url.scheme.lower() != "http" or not url.netloc:
+                    raise HttpError(400, "a proxy request needs an absolute http:// URL (https goes by CONNECT)")
+                if "@" in url.netloc:
+                    raise HttpError(400, "no user information in the URL")
+                host, port = _authority(url.netloc, 80)
+                check(host, port)
+                sent_hosts = head.get_all("host")
+                if len(sent_hosts) > 1:
+                    raise HttpError(400, "more than one Host header")
+                if sent_hosts and _authority(sent_hosts[0], 80) != (host, port):
+                    proxy.refused.append(f"{_shown(host, port)} (Host: {sent_hosts[0][:100]})")
+                    raise HttpError(403, f"the Host header ({sent_hosts[0][:100]}) is not the URL's host "
+                                         f"({_shown(host, port)})")
+                framing = client.body_framing(head, max_body_bytes)
+                named = head.tokens("connection")
+                lines = [f"{head.method} {(url.path or '/') + (f'?{url.query}' if url.query else '')} HTTP/1.1",
+                         f"Host: {url.netloc}"]
+                lines += [f"{k}: {v}" for k, v in head.headers
+                          if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+                if isinstance(framing, int):
+                    lines.append(f"Content-Length: {framing}")
+                elif framing == "chunked":
+                    lines.append("Transfer-Encoding: chunked")
+                lines.append("Connection: close")
+                upstream = dial(host, port)
+                try:
+                    if framing is not None and "100-continue" in head.tokens("expect"):
+                        client.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    try:
+                        upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+                        for piece in client.body(framing, max_body_bytes):
+                            upstream.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if framing == "chunked" else piece)
+                        if framing == "chunked":
+                            upstream.sendall(b"0\r\n\r\n")
+                    except OSError:
+                        raise HttpError(502, f"{_shown(host, port)} broke off") from None
+                    while True:  # the answer, as it comes, until the server closes (Connection: close)
+                        try:
+                            data = upstream.recv(CHUNK)
+                        except OSError:
+                            return
+                        if not data:
+                            return
+                        client.send(data)
+                finally:
+                    upstream.close()
+
+        super().__init__("egress", Handler, owner, max_connections=max_connections, idle_timeout=idle_timeout)
 
 
-def _pipe(a: socket.socket, b: socket.socket) -> None:
+def _pipe(a: socket.socket, b: socket.socket, idle_timeout: float = TUNNEL_IDLE_TIMEOUT_S) -> None:
     socks = [a, b]
     try:
         while True:
-            ready, _, _ = select.select(socks, [], [], 600)
+            ready, _, _ = select.select(socks, [], [], idle_timeout)
             if not ready:
                 return
             for s in ready:
-                data = s.recv(65536)
+                data = s.recv(CHUNK)
                 if not data:
                     return
                 (b if s is a else a).sendall(data)

@@ -444,7 +444,7 @@ def test_egress_allow_list(workdir, repo, toren_home, capsys, docker_client, age
         agent_env.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
         agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
         code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/egress",
-                     "--base-image", BASE_IMAGE, "--pull", "never", "--egress", "allow=127.0.0.1",
+                     "--base-image", BASE_IMAGE, "--pull", "never", "--egress", f"allow=127.0.0.1:{port}",
                      "--disable-daemon", "--json"])
         out, err = capsys.readouterr()
     assert code == 0, err
