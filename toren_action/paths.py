@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: Directories under TOREN_HOME that hold job state and private code: 0700 like TOREN_HOME itself.
+PRIVATE_DIRS = ("jobs", "mirrors")
+
 
 def toren_home(environ: dict[str, str] | None = None) -> Path:
+    """TOREN_HOME (or the platform's data directory), made private: 0700, with jobs/ and mirrors/ 0700 too, an
+    existing one tightened; one owned by another user is refused (its owner could read every job's state)."""
     env = os.environ if environ is None else environ
     if env.get("TOREN_HOME"):
         home = Path(env["TOREN_HOME"]).expanduser().absolute()
@@ -15,6 +20,16 @@ def toren_home(environ: dict[str, str] | None = None) -> Path:
 
         home = Path(user_data_dir("toren", appauthor=False))
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = home.stat()
+    if info.st_uid != os.geteuid():
+        from toren_action.errors import UsageError
+
+        raise UsageError("TOREN_HOME", f"{home} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
+                                       "point TOREN_HOME at a directory of your own")
+    for path in (home, *(home / name for name in PRIVATE_DIRS)):
+        path.mkdir(exist_ok=True, mode=0o700)
+        if os.lstat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
     return home
 
 
@@ -27,27 +42,73 @@ def log_path(home: Path, job_id: str) -> Path:
 
 
 def remove_tree(path: Path) -> bool:
-    """Delete a directory tree we own, even where the agent left read-only directories in it.
-    Returns True when it is gone."""
+    """Delete a directory tree we own, even where the agent left read-only directories in it. Never follows a
+    link: a link is removed, not entered, and no chmod goes through one (a read-only directory holding
+    ``key -> ~/.ssh/id_ed25519`` must not make that key 0700). Returns True when it is gone."""
     import shutil
     import stat
 
-    def make_writable_and_retry(func, target, _exc_info):
-        parent = os.path.dirname(target)
-        for p in (parent, target):
+    def writable(target: str) -> None:
+        try:
+            mode = os.lstat(target).st_mode
+        except OSError:
+            return
+        if stat.S_ISDIR(mode):  # only real directories; a link's own mode is never changed
             try:
-                os.chmod(p, os.stat(p).st_mode | stat.S_IRWXU)
+                os.chmod(target, mode | stat.S_IRWXU)
             except OSError:
                 pass
+
+    def make_writable_and_retry(func, target, _exc_info):
+        writable(os.path.dirname(target))
+        writable(target)
         try:
             func(target)
         except OSError:
             pass
 
-    if path.exists() or path.is_symlink():
-        try:
-            os.chmod(path, os.stat(path).st_mode | stat.S_IRWXU)
-        except OSError:
-            pass
+    if path.is_symlink():
+        path.unlink()
+        return True
+    if path.exists():
+        writable(str(path))
         shutil.rmtree(path, onerror=make_writable_and_retry)
     return not path.exists()
+
+
+def read_bounded(root: Path, relative: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the regular file ``relative`` under ``root``, or None when it is missing or is
+    anything else: no component may be a link (each is opened with O_NOFOLLOW from its parent), the file must be
+    regular (not a FIFO, a device or a directory), and a sparse or huge file costs ``limit`` bytes, never more."""
+    import stat
+
+    parts = [p for p in relative.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        return None
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(root, flags | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        nxt = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, left = [], limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -987,11 +987,13 @@ def _write_secrets(plan: Plan, secrets_dir: Path) -> None:
 
 def _repo_instructions(ws_path: Path) -> str | None:
     """AGENTS.md, CLAUDE.md and GEMINI.md from the repository's root, those present, 20 000 characters at most."""
+    from toren_action.paths import read_bounded
+
     parts = []
     for name in ("AGENTS.md", "CLAUDE.md", "GEMINI.md"):
-        p = ws_path / name
-        if p.is_file() and not p.is_symlink():
-            parts.append(f"From {name}:\n\n" + p.read_text("utf-8", errors="replace").strip())
+        data = read_bounded(ws_path, name, 80_000)  # a regular file, no link; a huge or sparse one costs 80 kB
+        if data is not None:
+            parts.append(f"From {name}:\n\n" + data.decode("utf-8", errors="replace").strip())
     return "\n\n".join(parts)[:20_000] or None
 
 

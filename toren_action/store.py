@@ -143,6 +143,15 @@ class Store:
     def __init__(self, home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = home / "toren.db"
+        # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files (which hold job inputs) the
+        # database's mode. Files an older Toren left readable are tightened.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        for path in (self.path, home / "toren.db-wal", home / "toren.db-shm"):
+            try:
+                if os.lstat(path).st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except FileNotFoundError:
+                pass
         self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 30000")
@@ -150,7 +159,6 @@ class Store:
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self._conn.execute("PRAGMA journal_mode = WAL")
         self._migrate()
-        os.chmod(self.path, 0o600)
 
     def close(self) -> None:
         self._conn.close()
