@@ -26,6 +26,19 @@ PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----"
     ("workflow", "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/evil.yml", "workflow"),
     ("symlink", "ln -s /etc/passwd passwd-link", "symlink"),
     ("binary", "head -c 2000 /dev/urandom > blob.bin", "binary"),
+    # issue 11: the agent cannot blind the policy (finding 1), chain symlinks out (4) or edit what CI runs (5)
+    ("plus-plus-line", f"printf 'x = 1\\n++ /dev/null\\nTOKEN = \"%s\"\\n' '{GITHUB_TOKEN}' > notes.py",
+     "secret-pattern"),
+    ("quoted-name", f"echo 'TOKEN = \"{GITHUB_TOKEN}\"' > \"$(printf 'tab\\there.py')\"", "secret-pattern"),
+    ("form-feed", f"printf 'x = 1\\fTOKEN = \"%s\"\\n' '{GITHUB_TOKEN}' > ff.py", "secret-pattern"),
+    ("attributes-hide", f"echo '* -diff' > .gitattributes && echo 'TOKEN = \"{GITHUB_TOKEN}\"' > hidden.py",
+     "secret-pattern"),
+    ("attributes-text", "echo '*.so diff' > .gitattributes && printf '\\177ELF\\0\\0\\1' > lib.so", "binary"),
+    ("symlink-chain", "mkdir -p d1/d2/d3 && ln -s ../../.. d1/d2/d3/up && ln -s d1/d2/d3/up/../etc/passwd esc",
+     "symlink"),
+    ("composite-action", "mkdir -p .github/actions/deploy && echo 'runs: {using: composite}' "
+                         "> .github/actions/deploy/action.yml", "workflow"),
+    ("nested-action", "mkdir -p tools/x && echo 'runs: {using: node20}' > tools/x/action.yaml", "workflow"),
 ])
 def test_a_change_that_breaks_the_policy_is_not_pushed(name, command, rule, workdir, repo, toren_home, capsys):
     code, result, err = run_shell(capsys, command, branch=f"toren/policy-{name}")
@@ -62,12 +75,41 @@ def test_protected_paths_and_the_size_cap(workdir, repo, toren_home, capsys):
     assert code == 21 and "large-file" in result["message"]
 
 
-def test_a_secret_value_can_never_be_allowed(workdir, repo, toren_home, capsys, monkeypatch):
+@pytest.mark.parametrize("name, command", [
+    ("copy", "cp /run/toren/secrets/MY_TOKEN leaked.txt"),
+    # issue 11, finding 1: attributes, a form feed and a binary file do not hide the value
+    ("minus-diff", "echo 'leaked.txt -diff' > .gitattributes && cp /run/toren/secrets/MY_TOKEN leaked.txt"),
+    ("form-feed", "printf 'x = 1\\f%s\\n' \"$(cat /run/toren/secrets/MY_TOKEN)\" > leaked.py"),
+    ("in-a-binary", "{ printf '\\0\\0'; cat /run/toren/secrets/MY_TOKEN; } > leaked.bin"),
+    ("past-the-cap", "{ head -c 1100000 /dev/zero | tr '\\0' a; echo; cat /run/toren/secrets/MY_TOKEN; } > big.txt"),
+])
+def test_a_secret_value_can_never_be_allowed(name, command, workdir, repo, toren_home, capsys, monkeypatch):
     monkeypatch.setenv("MY_TOKEN", "tok_" + "a1b2c3d4e5f6a7b8")
-    code, result, err = run_shell(capsys, "cp /run/toren/secrets/MY_TOKEN leaked.txt", "--secret", "MY_TOKEN",
-                                  "--allow-policy", "secret-pattern", branch="toren/value")
-    assert code == 21 and "secret-value" in result["message"]
+    code, result, err = run_shell(capsys, command, "--secret", "MY_TOKEN", "--max-file-mb", "1",
+                                  *[a for rule in ("secret-pattern", "binary", "large-file")
+                                    for a in ("--allow-policy", rule)], branch=f"toren/value-{name}")
+    assert code == 21 and "secret-value" in result["message"], err
+    assert git("branch", "--list", f"toren/value-{name}", cwd=repo).strip() == ""
     assert "tok_a1b2c3d4e5f6a7b8" not in err
+
+
+def test_a_hostile_host_git_config_does_not_blind_the_policy(workdir, repo, toren_home, capsys, monkeypatch,
+                                                            tmp_path):
+    """The user's own ~/.gitconfig sets every option that blinded the old patch parser (issue 11, finding 1)."""
+    config = tmp_path / "hostile.gitconfig"
+    config.write_text("[diff]\n\tnoprefix = true\n\tmnemonicPrefix = true\n\trelative = true\n"
+                      "[core]\n\tquotePath = true\n[color]\n\tui = always\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    code, result, err = run_shell(capsys, f"echo 'TOKEN = \"{GITHUB_TOKEN}\"' > café.py", branch="toren/hostile")
+    assert code == 21 and "secret-pattern" in result["message"] and "café.py" in result["message"], err
+    assert git("branch", "--list", "toren/hostile", cwd=repo).strip() == ""
+
+
+def test_the_ci_preset_protects_what_ci_runs(workdir, repo, toren_home, capsys):
+    code, result, _ = run_shell(capsys, "echo 'import os' > conftest.py", "--protected-path", "@ci",
+                                branch="toren/ci-preset")
+    assert code == 21 and "protected-path" in result["message"] and "conftest.py" in result["message"]
+    assert git("branch", "--list", "toren/ci-preset", cwd=repo).strip() == ""
 
 
 def test_a_token_the_agent_prints_is_masked_everywhere(workdir, repo, toren_home, capsys):
