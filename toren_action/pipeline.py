@@ -627,15 +627,23 @@ def _inert(text: str) -> str:
     return re.sub(r"#(?=\d)", "#\u200b", re.sub(r"@(?=[A-Za-z0-9])", "@\u200b", text))
 
 
-class _JobLog:
-    """The job's log file: every line redacted before it is written or shown."""
+#: The most a job's log keeps of its lines (the agent's output, mostly); stages are always kept.
+MAX_LOG_BYTES = 50 * 1024 * 1024
 
-    def __init__(self, path: Path, redact: Redactor, reporter: Reporter, started: float) -> None:
+
+class _JobLog:
+    """The job's log file: every line redacted before it is written or shown. Past ``max_bytes`` of lines, one
+    marker says where the log was cut and further lines are dropped (from the file and the reporter); stages
+    and the end state are still written, so an agent printing without end cannot fill the disk."""
+
+    def __init__(self, path: Path, redact: Redactor, reporter: Reporter, started: float,
+                 max_bytes: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
         self._redact = redact
         self._reporter = reporter
         self._started = started
+        self._max = self._left = MAX_LOG_BYTES if max_bytes is None else max_bytes
 
     def stage(self, state: str, detail: str) -> None:
         detail = self._redact(detail)
@@ -643,7 +651,13 @@ class _JobLog:
         self._reporter.stage(state, detail)
 
     def line(self, text: str) -> None:
+        if self._left <= 0:
+            return
         text = self._redact(text)
+        self._left -= len(text.encode("utf-8", "replace")) + 1
+        if self._left <= 0:
+            text = (f"toren: the log reached its cap of {self._max // (1024 * 1024)} MiB here; the rest of the "
+                    "agent's output is not kept (stages and the outcome still are)")
         self._fh.write(text + "\n")
         self._reporter.line(text)
 

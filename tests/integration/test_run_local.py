@@ -348,3 +348,20 @@ def test_the_secret_files_are_gone_before_the_end_state_is_written(workdir, repo
     monkeypatch.setattr(Store, "set_state", watching)
     run_shell(capsys, command, "--secret", "MY_TOKEN", branch="toren/secret-order")
     assert seen and all(not exists for _, exists in seen), seen
+
+
+@pytest.mark.parametrize("command", ["yes toren | head -n 400000; echo x > out.txt",
+                                     "head -c 3000000 /dev/zero | tr '\\0' a; echo; echo x > out.txt"],
+                         ids=["many-short-lines", "one-long-line"])
+def test_the_job_log_is_capped_with_a_marker_and_the_job_still_ends(workdir, repo, toren_home, capsys, monkeypatch,
+                                                                    command):
+    from toren_action import pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_LOG_BYTES", 1 << 20)
+    code, result, err = run_shell(capsys, command, "--quiet", branch="toren/noisy")
+    assert code == 0 and result["state"] == "succeeded", err[-2000:]
+    log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    assert len(log.encode()) < (1 << 20) + 8192  # the cap and the stage lines after it
+    assert log.count("the log reached its cap of 1 MiB") == 1
+    assert "== succeeded:" in log.splitlines()[-1]  # stages after the cut are still there
+    assert git("show", "toren/noisy:out.txt", cwd=repo) == "x\n"
