@@ -509,6 +509,31 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     return lines
 
 
+def _check_change_size(ws, max_mb: float) -> None:
+    """Refuse, before git reads a byte of it, a change larger than ``max_mb`` in all: the sizes of every file
+    the commit would take (changed, added, untracked and not ignored), sparse files at their full length."""
+    from toren_action import workspace
+    from toren_action.errors import PolicyBlocked
+
+    limit = max_mb * 1_000_000
+    out = workspace.git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                        "--ignore-submodules=all", cwd=ws.path, trusted=True)
+    total, biggest = 0, ("", 0)
+    for entry in out.split("\0"):
+        if len(entry) < 4 or "D" in entry[:2]:
+            continue
+        try:
+            info = os.lstat(os.path.join(ws.path, entry[3:]))
+        except OSError:
+            continue
+        total += info.st_size
+        biggest = max(biggest, (entry[3:], info.st_size), key=lambda b: b[1])
+        if total > limit:
+            raise PolicyBlocked(f"the change is over {max_mb:g} MB (--max-change-mb; {biggest[0]!r} alone is "
+                                f"{biggest[1] / 1e6:.1f} MB); nothing was committed or pushed "
+                                f"(the work tree is kept in {ws.path})")
+
+
 def _committed_tree(jdir: Path, ws, change, name: str, paths: list[str] | None = None) -> Path:
     """A fresh directory holding the commit's tree (or ``paths`` of it), written from its objects."""
     from toren_action import snapshot
@@ -782,7 +807,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             command = ["/bin/sh", "-c", starts + 'sleep 0.3; exec "$@"', "toren-relay", *command]
         spec = container.ContainerSpec(
             image=tag, command=command, job_id=job_id, user=f"{plan.uid}:{plan.gid}",
-            mounts=mounts, environment=env, network=plan.network, gpus=s.gpus, memory=s.memory,
+            mounts=mounts, environment=env, network=plan.network, gpus=s.gpus, memory=s.memory, cpus=s.cpus,
             pids_limit=s.pids_limit, timeout_s=plan.timeout_s, name=f"toren-{job_id}",
         )
         enter("running", f"{plan.profile.name} agent in {tag} (network {plan.network})")
@@ -841,6 +866,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
                               f"see `toren logs {job_id}`")
 
         agent_summary = workspace.read_agent_summary(ws)
+        _check_change_size(ws, s.max_change_mb)
         change = workspace.commit_all(ws, _commit_message(plan, job_id), s.author_name, s.author_email)
         if change is not None:
             (jdir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws))[:200_000], "utf-8")

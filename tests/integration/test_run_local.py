@@ -365,3 +365,25 @@ def test_the_job_log_is_capped_with_a_marker_and_the_job_still_ends(workdir, rep
     assert log.count("the log reached its cap of 1 MiB") == 1
     assert "== succeeded:" in log.splitlines()[-1]  # stages after the cut are still there
     assert git("show", "toren/noisy:out.txt", cwd=repo) == "x\n"
+
+
+@pytest.mark.parametrize("command,extra", [
+    ("truncate -s 2G big.bin", []),  # sparse: no disk, yet git add would read and hash 2 GB
+    ("mkdir d; for i in $(seq 30); do head -c 200000 /dev/urandom > d/f$i; done", ["--max-change-mb", "5"]),
+], ids=["sparse-2g", "many-small-files"])
+def test_a_change_over_max_change_mb_is_refused_before_the_commit(workdir, repo, toren_home, capsys, command, extra):
+    started = time.monotonic()
+    code, result, err = run_shell(capsys, command, *extra, branch="toren/huge")
+    assert code == 21 and result["state"] == "blocked_by_policy", result
+    assert "--max-change-mb" in result["message"] and "nothing was committed" in result["message"]
+    assert time.monotonic() - started < 60
+    assert "toren/huge" not in git("branch", "--list", cwd=repo)
+    ws = toren_home / "jobs" / result["job_id"] / "workspace"
+    assert git("-c", "safe.directory=*", "rev-list", "--count", "HEAD", cwd=ws).strip() == "1"  # never committed
+
+
+def test_ignored_files_do_not_count_toward_max_change_mb(workdir, repo, toren_home, capsys):
+    code, result, err = run_shell(capsys, "echo 'cache/' > .gitignore; mkdir cache; truncate -s 2G cache/big; "
+                                  "echo x > out.txt", branch="toren/ignored-big")
+    assert code == 0, result
+    assert git("show", "toren/ignored-big:out.txt", cwd=repo) == "x\n"
