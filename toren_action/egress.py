@@ -53,6 +53,8 @@ for (const host of ['127.0.0.1', '::1']) {
 """
 
 
+#: The most distinct refused (and passed) destinations a proxy records for the job's log and events.
+MAX_RECORDED = 200
 #: The ports an entry without one allows.
 DEFAULT_PORTS = (80, 443)
 #: Seconds a tunnel (or a plain-HTTP answer) may carry nothing either way before the proxy closes it.
@@ -168,13 +170,19 @@ class EgressProxy(UnixSocketService):
                  max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT_S,
                  max_body_bytes: int = MAX_BODY_BYTES, tunnel_timeout: float = TUNNEL_IDLE_TIMEOUT_S) -> None:
         self.hosts = hosts
-        self.refused: list[str] = []
-        self.passed: list[str] = []
+        #: What was refused and what passed, each at most MAX_RECORDED distinct entries (a flood of refused
+        #: requests must not grow the host process).
+        self.refused: set[str] = set()
+        self.passed: set[str] = set()
         proxy = self
+
+        def record(where: set[str], what: str) -> None:
+            if len(where) < MAX_RECORDED:
+                where.add(what)
 
         def check(host: str, port: int) -> None:
             if not allowed(host, port, proxy.hosts):
-                proxy.refused.append(_shown(host, port))
+                record(proxy.refused, _shown(host, port))
                 raise HttpError(403, f"egress to {_shown(host, port)} is not on the allow-list")
 
         def dial(host: str, port: int) -> socket.socket:
@@ -183,7 +191,7 @@ class EgressProxy(UnixSocketService):
             except OSError:
                 raise HttpError(502, f"cannot reach {_shown(host, port)}") from None
             upstream.settimeout(tunnel_timeout)
-            proxy.passed.append(_shown(host, port))
+            record(proxy.passed, _shown(host, port))
             return upstream
 
         class Handler(socketserver.BaseRequestHandler):
@@ -226,7 +234,7 @@ class EgressProxy(UnixSocketService):
                 if len(sent_hosts) > 1:
                     raise HttpError(400, "more than one Host header")
                 if sent_hosts and _authority(sent_hosts[0], 80) != (host, port):
-                    proxy.refused.append(f"{_shown(host, port)} (Host: {sent_hosts[0][:100]})")
+                    record(proxy.refused, f"{_shown(host, port)} (Host: {sent_hosts[0][:100]})")
                     raise HttpError(403, f"the Host header ({sent_hosts[0][:100]}) is not the URL's host "
                                          f"({_shown(host, port)})")
                 framing = client.body_framing(head, max_body_bytes)

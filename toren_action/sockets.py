@@ -125,10 +125,12 @@ class HttpConnection:
         Raises HttpError for a head that is too big, has too many headers, is malformed, or does not arrive
         whole within the idle timeout (a slow-loris)."""
         deadline = time.monotonic() + self.idle_timeout
+        searched = 0  # where the search for the blank line may resume (a trickled head costs linear work)
         while True:
-            end = self._buf.find(b"\r\n\r\n")
+            end = self._buf.find(b"\r\n\r\n", searched)
             if end >= 0:
                 break
+            searched = max(0, len(self._buf) - 3)
             if len(self._buf) > MAX_HEAD_BYTES:
                 raise HttpError(431, f"the request head is over {MAX_HEAD_BYTES} bytes")
             left = deadline - time.monotonic()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.unit.test_keyproxy import MiB, PeakRss, read_all, send_body, status_of
-from toren_action.egress import EgressProxy
+from toren_action.egress import MAX_RECORDED, EgressProxy
 
 IPV6 = socket.has_ipv6
 try:
@@ -116,7 +116,7 @@ def test_a_host_header_that_is_not_the_urls_host_is_refused(site, host):
         proxy.stop()
     assert status_of(answer) == 403 and b"Host header" in answer
     assert site.seen == []
-    assert proxy.refused and "Host:" in proxy.refused[0]
+    assert [r for r in proxy.refused if "Host:" in r]
 
 
 @pytest.mark.parametrize("request_bytes, status", [
@@ -246,3 +246,13 @@ def test_bounds_hold_for_egress_too(site):
         for s in socks:
             s.close()
         proxy.stop()
+
+
+def test_what_is_recorded_stays_bounded_under_a_flood_of_refusals():
+    proxy = proxy_for("pypi.org")
+    try:
+        for i in range(MAX_RECORDED + 50):
+            assert status_of(ask(proxy, f"CONNECT host-{i}.example:443 HTTP/1.1\r\n\r\n".encode())) == 403
+    finally:
+        proxy.stop()
+    assert len(proxy.refused) == MAX_RECORDED
