@@ -286,8 +286,14 @@ def _content_findings(change: _Change, blobs, policy: Policy, redact: Callable[[
         if data is None:
             found += _scan_lines(path, _lines(_chain(first, chunks)), set(), redact, binary, len(found))
     if data is not None:
-        found += _scan_lines(path, _lines([data]), _old_lines(change, blobs), redact, binary, len(found))
+        found += _scan_lines(path, _lines(_pieces(data)), _old_lines(change, blobs), redact, binary, len(found))
     return found
+
+
+def _pieces(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    """``data`` in chunks, so that _lines keeps a small buffer even for one long line."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -302,7 +308,7 @@ def _old_lines(change: _Change, blobs) -> set[bytes]:
     with blobs.open(change.old_oid) as (size, chunks):
         if size > DIFF_LIMIT:
             return set()
-        return {piece for _, piece in _lines([b"".join(chunks)])}
+        return {piece for _, piece in _lines(_pieces(b"".join(chunks)))}
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
