@@ -591,7 +591,7 @@ def _code_scan(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, lo
     return findings
 
 
-def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, log) -> None:
+def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, log) -> None:
     """The diff policy, on the host, on the commit about to be pushed (see policy.py)."""
     import json as _json
 
@@ -601,8 +601,8 @@ def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, log) 
     s = plan.settings
     allow = set(s.allow_policy) | ({"workflow"} if s.allow_workflow_changes else set())
     rules = policy.Policy(frozenset(allow), s.protected_paths, int(s.max_file_mb * 1024 * 1024))
-    findings = policy.check(lambda *a: workspace.git(*a, cwd=ws.path), ws.base_commit, "HEAD", str(ws.path),
-                            rules, plan.redactor.mask_values)
+    findings = policy.check(lambda *a: workspace.git(*a, cwd=ws.path, trusted=True), ws.base_commit, change.commit,
+                            str(ws.path), rules, plan.redactor.mask_values)
     if not findings:
         return
     report = [plan.redactor(policy.mask_tokens(str(f))) for f in findings]
@@ -844,7 +844,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             if egress_proxy is not None:
                 egress_proxy.stop()
                 for host in sorted(set(egress_proxy.refused)):
-                    log.line(f"egress: refused {host} (not on the allow-list)")
+                    log.line(f"egress: refused {host} (a host, port or Host header off the allow-list)")
                 if egress_proxy.refused:
                     store.add_event(job_id, "egress", {"refused": sorted(set(egress_proxy.refused)),
                                                        "passed": sorted(set(egress_proxy.passed))})
@@ -869,7 +869,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         _check_change_size(ws, s.max_change_mb)
         change = workspace.commit_all(ws, _commit_message(plan, job_id), s.author_name, s.author_email)
         if change is not None:
-            (jdir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws))[:200_000], "utf-8")
+            (jdir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws, change.commit)), "utf-8")
         if change is None and partial:
             _fail(store, log, job_id, ERROR_STATES[type(partial)], f"{partial}; it had changed nothing, so nothing "
                   "was pushed", outcome, partial.exit_code)
@@ -882,7 +882,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             return outcome
 
         # From here on every check judges the commit, never the agent's work tree, and the push sends that commit.
-        _enforce_policy(plan, store, job_id, jdir, ws, log)
+        _enforce_policy(plan, store, job_id, jdir, ws, change, log)
         code_findings = _code_scan(plan, store, job_id, jdir, ws, change, log)
         if s.verify:
             _verify(plan, store, job_id, jdir, ws, change, spec, docker, enter, log)
@@ -895,7 +895,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         (jdir / "pr.md").write_text(pr_body, "utf-8")
 
         enter("pushing", f"{plan.branch} to {plan.origin}")
-        workspace.push(ws, plan.branch, plan.force_push, env=git_env, redact=plan.redactor, lease=plan.push_lease)
+        workspace.push(ws, plan.branch, plan.force_push, env=git_env, redact=plan.redactor, lease=plan.push_lease,
+                       commit=change.commit)
         outcome.pushed_to = plan.origin
         if gh and gh.api and not s.no_pr and not partial:
             enter("pull_request", f"on {gh.base_repo} from {plan.branch} into {ws.base_branch}")

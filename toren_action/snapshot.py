@@ -11,7 +11,6 @@ written, and no filter command runs.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from toren_action.errors import GitError
@@ -20,37 +19,39 @@ _MODES = {"100644": 0o644, "100755": 0o755}
 
 
 def tree_entries(repo: Path, commit: str, paths: list[str] | None = None) -> list[tuple[str, str, str]]:
-    """(mode, object id, path) for every blob and link in ``commit`` (or those under ``paths``)."""
+    """(mode, object id, path) for every blob and link in ``commit`` (or those of ``paths``)."""
+    from toren_action.workspace import git
+
     wanted = None if paths is None else set(paths)
-    out = _git(repo, "ls-tree", "-r", "-z", "--full-tree", commit)
     entries = []
-    for record in out.split(b"\0"):
-        if not record:
+    for record in git("ls-tree", "-r", "-z", "--full-tree", commit, cwd=repo, trusted=True).split("\0"):
+        meta, _, path = record.partition("\t")
+        if not path:
             continue
-        meta, _, path = record.partition(b"\t")
-        mode, kind, oid = meta.decode("ascii").split(" ")
-        name = os.fsdecode(path)
-        if kind == "blob" and (wanted is None or name in wanted):  # a submodule (commit) has no content here
-            entries.append((mode, oid, name))
+        mode, kind, oid = meta.split(" ")
+        if kind == "blob" and (wanted is None or path in wanted):  # a submodule (commit) has no content here
+            entries.append((mode, oid, path))
     return entries
 
 
 def export_commit(repo: Path, commit: str, dest: Path, paths: list[str] | None = None) -> int:
     """Write ``commit``'s tree (or only ``paths`` of it) into the new directory ``dest``; the number of entries.
     Links are written last, so no file is ever written through one."""
+    from toren_action.workspace import Blobs
+
     entries = tree_entries(repo, commit, paths)
     dest.mkdir(mode=0o755)
     links = []
-    with _Blobs(repo) as blobs:
+    with Blobs(str(Path(repo, ".git").resolve())) as blobs:
         for mode, oid, path in entries:
             target = _place(dest, path)
-            data = blobs.read(oid)
             if mode == "120000":
-                links.append((target, os.fsdecode(data)))
+                links.append((target, os.fsdecode(blobs.read(oid))))
                 continue
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _MODES.get(mode, 0o644))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            with os.fdopen(fd, "wb") as fh, blobs.open(oid) as (_, chunks):
+                for chunk in chunks:
+                    fh.write(chunk)
     for target, link in links:
         os.symlink(link, target)
     return len(entries)
@@ -70,48 +71,3 @@ def _place(dest: Path, path: str) -> str:
             if os.path.islink(current) or not os.path.isdir(current):
                 raise GitError(f"the commit holds a path Toren will not write: {path!r}") from None
     return os.path.join(current, parts[-1])
-
-
-def _git(repo: Path, *args: str) -> bytes:
-    from toren_action.workspace import SAFE
-
-    proc = subprocess.run(["git", *SAFE, "-c", f"safe.directory={os.path.realpath(repo)}", *args], cwd=repo,
-                          capture_output=True, check=False)
-    if proc.returncode != 0:
-        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise GitError(f"git {args[0]} failed: {detail[-1] if detail else proc.returncode}")
-    return proc.stdout
-
-
-class _Blobs:
-    """Blob contents through one ``git cat-file --batch`` process."""
-
-    def __init__(self, repo: Path) -> None:
-        self._repo = repo
-
-    def __enter__(self) -> _Blobs:
-        from toren_action.workspace import SAFE
-
-        self._proc = subprocess.Popen(
-            ["git", *SAFE, "-c", f"safe.directory={os.path.realpath(self._repo)}", "cat-file", "--batch"],
-            cwd=self._repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        return self
-
-    def read(self, oid: str) -> bytes:
-        assert self._proc.stdin and self._proc.stdout
-        self._proc.stdin.write(oid.encode() + b"\n")
-        self._proc.stdin.flush()
-        header = self._proc.stdout.readline().split()
-        if len(header) != 3:
-            raise GitError(f"git cat-file: no object {oid}")
-        size = int(header[2])
-        data = self._proc.stdout.read(size)
-        self._proc.stdout.read(1)  # the newline after the content
-        return data
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._proc.stdin
-        self._proc.stdin.close()
-        self._proc.wait(timeout=30)
-        if self._proc.stdout:
-            self._proc.stdout.close()

@@ -354,24 +354,38 @@ def commit_all(ws: Workspace, message: str, author_name: str, author_email: str)
 
 
 def push(ws: Workspace, branch: str, force: bool, env: dict[str, str] | None = None,
-         redact: Callable[[str], str] = str, lease: str | None = None) -> None:
-    """Push HEAD to ``branch``. ``lease``: overwrite it only if it still points to that commit (a pull
-    request branch someone pushed to since the job was planned is left alone)."""
+         redact: Callable[[str], str] = str, lease: str | None = None, commit: str = "HEAD") -> None:
+    """Push ``commit`` (the one the checks judged) to ``branch``. ``lease``: overwrite it only if it still points
+    to that commit (a pull request branch someone pushed to since the job was planned is left alone)."""
     if lease:
-        args = [f"--force-with-lease=refs/heads/{branch}:{lease}", f"HEAD:refs/heads/{branch}"]
+        args = [f"--force-with-lease=refs/heads/{branch}:{lease}", f"{commit}:refs/heads/{branch}"]
     else:
-        args = [f"{'+' if force else ''}HEAD:refs/heads/{branch}"]
+        args = [f"{'+' if force else ''}{commit}:refs/heads/{branch}"]
     git("push", "--quiet", "--no-verify", "origin", *args, cwd=ws.path, env=env, redact=redact, trusted=True)
 
 
 def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
-    path = ws.path / TOREN_DIR / "summary.md"
-    if path.is_file() and not path.is_symlink():
-        return path.read_text("utf-8", errors="replace")[:limit].strip() or None
-    return None
+    """The agent's .toren/summary.md: a regular file reached through no link, at most ``limit`` characters (a
+    sparse or endless file costs a few times that, never more)."""
+    from toren_action.paths import read_bounded
+
+    data = read_bounded(ws.path, f"{TOREN_DIR}/summary.md", limit * 4)
+    if data is None:
+        return None
+    return data.decode("utf-8", errors="replace")[:limit].strip() or None
 
 
-def last_patch(ws) -> str:
-    """The last commit's patch (what the agent changed), for the record and the AI summary."""
-    return printable(git("show", "--format=", "--no-color", "--no-ext-diff", "--no-textconv", "--stat", "--patch",
-                         "HEAD", cwd=ws.path, trusted=True))
+def last_patch(ws, commit: str = "HEAD", limit: int = 200_000) -> str:
+    """The start of a commit's patch (what the agent changed), for the record and the AI summary: at most
+    ``limit`` bytes of git's output are read, however large the change."""
+    proc = subprocess.Popen(git_argv("show", "--format=", "--no-color", "--no-ext-diff", "--no-textconv", "--stat",
+                                     "--patch", commit, cwd=ws.path, trusted=True),
+                            cwd=ws.path, env=git_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout
+    try:
+        data = proc.stdout.read(limit)
+    finally:
+        proc.stdout.close()
+        proc.kill()
+        proc.wait()
+    return printable(decode(data))

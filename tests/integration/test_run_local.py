@@ -387,3 +387,31 @@ def test_ignored_files_do_not_count_toward_max_change_mb(workdir, repo, toren_ho
                                   "echo x > out.txt", branch="toren/ignored-big")
     assert code == 0, result
     assert git("show", "toren/ignored-big:out.txt", cwd=repo) == "x\n"
+
+
+@pytest.mark.parametrize("shape", ["dir-link", "dir-link-allowed", "file-link", "sparse-2g", "fifo"])
+def test_the_agent_summary_is_a_bounded_regular_file_inside_the_workspace(workdir, repo, toren_home, capsys,
+                                                                          tmp_path, shape):
+    import resource
+
+    host = tmp_path / "host-only"
+    host.mkdir()
+    (host / "summary.md").write_text("# HOST FILE CONTENT\n")
+    command = {"dir-link": f"ln -s {host} .toren",  # dangling in the container, a host directory on the host
+               "dir-link-allowed": f"ln -s {host} .toren",
+               "file-link": f"mkdir .toren && ln -s {host}/summary.md .toren/summary.md",
+               "sparse-2g": "mkdir .toren && truncate -s 2G .toren/summary.md",
+               "fifo": "mkdir .toren && mkfifo .toren/summary.md"}[shape]
+    extra = ["--allow-policy", "symlink"] if shape == "dir-link-allowed" else []
+    started, peak = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, result, err = run_shell(capsys, command + "; echo x > out.txt", *extra, branch=f"toren/summary-{shape}")
+    assert time.monotonic() - started < 60
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB: never the 2 GiB file
+    if shape == "dir-link":  # .toren itself is then a link the commit would carry: the symlink rule stops it
+        assert code == 21 and "symlink" in result["message"], result
+    else:
+        assert code == 0 and result["state"] == "succeeded", err[-2000:]
+        assert len((toren_home / "jobs" / result["job_id"] / "pr.md").read_text()) < 30_000
+    for path in toren_home.rglob("*"):  # the host file reached no record, log or body
+        if path.is_file() and not path.is_symlink():
+            assert b"HOST FILE CONTENT" not in path.read_bytes(), path
