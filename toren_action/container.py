@@ -263,12 +263,12 @@ def _pump(container, stream, on_line: Callable[[str], bool | None]) -> None:
     try:
         for data in _frames(stream):
             hand(splitter.feed(data))
-    except Exception:  # noqa: BLE001,S110 - the container went away; what was read is kept
-        pass
-    try:
         hand(splitter.flush())
-    except Exception:  # noqa: BLE001,S110 - as above
-        pass
+    except Exception:  # noqa: BLE001 - the stream broke or on_line failed: what was read is kept, and a
+        try:  # container whose output no one reads any more (budgets unwatched) is not left running
+            _kill(container)
+        except Exception:  # noqa: BLE001,S110 - the engine went away too: run() removes it or says so
+            pass
 
 
 def _kill(container) -> None:

@@ -121,3 +121,11 @@ def test_removing_a_jobs_containers_removes_their_anonymous_volumes(docker_clien
             c.remove(v=True, force=True)
         except Exception:  # noqa: BLE001,S110 - removed by the test already
             pass
+
+
+def test_a_container_whose_output_can_no_longer_be_read_is_stopped(docker_client):
+    def on_line(line: str) -> None:
+        raise RuntimeError("the job log cannot be written")
+
+    result = container.run(docker_client, spec("echo hello; sleep 60", timeout_s=120), on_line)
+    assert result.exit_code == 137 and result.duration_s < 30  # killed at once, not left to its timeout
