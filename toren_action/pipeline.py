@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from toren_action import validate
+from toren_action import texts, validate
 from toren_action.agents import get_profile
 from toren_action.agents.base import AgentProfile, RunContext, Verdict, launch_command
 from toren_action.errors import (
@@ -493,10 +493,10 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     if outcome.pr_url:
         lines.append(f"Pull request: {outcome.pr_url}")
     elif outcome.state == "succeeded" and outcome.pushed_to:
-        lines.append(f"Branch `{outcome.branch}` pushed (no pull request: `--no-pr`).")
+        lines.append(f"Branch {texts.code(outcome.branch or '')} pushed (no pull request: `--no-pr`).")
     if outcome.state not in ("succeeded", "no_changes"):
         # the issue may be public: no host paths
-        lines.append("Reason: " + re.sub(r"(?:/[^\s;:,'\"()`]+){2,}", "<path>", outcome.message))
+        lines.append("Reason: " + texts.inline(re.sub(r"(?:/[^\s;:,'\"()`]+){2,}", "<path>", outcome.message)))
         lines.append(html_log_hint(job_id))
     elif outcome.state == "no_changes":
         lines.append("The agent changed nothing; no pull request.")
@@ -642,14 +642,8 @@ def _pr_ai_summary(plan: Plan, store: Store, job_id: str, jdir: Path, change, lo
 def _pr_title(plan: Plan, agent_summary: str | None) -> str:
     first = (agent_summary or "").strip().splitlines()[:1]
     if first and first[0].startswith("# ") and len(first[0]) > 3:
-        return _inert(first[0][2:].strip()[:120])
-    return plan.task.title
-
-
-def _inert(text: str) -> str:
-    """The agent's words, made unable to act on GitHub: no mentions (@user, @org/team) and no issue references
-    (so no "Closes #7" of some other issue). A zero-width space breaks the links; the text reads the same."""
-    return re.sub(r"#(?=\d)", "#\u200b", re.sub(r"@(?=[A-Za-z0-9])", "@\u200b", text))
+        return texts.title(plan.redactor(first[0][2:].strip()[:120]))
+    return texts.title(plan.task.title)
 
 
 #: The most a job's log keeps of its lines (the agent's output, mostly); stages are always kept.
@@ -657,7 +651,8 @@ MAX_LOG_BYTES = 50 * 1024 * 1024
 
 
 class _JobLog:
-    """The job's log file: every line redacted before it is written or shown. Past ``max_bytes`` of lines, one
+    """The job's log file: every line redacted, then its control characters made visible, before it is written
+    or shown. Past ``max_bytes`` of lines, one
     marker says where the log was cut and further lines are dropped (from the file and the reporter); stages
     and the end state are still written, so an agent printing without end cannot fill the disk."""
 
@@ -671,14 +666,14 @@ class _JobLog:
         self._max = self._left = MAX_LOG_BYTES if max_bytes is None else max_bytes
 
     def stage(self, state: str, detail: str) -> None:
-        detail = self._redact(detail)
+        detail = texts.one_line(self._redact(detail))  # redacted first: an escape could hide a secret's value
         self._fh.write(f"[{time.monotonic() - self._started:7.2f}s] == {state}: {detail}\n")
         self._reporter.stage(state, detail)
 
     def line(self, text: str) -> None:
         if self._left <= 0:
             return
-        text = self._redact(text)
+        text = texts.terminal(self._redact(text))  # no control sequence reaches a terminal that shows the log
         self._left -= len(text.encode("utf-8", "replace")) + 1
         if self._left <= 0:
             text = (f"toren: the log reached its cap of {self._max // (1024 * 1024)} MiB here; the rest of the "
@@ -1039,16 +1034,26 @@ def _repo_instructions(ws_path: Path) -> str | None:
 
 
 def _commit_message(plan: Plan, job_id: str) -> str:
-    return (f"{plan.task.title}\n\nTask: {plan.task.source}\nAgent: {plan.profile.name}"
+    # the subject on one line (no forged trailer), nothing in it or the task's source that GitHub would act on
+    return (f"{texts.title(plan.task.title)}\n\nTask: {texts.plain(texts.one_line(plan.task.source))}\n"
+            f"Agent: {plan.profile.name}"
             + (f" ({plan.settings.model})" if plan.settings.model else "")
             + f"\nToren-Job: {job_id}\n")
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "\n\n_(cut: the summary was longer)_"
+
+
 def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome: Outcome,
              code_findings: list | None = None) -> str:
+    """The pull request's body. Every text that comes from the task, the repository or the agent is redacted and
+    then made inert (texts.py): it renders as written and cannot mention, close or forge anything."""
     from toren_action.github import PR_MARKER
 
-    verify = f"`{plan.settings.verify}` passed" if plan.settings.verify else "not configured (`--verify`)"
+    r = plan.redactor
+    verify = f"{texts.code(r(plan.settings.verify))} passed" if plan.settings.verify else \
+        "not configured (`--verify`)"
     gh = plan.github
     closes = [f"Closes #{gh.issue.number}", ""] if gh and gh.issue and gh.issue.repo == gh.base_repo else []
     usage = outcome.usage
@@ -1056,25 +1061,25 @@ def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome
     if usage:
         money = f"${outcome.cost_usd:.4f}" if outcome.cost_usd is not None else "unknown cost"
         cost = f"- Usage: {usage['turns']} turns, {usage['tool_calls']} tool calls, {money}"
+    model = (usage or {}).get("model") or plan.settings.model
+    findings = [f"- {texts.code(r(f'{f.path}:{f.line}'))} {texts.inline(r(f'{f.severity.lower()} {f.test}: {f.text}'))}"
+                for f in (code_findings or [])[:20]]
     return "\n".join([
-        f"# {plan.task.title}",
+        f"# {texts.inline(r(plan.task.title))}",
         "",
         *closes,
         "## Summary",
-        _inert(agent_summary) if agent_summary else "_The agent left no summary._",
+        _cut(texts.block(r(agent_summary)), 30_000) if agent_summary else "_The agent left no summary._",
         "",
         "## Changes",
-        "```",
-        change.diffstat,
-        "```",
+        texts.fence(r(change.diffstat)),
         "",
-        *(["## Security scan", "", *[f"- {f}" for f in code_findings[:20]], ""] if code_findings else []),
-        f"- Task: {plan.task.source}",
+        *(["## Security scan", "", *findings, ""] if findings else []),
+        f"- Task: {texts.inline(r(plan.task.source))}",
         f"- Verification: {verify}",
-        f"- Agent: {plan.profile.name}" + (f", model {(usage or {}).get('model') or plan.settings.model}"
-                                           if (usage or {}).get("model") or plan.settings.model else ""),
+        f"- Agent: {plan.profile.name}" + (f", model {texts.inline(r(model))}" if model else ""),
         *([cost] if cost else []),
-        f"- Branch: `{plan.branch}`, commit `{change.commit[:12]}`",
+        f"- Branch: {texts.code(plan.branch)}, commit `{change.commit[:12]}`",
         "",
         f"_Generated by Toren (job `{job_id}`). Review it as you would any contributor's change._",
         PR_MARKER,

@@ -365,12 +365,12 @@ def push(ws: Workspace, branch: str, force: bool, env: dict[str, str] | None = N
 
 
 def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
-    """The agent's .toren/summary.md: a regular file reached through no link, at most ``limit`` characters (a
-    sparse or endless file costs a few times that, never more)."""
+    """The agent's .toren/summary.md: a regular file of text reached through no link, at most ``limit``
+    characters (a sparse or endless file costs a few times that, never more)."""
     from toren_action.paths import read_bounded
 
     data = read_bounded(ws.path, f"{TOREN_DIR}/summary.md", limit * 4)
-    if data is None:
+    if data is None or b"\0" in data:  # missing, not a regular file, or not text
         return None
     return data.decode("utf-8", errors="replace")[:limit].strip() or None
 

@@ -4,6 +4,7 @@ with real PyGithub and real git. Toren finds it only through GITHUB_API_URL and 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -188,7 +189,10 @@ def test_a_token_without_pull_request_permission_is_named(github, capsys):
     assert result["state"] == "failed" and "pull_requests=write" in result["message"]
     assert github.branch_sha(REPO, "toren/perm") == result["commit"]  # the branch was pushed before
     final = [h[-1] for h in github.comment_history(REPO, 42) if "toren:progress -->" in h[0] and "Toren" in h[0]]
-    assert "failed" in final[0] and "pull_requests=write" in final[0] and "toren logs" in final[0]
+    from markdown_it import MarkdownIt  # the comment as GitHub shows it (the reason is escaped Markdown)
+
+    shown = MarkdownIt("commonmark").render(final[0])
+    assert "failed" in shown and "pull_requests=write" in shown and "toren logs" in shown
     assert "/tmp/" not in final[0]  # the issue may be public: no host paths
 
 
@@ -222,7 +226,7 @@ def test_the_agents_words_cannot_close_other_issues_or_mention_people(github, ca
     (pr,) = github.pulls(REPO)
     assert "Closes #42" in pr["body"]  # Toren's own reference stays live
     assert "Closes #7" not in pr["body"] and "@octocat" not in pr["body"] and "@acme/security" not in pr["body"]
-    assert "Closes #\u200b7" in pr["body"]
+    assert "#\u200b7" in pr["body"]  # the reference is still there to read, broken by a zero-width space
     assert "warning: reviewers" in err  # GitHub refused the author as reviewer: a warning, not a failure
 
 
@@ -242,3 +246,28 @@ def test_a_github_url_as_repo_gets_a_pull_request(github, capsys, tmp_path):
     assert code == 0, err
     (pr,) = github.pulls(REPO)
     assert pr["head"]["ref"] == "toren/from-url" and "Closes" not in pr["body"]
+
+
+HOSTILE_TITLES = ["Typo, fixes #1 cc @acme/security-team",
+                  "Fix: closes acme/widget#2\n## Reviewed and approved by @octocat",
+                  "Resolves https://github.com/acme/widget/issues/3 \x1b]52;c;aGk=\x07 <img src=x onerror=alert(1)>"]
+
+
+@pytest.mark.parametrize("title", HOSTILE_TITLES, ids=["keyword-mention", "newline-heading", "url-osc-html"])
+def test_a_hostile_issue_title_cannot_act_in_the_pull_request_or_the_commit(github, capsys, title):
+    from markdown_it import MarkdownIt
+
+    github.add_issue(REPO, 43, title, "Rename old_name.", author="alice")
+    code, result, err = run(capsys, "--issue", f"{REPO}#43", "--branch", "toren/hostile-title", *SHELL)
+    assert code == 0, err
+    (pr,) = github.pulls(REPO)
+    message = github._git("log", "-1", "--format=%B", "toren/hostile-title", git_dir=github.bare_path(REPO))
+    for text in (pr["title"], pr["body"].replace("Closes #43", ""), message):
+        assert "@acme/security-team" not in text and "@octocat" not in text
+        assert not re.search(r"(?i)\b(?:fix(?:e[sd])?|close[sd]?|resolve[sd]?)\b:?\s+(?:[\w.-]+/[\w.-]+)?#\d", text)
+        assert "/issues/3" not in text and "\x1b" not in text and "\x07" not in text
+    assert "Closes #43" in pr["body"]  # Toren's own reference to the task's issue stays live
+    assert "\n" not in pr["title"] and message.splitlines()[1] == ""  # one-line subject: nothing forged after it
+    html = MarkdownIt("commonmark").render(pr["body"])
+    assert "<img" not in html and html.startswith("<h1>")  # the title: one heading, then no forged one
+    assert not re.search(r"<h[1-6]>[^<]*Reviewed", html)
