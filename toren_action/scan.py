@@ -19,6 +19,8 @@ def scan_repo(cwd: str, staged: bool, diff: str | None, allow: tuple[str, ...] =
 
     try:
         git("rev-parse", "--git-dir")
+    except workspace.UntrustedRepository:  # owned by another user: say so, its config never runs
+        raise
     except Exception:  # noqa: BLE001 - GitError with git's own words
         raise UsageError("scan", f"{cwd} is not a git repository") from None
     if staged:

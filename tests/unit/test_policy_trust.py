@@ -60,6 +60,7 @@ def test_scan_refuses_a_repository_owned_by_another_user(args, hostile_repo):
     assert proc.returncode != 0 and not marker.exists()  # refused, and nothing of theirs ran as root
     said = proc.stderr.strip()
     assert str(repo) in said and len(said.splitlines()) == 1 and "Traceback" not in said
+    assert "owned by another user" in said and "not a git repository" not in said  # the real reason
 
 
 @pytest.mark.parametrize("args", [["--staged"], ["--diff", "HEAD~1..HEAD"]], ids=["staged", "diff"])
