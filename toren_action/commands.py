@@ -560,6 +560,12 @@ def cmd_health(args: Namespace) -> int:
               else "no NVIDIA runtime: --gpus is unavailable on this engine", required=False)
     except TorenError as exc:
         check("docker", False, str(exc))
+    vendor = cloud_vendor()
+    check("network", vendor is None, (
+        f"this looks like a {vendor} machine: Docker's default bridge network reaches its metadata endpoint "
+        "(169.254.169.254) and the machine's cloud credentials; run agents with --network none or --egress"
+        if vendor else "no cloud machine detected (on one, prefer --network none or --egress: the default bridge "
+                       "network reaches the metadata endpoint)"), required=False)
     _check_agents(check)
     if args.docker_image:
         _check_image(args.docker_image, docker_client, args.security, check, args.check_registry)
@@ -570,6 +576,33 @@ def cmd_health(args: Namespace) -> int:
             mark = "✔" if c["ok"] else ("✘" if c["required"] else "!")
             print(f"{mark} {c['check']:<13} {c['detail']}")
     return 0 if all(c["ok"] for c in checks if c["required"]) else 1
+
+
+#: What the firmware of cloud machines says of itself (DMI), lower-cased, and the cloud it names.
+_CLOUD_DMI = (("amazon ec2", "Amazon EC2"), ("amazon", "Amazon EC2"), ("google", "Google Cloud"),
+              ("7783-7084-3265-9085-8269-3286-77", "Azure"), ("microsoft corporation", "Azure"),
+              ("digitalocean", "DigitalOcean"), ("hetzner", "Hetzner"), ("alibaba", "Alibaba Cloud"),
+              ("oraclecloud", "Oracle Cloud"), ("openstack", "OpenStack"), ("scaleway", "Scaleway"))
+
+
+def cloud_vendor(dmi: str = "/sys/class/dmi/id", environ: dict[str, str] | None = None) -> str | None:
+    """The cloud this machine runs on, when its firmware (or the Actions runner) says so; read locally, never by
+    asking the metadata endpoint."""
+    env = os.environ if environ is None else environ
+    if env.get("RUNNER_ENVIRONMENT") == "github-hosted":
+        return "GitHub-hosted runner"
+    said = []
+    for name in ("sys_vendor", "product_name", "bios_vendor", "board_vendor", "chassis_asset_tag"):
+        try:
+            with open(os.path.join(dmi, name), encoding="utf-8", errors="replace") as fh:
+                said.append(fh.read(256).strip().lower())
+        except OSError:
+            continue
+    for text in said:
+        for needle, cloud in _CLOUD_DMI:
+            if needle in text:
+                return cloud
+    return None
 
 
 def _check_agents(check) -> None:

@@ -53,3 +53,20 @@ def test_abbreviated_flags_are_refused_and_the_closest_flag_is_named():
         assert proc.returncode == 2, (argv, proc.stderr)
         assert "unrecognized arguments" in proc.stderr and f"did you mean {wanted}?" in proc.stderr, proc.stderr
         assert proc.stderr.count("\n") == 1
+
+
+def test_health_says_when_the_machine_is_a_cloud_one(tmp_path):
+    from toren_action.commands import cloud_vendor
+
+    dmi = tmp_path / "dmi"
+    dmi.mkdir()
+    assert cloud_vendor(str(dmi), {}) is None  # nothing said: no claim
+    (dmi / "sys_vendor").write_text("QEMU\n")
+    assert cloud_vendor(str(dmi), {}) is None
+    for file, text, cloud in (("sys_vendor", "Amazon EC2\n", "Amazon EC2"), ("product_name", "Google Compute Engine",
+                                                                             "Google Cloud"),
+                              ("chassis_asset_tag", "7783-7084-3265-9085-8269-3286-77", "Azure")):
+        (dmi / file).write_text(text)
+        assert cloud_vendor(str(dmi), {}) == cloud
+        (dmi / file).unlink()
+    assert cloud_vendor(str(dmi), {"RUNNER_ENVIRONMENT": "github-hosted"}) == "GitHub-hosted runner"
