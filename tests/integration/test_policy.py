@@ -158,3 +158,11 @@ def test_the_code_scan_reports_and_blocks_only_when_asked(workdir, repo, toren_h
     code, result, err = run_shell(capsys, risky, "--fail-on", "high", branch="toren/risky-blocked")
     assert code == 21 and "code scan" in result["message"]
     assert git("branch", "--list", "toren/risky-blocked", cwd=repo).strip() == ""
+
+
+@pytest.mark.parametrize("comment", ["  # nosec", "  # nosec B602", "  # nosec: B602,B607"])
+def test_the_agents_nosec_comments_do_not_silence_the_code_scan(workdir, repo, toren_home, capsys, comment):
+    risky = f"printf 'import subprocess\\ndef f(x):\\n    subprocess.call(x, shell=True){comment}\\n' > risky.py"
+    code, result, err = run_shell(capsys, risky, "--fail-on", "high", branch="toren/nosec")
+    assert code == 21 and "code scan" in result["message"], result
+    assert git("branch", "--list", "toren/nosec", cwd=repo).strip() == ""
