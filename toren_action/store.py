@@ -11,7 +11,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +27,9 @@ STATES = (
 FINAL_STATES = frozenset({"succeeded", "failed", "no_changes", "cancelled", "timed_out",
                           "budget_exceeded", "auth_failed", "rate_limited", "max_turns", "blocked_by_policy"})
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: jobs and their events
-    """
+def _m001_jobs_and_events(conn: sqlite3.Connection) -> None:
+    """Jobs and their events."""
+    _statements(conn, """
     CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
         created_at REAL NOT NULL,
@@ -64,24 +64,42 @@ MIGRATIONS: tuple[str, ...] = (
         kind TEXT NOT NULL,
         data TEXT
     );
-    CREATE INDEX events_job ON events(job_id, id);
-    """,
-    # 2: what the agent used: tokens, tool calls, errors (JSON) and where the cost figure came from
-    """
-    ALTER TABLE jobs ADD COLUMN usage TEXT;
-    ALTER TABLE jobs ADD COLUMN cost_source TEXT
-    """,
-    # 3: the pull request a job opened or updated
-    """
-    ALTER TABLE jobs ADD COLUMN pr_url TEXT
-    """,
-    # 4: the job process's heartbeat; the worker's state; the AI summary, cached
-    """
-    ALTER TABLE jobs ADD COLUMN heartbeat_at REAL;
-    ALTER TABLE jobs ADD COLUMN ai_summary TEXT;
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
-    CREATE INDEX jobs_queued ON jobs(state, id)
-    """,
+    CREATE INDEX events_job ON events(job_id, id)
+    """)
+
+
+def _statements(conn: sqlite3.Connection, script: str) -> None:
+    """Each statement of ``script`` in the migration's transaction (executescript would commit it first)."""
+    for statement in filter(str.strip, script.split(";")):
+        conn.execute(statement)
+
+
+def _m002_usage_and_cost_source(conn: sqlite3.Connection) -> None:
+    """What the agent used: tokens, tool calls, errors (JSON) and where the cost figure came from."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN usage TEXT")
+    conn.execute("ALTER TABLE jobs ADD COLUMN cost_source TEXT")
+
+
+def _m003_pull_request(conn: sqlite3.Connection) -> None:
+    """The pull request a job opened or updated."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN pr_url TEXT")
+
+
+def _m004_heartbeat_meta_summary(conn: sqlite3.Connection) -> None:
+    """The job process's heartbeat; the worker's state; the AI summary, cached."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN heartbeat_at REAL")
+    conn.execute("ALTER TABLE jobs ADD COLUMN ai_summary TEXT")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("CREATE INDEX jobs_queued ON jobs(state, id)")
+
+
+#: The schema's history, oldest first: a database at version N (PRAGMA user_version) runs MIGRATIONS[N:].
+#: Add a new step at the end; never edit or reorder one that has shipped.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _m001_jobs_and_events,
+    _m002_usage_and_cost_source,
+    _m003_pull_request,
+    _m004_heartbeat_meta_summary,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -176,9 +194,8 @@ class Store:
     def _migrate(self) -> None:
         with self._tx() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    conn.execute(statement)
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(conn)
                 conn.execute(f"PRAGMA user_version = {number}")
 
     def create_job(self, *, repo: str, branch: str, agent: str, model: str | None, base_image: str,

@@ -1,0 +1,71 @@
+"""The store's migrations: a database made by every earlier version of Toren migrates to the current schema, and
+the result is the same schema a new database gets."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from toren_action.store import MIGRATIONS, Store
+
+
+def schema(path) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    rows = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    return [*rows, ("user_version", version)]
+
+
+def test_migrations_are_named_steps_with_their_purpose():
+    names = [m.__name__ for m in MIGRATIONS]
+    assert names == sorted(names) and all(m.__doc__ for m in MIGRATIONS)
+    assert [int(n[2:5]) for n in names] == list(range(1, len(MIGRATIONS) + 1))
+
+
+@pytest.mark.parametrize("version", range(len(MIGRATIONS)))
+def test_a_database_from_every_earlier_version_migrates_and_keeps_its_jobs(tmp_path, version):
+    fresh = tmp_path / "fresh"
+    Store(fresh).close()
+    old = tmp_path / "old"
+    old.mkdir()
+    conn = sqlite3.connect(old / "toren.db")
+    for number, migration in enumerate(MIGRATIONS[:version], start=1):
+        migration(conn)
+        conn.execute(f"PRAGMA user_version = {number}")
+    if version:  # a job written by that version
+        conn.execute("INSERT INTO jobs (id, created_at, updated_at, state, repo, branch, agent, base_image, inputs) "
+                     "VALUES ('01old', 1, 1, 'succeeded', 'r', 'b', 'shell', 'i', '{}')")
+    conn.commit()
+    conn.close()
+    store = Store(old)
+    if version:
+        assert store.get("01old").state == "succeeded"
+    store.create_job(repo="r", branch="b2", agent="shell", model=None, base_image="i", inputs={})
+    store.close()
+    assert schema(old / "toren.db") == schema(fresh / "toren.db")
+
+
+def test_a_failing_migration_leaves_the_database_at_its_version(tmp_path, monkeypatch):
+    import toren_action.store as store_module
+
+    home = tmp_path / "h"
+    home.mkdir()
+    conn = sqlite3.connect(home / "toren.db")
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    def broken(conn):
+        """Breaks halfway."""
+        conn.execute("ALTER TABLE jobs ADD COLUMN usage TEXT")
+        raise sqlite3.OperationalError("boom")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", (MIGRATIONS[0], broken, *MIGRATIONS[2:]))
+    with pytest.raises(sqlite3.OperationalError):
+        Store(home)
+    conn = sqlite3.connect(home / "toren.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert "usage" not in [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]  # rolled back whole
