@@ -155,6 +155,13 @@ def _text_part(part: str) -> str:
     return _HTML.sub("&lt;", _ENTITY.sub("&amp;", part))
 
 
+def _code_part(part: str) -> str:
+    """Code kept as written, except that a ``<`` that could open a tag and a ``&`` that could start a character
+    reference get a zero-width space after them: invisible in code, and inert should GitHub not see code there
+    (a code span that opened on an earlier line, a fence it ended sooner)."""
+    return _HTML.sub("<" + ZWSP, _ENTITY.sub("&" + ZWSP, part))
+
+
 def block(text: str) -> str:
     """Multi-line Markdown from the agent: its formatting kept, but no control character, mention, reference,
     closing keyword, raw HTML or character reference acts. Code spans and fenced blocks keep their ``<``; a
@@ -166,16 +173,18 @@ def block(text: str) -> str:
         if fenced:
             if m and m.group(1)[0] == fenced[0] and len(m.group(1)) >= len(fenced) and not m.group(2).strip():
                 fenced, line = "", m.group(1)
-            out.append(line)
+            out.append(_code_part(line))
         elif m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
             fenced = m.group(1)
-            out.append(fenced + m.group(2))
+            out.append(fenced + _code_part(m.group(2)))
         else:
             parts, last = [], 0
             for span in _CODE_SPAN.finditer(line):
-                parts += [_text_part(line[last:span.start()]), span.group(0)]
+                parts += [_text_part(line[last:span.start()]), _code_part(span.group(0))]
                 last = span.end()
             out.append("".join([*parts, _text_part(line[last:])]))
+    if fenced:  # an unclosed fence would swallow whatever follows the agent's text (Toren's own lines)
+        out.append(fenced)
     return "\n".join(out)
 
 

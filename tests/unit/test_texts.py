@@ -127,7 +127,8 @@ def test_the_agents_markdown_keeps_its_formatting_but_no_html_or_reference_acts(
     assert "<h1>Add a cache</h1>" in html and "<strong>fixes</strong>" in html
     assert not re.search(r"<(img|details|i|b)\b|<!--", text_html), html
     assert "&amp;#x40;team" in html  # the character reference is shown, not decoded into an @
-    assert "<code>&lt;b&gt;</code>" in html and "if a &lt; b: pass  # &lt;keep&gt;" in html  # code kept as is
+    shown = html.replace(ZWSP, "")  # code reads as written (a zero-width space after a tag-like `<`)
+    assert "<code>&lt;b&gt;</code>" in shown and "if a &lt; b: pass  # &lt;keep&gt;" in shown
     assert not MENTION.search(out) and not CLOSING.search(out) and not REFERENCE.search(out)
     assert "\x1b" not in out and "\u202e" not in out and "\\x1b[2K" in out
 
@@ -213,3 +214,19 @@ def test_toren_logs_shows_the_control_characters_in_the_log(tmp_path, monkeypatc
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", out), repr(out)
     assert "\\x1b]52;c;ZXZpbA==\\x07clip" in out and "ok\\rFAILED" in out and "tab\tkept\n" in out
     assert out.count("\n") == len(ESCAPES) + 1
+
+
+@pytest.mark.parametrize("summary", [
+    "Done. x `a\nb` <img src=https://evil.example/p.png> <a href=\"https://evil.example\">Approved</a> `c` ok",
+    "x `a\nb` <!-- toren:progress --> `c`",
+    "x ``a\nb`` <b>bold</b> `` c `` &#64;octocat",
+    "```\n<img src=x>\n",  # an unclosed fence
+    "~~~\n<a href=x>y</a>\n```\n<b>still fenced for us</b>",
+], ids=["span-across-lines", "comment-across-lines", "double-backticks", "open-fence", "tilde-fence"])
+def test_the_agents_markdown_cannot_hide_html_or_swallow_what_follows(summary):
+    body = texts.block(summary) + "\n\n- Verification: not configured\n<!-- toren:pull-request -->\n"
+    html = markdown_it.MarkdownIt("commonmark", {"html": True}).render(body)
+    for tag in ("<img", "<a ", "<b>", "<!-- toren:progress"):
+        assert tag not in html, (tag, html)
+    assert "<li>Verification: not configured</li>" in html  # Toren's own lines are outside any code block
+    assert html.rstrip().endswith("<!-- toren:pull-request -->")
