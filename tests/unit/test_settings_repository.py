@@ -269,3 +269,19 @@ def test_the_configuration_docs_mark_exactly_the_repositorys_keys():
     assert {k for k, row in rows.items() if "From a found file" in row} == set(REPOSITORY_KEYS)
     for key in HOST_ONLY_KEYS:  # the prose lists every host-only key too
         assert f"`{key}`" in text.split("#### Variables from a found file")[0].split("### What a found file may set")[1]
+
+
+@pytest.mark.parametrize("name", ["GNUPGHOME", "XZ_OPT", "RIPGREP_CONFIG_PATH", "TERMINFO_DIRS", "RUSTFLAGS",
+                                  "CARGO_HOME", "GOFLAGS", "GOPATH", "GZIP", "MAKEFLAGS", "CFLAGS", "LDFLAGS", "CC",
+                                  "LIBRARY_PATH", "ZSTD_CLEVEL"])
+def test_tool_variables_that_change_what_programs_run_are_refused_from_a_repository(name):
+    from toren_action.settings import repository_env_refusal
+
+    assert repository_env_refusal(name) is not None, name
+
+
+@pytest.mark.parametrize("name", ["FOO", "APP_MODE", "DATABASE_URL", "LOG_LEVEL", "RUST_BACKTRACE", "CCACHE_DISABLE_X"])
+def test_plain_application_variables_are_still_allowed(name):
+    from toren_action.settings import repository_env_refusal
+
+    assert repository_env_refusal(name) is None, name
