@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="assignee for the PR (repeatable)")
     g = r.add_argument_group("diff policy")
     g.add_argument("--allow-workflow-changes", action="store_true", default=None,
-                   help="let the change touch .github/workflows/ or action.yml")
+                   help="let the change touch .github/ or an action.yml/action.yaml")
     g.add_argument("--allow-policy", action="append", dest="allow_policy", metavar="RULE",
                    help="a diff-policy rule that may not block the push (repeatable): secret-pattern, workflow, "
                         "symlink, large-file, binary, protected-path")

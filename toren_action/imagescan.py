@@ -386,7 +386,8 @@ def _look_inside(client, image_id: str, path_var: str) -> list[tuple[str, bool, 
         note = f"could not read the image's layers ({_first_line(exc)})"
     order = _layer_order(docs, links)
     if not note and (order is None or any(name not in layers for name in order)):
-        note = "the image's layer list was missing from what the engine sent"
+        note = ("the image's layer list was missing from what the engine sent" if order is None else
+                "some layers could not be read (a compression this scan does not read, such as zstd)")
     if note:
         seen = sorted({"/" + "/".join(op[1]) for ops in layers.values() for op in ops
                        if op[0] == "put" and _is_credential_path(op[1])})

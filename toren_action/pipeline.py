@@ -276,7 +276,7 @@ def unused_host_id(passwd=None, group=None, subid_files=("/etc/subuid", "/etc/su
                 and not any(n in r for r in ranges):
             return n
     raise UsageError("TOREN_AGENT_UID", f"every id from {AGENT_ID_RANGE.start} to {AGENT_ID_RANGE.stop - 1} is a host "
-                                    "user or group; set --agent-uid to an id no host account has")
+                                    "user or group; set TOREN_AGENT_UID to an id no host account has")
 
 
 @dataclass(frozen=True)
@@ -509,19 +509,28 @@ def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
     return lines
 
 
+#: The most files one change may add or modify (a flood of empty files passes any size cap).
+MAX_CHANGE_FILES = 10_000
+
+
 def _check_change_size(ws, max_mb: float) -> None:
-    """Refuse, before git reads a byte of it, a change larger than ``max_mb`` in all: the sizes of every file
-    the commit would take (changed, added, untracked and not ignored), sparse files at their full length."""
+    """Refuse, before git reads a byte of it, a change larger than ``max_mb`` MiB in all (the sizes of every file
+    the commit would take: changed, added, untracked and not ignored; sparse files at their full length) or of
+    more than MAX_CHANGE_FILES files."""
     from toren_action import workspace
     from toren_action.errors import PolicyBlocked
 
-    limit = max_mb * 1_000_000
+    limit = max_mb * 1024 * 1024
     out = workspace.git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
                         "--ignore-submodules=all", cwd=ws.path, trusted=True)
-    total, biggest = 0, ("", 0)
+    total, biggest, count = 0, ("", 0), 0
     for entry in out.split("\0"):
         if len(entry) < 4 or "D" in entry[:2]:
             continue
+        count += 1
+        if count > MAX_CHANGE_FILES:
+            raise PolicyBlocked(f"the change touches more than {MAX_CHANGE_FILES} files; nothing was committed or "
+                                f"pushed (the work tree is kept in {ws.path})")
         try:
             info = os.lstat(os.path.join(ws.path, entry[3:]))
         except OSError:
@@ -529,8 +538,8 @@ def _check_change_size(ws, max_mb: float) -> None:
         total += info.st_size
         biggest = max(biggest, (entry[3:], info.st_size), key=lambda b: b[1])
         if total > limit:
-            raise PolicyBlocked(f"the change is over {max_mb:g} MB (--max-change-mb; {biggest[0]!r} alone is "
-                                f"{biggest[1] / 1e6:.1f} MB); nothing was committed or pushed "
+            raise PolicyBlocked(f"the change is over {max_mb:g} MiB (--max-change-mb; {biggest[0]!r} alone is "
+                                f"{biggest[1] / (1 << 20):.1f} MiB); nothing was committed or pushed "
                                 f"(the work tree is kept in {ws.path})")
 
 
@@ -553,7 +562,9 @@ def _verify(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, spec,
     enter("verifying", s.verify)
     tree = _committed_tree(jdir, ws, change, "verify-tree")
     workspace.give_tree_to(tree, plan.uid, plan.gid)
-    mounts = [Mount(str(tree), m.target, m.read_only) if m.target == "/workspace" else m for m in spec.mounts
+    # the user's own volumes read-only: what the agent wrote there (a .pth, a cache) cannot sway the check either
+    mounts = [Mount(str(tree), m.target, m.read_only) if m.target == "/workspace"
+              else Mount(m.source, m.target, True) if m in plan.mounts else m for m in spec.mounts
               if m.target != CONTAINER_SECRETS and not m.target.startswith(CONTAINER_SOCKETS + "/")]
     vspec = container.ContainerSpec(**{
         **spec.__dict__, "command": ["/bin/sh", "-c", s.verify], "name": f"toren-{job_id}-verify",
@@ -608,7 +619,8 @@ def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, chang
     report = [plan.redactor(policy.mask_tokens(str(f))) for f in findings]
     (jdir / "policy.json").write_text(_json.dumps([{**f.to_dict(), "detail": plan.redactor(
         policy.mask_tokens(f.detail))} for f in findings], indent=2), "utf-8")
-    store.add_events(job_id, [("policy", {"rule": f.rule, "path": f.path, "line": f.line}) for f in findings])
+    store.add_events(job_id, [("policy", {"rule": f.rule, "path": plan.redactor(f.path), "line": f.line})
+                              for f in findings])
     for line in report:
         log.line(f"policy: {line}")
     raise PolicyBlocked(plan.redactor(policy.mask_tokens(policy.describe(findings)))
@@ -881,11 +893,13 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         code_findings = _code_scan(plan, store, job_id, jdir, ws, change, log)
         if s.verify:
             _verify(plan, store, job_id, jdir, ws, change, spec, docker, enter, log)
-        outcome.commit, outcome.files, outcome.diffstat = change.commit, change.files, change.diffstat
+        outcome.commit, outcome.files = change.commit, redact_data(change.files, plan.redactor)
+        outcome.diffstat = plan.redactor(change.diffstat)
         title_summary = agent_summary  # the pull request's title comes from the agent, never from a model's summary
         if agent_summary is None and _wants_ai_summary(plan):
             agent_summary = _pr_ai_summary(plan, store, job_id, jdir, change, log)
-        store.update(job_id, result_commit=change.commit, files_changed=change.files, diffstat=change.diffstat)
+        store.update(job_id, result_commit=change.commit, files_changed=redact_data(change.files, plan.redactor),
+                     diffstat=plan.redactor(change.diffstat))  # a file's name is the agent's text too
         pr_body = plan.redactor(_pr_body(plan, job_id, change, agent_summary, outcome, code_findings))
         (jdir / "pr.md").write_text(pr_body, "utf-8")
 
@@ -1041,6 +1055,14 @@ def _commit_message(plan: Plan, job_id: str) -> str:
             + f"\nToren-Job: {job_id}\n")
 
 
+def _short_stat(diffstat: str, lines: int = 60) -> str:
+    """A diffstat of at most ``lines`` files, with git's closing total line."""
+    rows = diffstat.splitlines()
+    if len(rows) <= lines + 1:
+        return diffstat
+    return "\n".join([*rows[:lines], f" ... and {len(rows) - 1 - lines} more file(s)", rows[-1]])
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "\n\n_(cut: the summary was longer)_"
 
@@ -1069,10 +1091,10 @@ def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome
         "",
         *closes,
         "## Summary",
-        _cut(texts.block(r(agent_summary)), 30_000) if agent_summary else "_The agent left no summary._",
+        texts.block(_cut(r(agent_summary), 12_000)) if agent_summary else "_The agent left no summary._",
         "",
         "## Changes",
-        texts.fence(r(change.diffstat)),
+        texts.fence(r(_short_stat(change.diffstat))),
         "",
         *(["## Security scan", "", *findings, ""] if findings else []),
         f"- Task: {texts.inline(r(plan.task.source))}",

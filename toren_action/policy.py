@@ -37,13 +37,16 @@ from dataclasses import dataclass
 from toren_action.errors import GitError, UsageError
 
 #: Known credential formats. Kept specific (prefix + length) so that ordinary text never matches.
+#: Known credential formats. Formats with a distinctive prefix match anywhere, even inside a longer word
+#: (``x`` + a token + ``_`` is still the token): no word boundary to slip past. Only the generic ``sk-`` form
+#: keeps one, since ``-sk-`` runs occur in ordinary names ("disk-usage-report-...").
 TOKEN_PATTERNS: dict[str, str] = {
-    "GitHub token": r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})\b",
-    "Anthropic key": r"\bsk-ant-[A-Za-z0-9_-]{20,}",
-    "OpenAI key": r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}",
-    "Google API key": r"\bAIza[0-9A-Za-z_-]{35}\b",
-    "AWS access key": r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
-    "Slack token": r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
+    "GitHub token": r"gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{50,}",
+    "Anthropic key": r"sk-ant-[A-Za-z0-9_-]{20,}",
+    "OpenAI key": r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9]{48,}|\bsk-[A-Za-z0-9_-]{32,}",
+    "Google API key": r"AIza[0-9A-Za-z_-]{35,}",
+    "AWS access key": r"(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16,}",
+    "Slack token": r"xox[abposr]-[A-Za-z0-9-]{10,}",
     "private key": r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----",
 }
 TOKEN_RE = re.compile("|".join(f"(?:{p})" for p in TOKEN_PATTERNS.values()))
@@ -63,7 +66,11 @@ PRESETS: dict[str, tuple[str, ...]] = {
            "pom.xml", "build.sbt", "build.rs", "Cargo.toml", "Justfile", "justfile", "Taskfile.yml",
            "Dockerfile", "docker-compose.yml", "compose.yaml", ".gitlab-ci.yml", ".travis.yml",
            "azure-pipelines.yml", "Jenkinsfile", "bitbucket-pipelines.yml", ".circleci/*", ".buildkite/*",
-           ".devcontainer/*", ".vscode/*", ".envrc", ".gitmodules"),
+           ".devcontainer/*", ".vscode/*", ".envrc", ".gitmodules", "gradle/wrapper/*", "gradlew.bat",
+           ".mvn/*", "mvnw", "mvnw.cmd", ".cargo/config", ".cargo/config.toml", "rust-toolchain",
+           "rust-toolchain.toml", "CMakeLists.txt", "*.cmake", "meson.build", "BUILD", "BUILD.bazel", "WORKSPACE",
+           "MODULE.bazel", ".bazelrc", ".husky/*", "lefthook.yml", ".lintstagedrc*", "go.mod", "Pipfile",
+           "requirements*.txt", "uv.lock", "poetry.lock", "package-lock.json", "yarn.lock", "pnpm-lock.yaml"),
 }
 #: git's own test: a NUL byte in the first 8000 bytes makes a file binary (here whatever its attributes say).
 BINARY_PROBE = 8000
@@ -173,7 +180,7 @@ def check(git: Callable[..., str], base: str, head: str | None, workdir: str, po
     protected = protected_patterns(policy.protected_paths)
     findings: list[Finding] = []
     for change in changes:
-        findings += _path_findings(change, protected)
+        findings += _path_findings(change, protected, redact)
     git_dir = git("rev-parse", "--absolute-git-dir").rstrip("\n")
     with Blobs(git_dir) as blobs:
         findings += _symlink_findings(git, base, changes, blobs, redact)
@@ -240,9 +247,16 @@ def is_workflow_path(path: str) -> bool:
     return folded.startswith(WORKFLOW_DIR) or folded.rsplit("/", 1)[-1] in ACTION_FILES
 
 
-def _path_findings(change: _Change, protected: tuple[str, ...]) -> list[Finding]:
+def _path_findings(change: _Change, protected: tuple[str, ...], redact: Callable[[str], str]) -> list[Finding]:
+    """Rules on the path itself. A file or directory name is data that reaches the branch like any line: it is
+    scanned for the job's secret values and for token formats, and the report shows it masked."""
     found = []
-    shown = _printable_path(change.path)
+    masked = mask_tokens(redact(change.path))
+    shown = _printable_path(masked)
+    if masked != change.path and change.status != "D":
+        rule = "secret-value" if redact(change.path) != change.path else "secret-pattern"
+        found.append(Finding(rule, shown, None, "the file's path holds " + (
+            "the value of one of this job's secrets" if rule == "secret-value" else "a known token format")))
     if is_workflow_path(change.path):
         found.append(Finding("workflow", shown, None, "changes a GitHub Actions workflow, action or .github file"))
     if any(fnmatch.fnmatchcase(change.path, pat) for pat in protected):
@@ -251,9 +265,9 @@ def _path_findings(change: _Change, protected: tuple[str, ...]) -> list[Finding]
 
 
 def _printable_path(path: str) -> str:
-    """A path for the report: undecodable bytes replaced, control characters escaped (a newline or an escape
-    sequence in a file name cannot forge or hide report lines)."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A path for the report: undecodable bytes replaced, token formats masked, control characters escaped (a
+    newline or an escape sequence in a file name cannot forge or hide report lines)."""
+    text = mask_tokens(path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
                    for c in text)
 

@@ -166,3 +166,22 @@ def test_the_agents_nosec_comments_do_not_silence_the_code_scan(workdir, repo, t
     code, result, err = run_shell(capsys, risky, "--fail-on", "high", branch="toren/nosec")
     assert code == 21 and "code scan" in result["message"], result
     assert git("branch", "--list", "toren/nosec", cwd=repo).strip() == ""
+
+
+@pytest.mark.parametrize("command", [f"touch {GITHUB_TOKEN}.txt",
+                                     f"mkdir -p d/{GITHUB_TOKEN} && touch d/{GITHUB_TOKEN}/x",
+                                     f"touch x{GITHUB_TOKEN}_y.py",
+                                     'touch "leak-$(cat /run/toren/secrets/MY_TOKEN).txt"'],
+                         ids=["file-name", "directory-name", "inside-a-word", "secret-value-name"])
+def test_a_secret_in_a_file_name_is_blocked_and_never_stored(workdir, repo, toren_home, capsys, monkeypatch,
+                                                            command):
+    value = "tok_a1b2c3d4e5f6a7b8"
+    monkeypatch.setenv("MY_TOKEN", value)
+    code, result, err = run_shell(capsys, command, "--secret", "MY_TOKEN", branch="toren/name-leak")
+    assert code == 21 and result["state"] == "blocked_by_policy", result
+    assert "secret-" in result["message"]
+    assert git("branch", "--list", "toren/name-leak", cwd=repo).strip() == ""
+    for path in toren_home.rglob("*"):  # the record, its events, the log and the report: masked everywhere
+        if path.is_file() and not path.is_relative_to(toren_home / "jobs" / result["job_id"] / "workspace"):
+            data = path.read_bytes()
+            assert GITHUB_TOKEN.encode() not in data and value.encode() not in data, path

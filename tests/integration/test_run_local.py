@@ -370,12 +370,14 @@ def test_the_job_log_is_capped_with_a_marker_and_the_job_still_ends(workdir, rep
 @pytest.mark.parametrize("command,extra", [
     ("truncate -s 2G big.bin", []),  # sparse: no disk, yet git add would read and hash 2 GB
     ("mkdir d; for i in $(seq 30); do head -c 200000 /dev/urandom > d/f$i; done", ["--max-change-mb", "5"]),
-], ids=["sparse-2g", "many-small-files"])
+    ("mkdir m && cd m && seq 1 10001 | xargs touch", []),  # empty files: no size, yet 10,001 of them
+], ids=["sparse-2g", "many-small-files", "ten-thousand-and-one-empty-files"])
 def test_a_change_over_max_change_mb_is_refused_before_the_commit(workdir, repo, toren_home, capsys, command, extra):
     started = time.monotonic()
     code, result, err = run_shell(capsys, command, *extra, branch="toren/huge")
     assert code == 21 and result["state"] == "blocked_by_policy", result
-    assert "--max-change-mb" in result["message"] and "nothing was committed" in result["message"]
+    assert ("--max-change-mb" in result["message"] or "more than 10000 files" in result["message"]) \
+        and "nothing was committed" in result["message"]
     assert time.monotonic() - started < 60
     assert "toren/huge" not in git("branch", "--list", cwd=repo)
     ws = toren_home / "jobs" / result["job_id"] / "workspace"

@@ -90,3 +90,17 @@ def _events(home: Path, job_id: str) -> list[tuple[str, dict]]:
     conn = sqlite3.connect(home / "toren.db")
     return [(kind, json.loads(data)) for kind, data in
             conn.execute("SELECT kind, data FROM events WHERE job_id = ? ORDER BY id", (job_id,))]
+
+
+def test_verify_sees_the_users_volumes_read_only(workdir, calc_repo, toren_home, capsys, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    code = main(["run", "--repo", str(calc_repo), "--spec", "task.md", "--branch", "toren/vol", "--agent", "shell",
+                 "--command", "echo written > /data/by-agent; echo '# v' >> calc.py", "--base-image", BASE_IMAGE,
+                 "--volume", f"{data}:/data", "--verify",
+                 "cat /data/by-agent && ! touch /data/by-verify 2>/dev/null && python3 check.py",
+                 "--disable-daemon", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    assert (data / "by-agent").read_text() == "written\n" and not (data / "by-verify").exists()
