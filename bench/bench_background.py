@@ -74,7 +74,7 @@ def main() -> None:
 
     # toren status with 10,000 jobs
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from toren_action.store import Store, new_job_id
+    from toren_action.jobs.store import Store, new_job_id
 
     store = Store(tmp / "home")
     now = time.time()

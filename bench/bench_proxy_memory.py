@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toren_action.keyproxy import KeyProxy  # noqa: E402
-from toren_action.redact import Secret  # noqa: E402
-from toren_action.sockets import MAX_BODY_BYTES  # noqa: E402
+from toren_action.core.redact import Secret  # noqa: E402
+from toren_action.sandbox.keyproxy import KeyProxy  # noqa: E402
+from toren_action.sandbox.sockets import MAX_BODY_BYTES  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

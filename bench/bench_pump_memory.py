@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-from toren_action import container
-from toren_action.container import ContainerSpec
+from toren_action.sandbox import container
+from toren_action.sandbox.container import ContainerSpec
 
 
 def status(key):

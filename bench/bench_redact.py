@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toren_action.redact import Redactor, Secret  # noqa: E402
+from toren_action.core.redact import Redactor, Secret  # noqa: E402
 
 
 def main() -> None:

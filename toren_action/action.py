@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toren_action.errors import TorenError, UsageError
-from toren_action.texts import code, inline, terminal
+from toren_action.core.errors import TorenError, UsageError
+from toren_action.core.texts import code, inline, terminal
 
 SECRET_INPUTS = {  # input -> the variable the agent profile or GitHub code reads
     "anthropic_api_key": "ANTHROPIC_API_KEY",
@@ -132,7 +132,7 @@ class ActionsReporter:
             self._token = None
 
     def stage(self, state: str, detail: str) -> None:
-        from toren_action.texts import one_line
+        from toren_action.core.texts import one_line
 
         core = _core()
         with self._lock:
@@ -145,7 +145,7 @@ class ActionsReporter:
     def line(self, text: str) -> None:
         import secrets
 
-        from toren_action.texts import workflow_safe
+        from toren_action.core.texts import workflow_safe
 
         with self._lock:
             if self._token is None:
@@ -182,7 +182,7 @@ def run() -> int:
     try:
         return _run(trigger, event)
     except TorenError as exc:
-        from toren_action.errors import ActorNotAllowed
+        from toren_action.core.errors import ActorNotAllowed
 
         if isinstance(exc, ActorNotAllowed) and trigger.issue and get_bool("comment_on_refusal", True):
             _comment_refusal(trigger, str(exc))
@@ -193,10 +193,10 @@ def run() -> int:
 
 
 def _run(trigger: Trigger, event: dict[str, Any]) -> int:
-    from toren_action import pipeline
-    from toren_action.paths import job_dir, log_path, toren_home
-    from toren_action.settings import Settings
-    from toren_action.store import Store, new_job_id
+    from toren_action.config.settings import Settings
+    from toren_action.core.paths import job_dir, log_path, toren_home
+    from toren_action.job import pipeline
+    from toren_action.jobs.store import Store, new_job_id
 
     core = _core()
     if os.environ.get("INPUT_CLAUDE_CREDENTIALS", "").strip():
@@ -208,8 +208,8 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     repo = os.environ.get("GITHUB_REPOSITORY", "")
     allowed = get_lines("allowed_users")
     if trigger.kind != "dispatch" or allowed:  # who asked comes first: before any other check or build
-        from toren_action.errors import MissingCredentials
-        from toren_action.github import Endpoints, GitHub, read_token
+        from toren_action.core.errors import MissingCredentials
+        from toren_action.git.github import Endpoints, GitHub, read_token
 
         token = read_token(dict(os.environ), None)
         if token is None:
@@ -232,7 +232,7 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
                 raise UsageError(f"input {name.replace('_', '-')}", f"{get(name)!r} is not a number") from None
     env_pairs = {}
     for line in get_lines("env"):
-        from toren_action.validate import env_pair
+        from toren_action.config.validate import env_pair
 
         k, v = env_pair(line, "input env")
         env_pairs[k] = v
@@ -292,7 +292,7 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
 
 def _comment_refusal(trigger: Trigger, reason: str) -> None:
     """Tell the person on the issue why nothing happens (best effort: a failure here changes nothing)."""
-    from toren_action.github import MARKER, Endpoints, GitHub, read_token
+    from toren_action.git.github import MARKER, Endpoints, GitHub, read_token
 
     token = read_token(dict(os.environ), None)
     if token is None:
@@ -311,7 +311,7 @@ def _runner_temp() -> Path:
     """The runner's temporary directory (emptied after each job), never GITHUB_WORKSPACE."""
     if os.environ.get("RUNNER_TEMP"):
         return Path(os.environ["RUNNER_TEMP"])
-    from toren_action.paths import toren_home
+    from toren_action.core.paths import toren_home
 
     path = toren_home() / "tmp"
     path.mkdir(mode=0o700, exist_ok=True)

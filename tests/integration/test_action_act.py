@@ -17,6 +17,7 @@ from tests.conftest import BASE_IMAGE, git
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.base import Script
 from tests.fakes.github import FakeGitHub
+from toren_action.sandbox import toolchain
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +123,7 @@ def test_an_issue_comment_runs_the_action_and_opens_a_pull_request(tmp_path, act
              "--local-repository", f"{UPLOAD}={tmp_path / 'upload'}",
              "--env", f"GITHUB_API_URL={gh.api_url}", "--env", f"GITHUB_SERVER_URL={gh.server_url}",
              "--env", f"ANTHROPIC_BASE_URL={model.url}", "--env", f"TEST_OUT={out}",
-             "--env", f"TOREN_CACHE_DIR={__import__('toren_action.toolchain').toolchain.cache_dir()}",
+             "--env", f"TOREN_CACHE_DIR={toolchain.cache_dir()}",
              "-s", f"ANTHROPIC_API_KEY={model.script.api_key}", "-s", f"GITHUB_TOKEN={token}"],
             cwd=user_repo, capture_output=True, text=True, timeout=900, env=env)
         log = proc.stdout + proc.stderr

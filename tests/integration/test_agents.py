@@ -56,7 +56,7 @@ CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "CLAUDE_CODE_O
 def agent_env(monkeypatch, tmp_path):
     """No credentials from the machine running the tests; HOME without a Claude login (the Node download
     cache stays where it was, so it is fetched once per machine)."""
-    from toren_action.toolchain import cache_dir
+    from toren_action.sandbox.toolchain import cache_dir
 
     monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir()))
     for var in CREDENTIAL_VARS:

@@ -125,7 +125,7 @@ def test_cleanup_removes_only_torens_objects(workdir, toren_home, capsys, docker
         image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), labels=label, rm=True, nocache=True)
         return image.id  # untagged: dangling
 
-    from toren_action.image import record_built
+    from toren_action.sandbox.image import record_built
 
     ours, theirs = build({"toren.managed": "1"}), build({"someone.else": "1"})
     record_built(ours, toren_home)  # as ensure_image records an image it built

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import BASE_IMAGE
 from tests.integration.test_run_local import toren
-from toren_action import image
 from toren_action.agents.shell import ShellProfile
+from toren_action.sandbox import image
 
 pytestmark = pytest.mark.docker
 

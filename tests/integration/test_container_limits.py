@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from tests.conftest import BASE_IMAGE
-from toren_action import container
-from toren_action.container import ContainerSpec
+from toren_action.sandbox import container
+from toren_action.sandbox.container import ContainerSpec
 
 pytestmark = pytest.mark.docker
 

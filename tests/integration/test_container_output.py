@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import BASE_IMAGE, subprocess_env
-from toren_action.container import MAX_LINE_BYTES, LineSplitter
+from toren_action.sandbox.container import MAX_LINE_BYTES, LineSplitter
 
 
 def split(data: bytes, chunks: list[int] | None = None, limit: int = 16) -> list[bytes]:
@@ -79,8 +79,8 @@ def test_one_huge_read_is_split_in_linear_time():
 
 _FLOOD = r"""
 import json, sys, time
-from toren_action import container
-from toren_action.container import ContainerSpec
+from toren_action.sandbox import container
+from toren_action.sandbox.container import ContainerSpec
 def status(key):
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))

@@ -163,7 +163,7 @@ def test_claude_from_issue_to_pull_request(github, capsys, monkeypatch, tmp_path
     for var in ("ANTHROPIC_API_KEY_FILE", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_UNIX_SOCKET"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    from toren_action.toolchain import cache_dir
+    from toren_action.sandbox.toolchain import cache_dir
 
     monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir({"HOME": str(Path.home())})))
     with FakeAnthropic(Script(file_path="/workspace/src/b.py", content="from a import new_name\n")) as model:

@@ -138,7 +138,7 @@ def test_health_security_reads_the_same_layers(docker_client, images, toren_home
 
 
 def test_a_scan_past_its_bounds_says_it_is_incomplete(docker_client, images, toren_home, monkeypatch):
-    from toren_action import imagescan
+    from toren_action.guard import imagescan
 
     monkeypatch.setattr(imagescan, "MAX_ENTRIES", 50)
     rows = {c: (ok, d) for c, ok, d in imagescan.scan_image(images["liar"])}

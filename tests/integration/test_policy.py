@@ -133,7 +133,7 @@ def test_claude_writing_a_token_is_blocked(workdir, repo, toren_home, capsys, do
     from tests.fakes.anthropic import FakeAnthropic
     from tests.fakes.base import Script
     from toren_action.cli import main
-    from toren_action.toolchain import cache_dir
+    from toren_action.sandbox.toolchain import cache_dir
 
     monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir()))
     with FakeAnthropic(Script(file_path="/workspace/deploy.py", content=f'GH = "{GITHUB_TOKEN}"\n')) as fake:

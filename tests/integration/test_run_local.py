@@ -159,7 +159,7 @@ def test_container_is_hardened_and_sees_its_inputs(workdir, repo, toren_home, ca
     def show(name: str) -> str:
         return git("show", f"toren/inside:{name}", cwd=repo)
 
-    from toren_action.pipeline import AGENT_ID_RANGE
+    from toren_action.job.pipeline import AGENT_ID_RANGE
 
     uid = int(show("uid.txt"))
     if os.getuid():  # the user's own uid, so the files stay theirs
@@ -317,7 +317,7 @@ def test_sigterm_to_a_background_job_cancels_it_and_removes_the_container(workdi
 
 
 def test_a_job_whose_process_died_is_marked_lost(toren_home, capsys):
-    from toren_action.store import Store
+    from toren_action.jobs.store import Store
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -334,7 +334,7 @@ def test_a_job_whose_process_died_is_marked_lost(toren_home, capsys):
                          ids=["succeeds", "agent-fails"])
 def test_the_secret_files_are_gone_before_the_end_state_is_written(workdir, repo, toren_home, capsys, monkeypatch,
                                                                    command):
-    from toren_action.store import FINAL_STATES, Store
+    from toren_action.jobs.store import FINAL_STATES, Store
 
     monkeypatch.setenv("MY_TOKEN", "tok_" + secrets.token_hex(16))
     seen = []
@@ -355,7 +355,7 @@ def test_the_secret_files_are_gone_before_the_end_state_is_written(workdir, repo
                          ids=["many-short-lines", "one-long-line"])
 def test_the_job_log_is_capped_with_a_marker_and_the_job_still_ends(workdir, repo, toren_home, capsys, monkeypatch,
                                                                     command):
-    from toren_action import pipeline
+    from toren_action.job import pipeline
 
     monkeypatch.setattr(pipeline, "MAX_LOG_BYTES", 1 << 20)
     code, result, err = run_shell(capsys, command, "--quiet", branch="toren/noisy")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from toren_action import action
-from toren_action.errors import UsageError
+from toren_action.core.errors import UsageError
 
 
 def comment_event(body, user="alice", user_type="User", pr=False, act="created"):

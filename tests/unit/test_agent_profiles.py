@@ -15,8 +15,8 @@ from toren_action.agents.codex import CodexStream
 from toren_action.agents.gemini import GeminiStream
 from toren_action.agents.pricing import cost_usd, price_for
 from toren_action.agents.qwen import QwenStream
-from toren_action.errors import MissingCredentials, UsageError
-from toren_action.pipeline import resolve_credentials
+from toren_action.core.errors import MissingCredentials, UsageError
+from toren_action.job.pipeline import resolve_credentials
 
 
 def feed(parser, *events) -> list[str]:
@@ -183,7 +183,7 @@ def test_credentials_are_found_in_order_and_missing_ones_are_named(tmp_path):
 
 
 def test_a_json_credentials_file_has_each_token_masked_on_its_own():
-    from toren_action.redact import Redactor, Secret
+    from toren_action.core.redact import Redactor, Secret
 
     value = json.dumps({"claudeAiOauth": {"accessToken": "sk-ant-oat01-abcdefghijklmnop",
                                           "refreshToken": "sk-ant-ort01-qrstuvwxyz012345"}})

@@ -56,7 +56,7 @@ def test_abbreviated_flags_are_refused_and_the_closest_flag_is_named():
 
 
 def test_health_says_when_the_machine_is_a_cloud_one(tmp_path):
-    from toren_action.commands import cloud_vendor
+    from toren_action.cli.commands import cloud_vendor
 
     dmi = tmp_path / "dmi"
     dmi.mkdir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from toren_action.egress import allowed, parse
-from toren_action.errors import UsageError
+from toren_action.core.errors import UsageError
+from toren_action.sandbox.egress import allowed, parse
 
 
 def test_parse_and_match():

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.unit.test_keyproxy import MiB, PeakRss, read_all, send_body, status_of
-from toren_action.egress import MAX_RECORDED, EgressProxy
+from toren_action.sandbox.egress import MAX_RECORDED, EgressProxy
 
 IPV6 = socket.has_ipv6
 try:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from toren_action.errors import UsageError
-from toren_action.github import Endpoints, ProgressComment, git_auth_env, read_token
-from toren_action.validate import issue_ref
+from toren_action.config.validate import issue_ref
+from toren_action.core.errors import UsageError
+from toren_action.git.github import Endpoints, ProgressComment, git_auth_env, read_token
 
 
 def test_endpoints_default_to_github_com_and_follow_the_enterprise_variables():
@@ -115,8 +115,8 @@ def test_a_pull_request_title_is_one_defused_line_and_its_body_has_no_control_ch
     import subprocess
 
     from tests.fakes.github import FakeGitHub
-    from toren_action.github import GitHub
-    from toren_action.redact import Secret
+    from toren_action.core.redact import Secret
+    from toren_action.git.github import GitHub
 
     with FakeGitHub(tmp_path / "gh") as fake:
         bare = fake.add_repo("acme/widget")

@@ -1,5 +1,5 @@
 from toren_action.agents.shell import ShellProfile
-from toren_action.image import CA_PATH, ImageRecipe
+from toren_action.sandbox.image import CA_PATH, ImageRecipe
 
 
 def recipe(**kw):
@@ -77,7 +77,7 @@ def test_the_record_of_built_images(tmp_path):
     import stat
     from types import SimpleNamespace
 
-    from toren_action import image
+    from toren_action.sandbox import image
 
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     assert image.built_ids(tmp_path) == set()
@@ -102,7 +102,7 @@ def test_the_record_of_built_images(tmp_path):
 def test_the_record_is_not_written_through_a_link(tmp_path):
     import pytest
 
-    from toren_action import image
+    from toren_action.sandbox import image
 
     target = tmp_path / "elsewhere"
     target.write_text("keep\n")

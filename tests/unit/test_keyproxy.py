@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from toren_action.keyproxy import KeyProxy
-from toren_action.redact import Secret
-from toren_action.sockets import MAX_BODY_BYTES
+from toren_action.core.redact import Secret
+from toren_action.sandbox.keyproxy import KeyProxy
+from toren_action.sandbox.sockets import MAX_BODY_BYTES
 
 KEY = "sk-ant-real-key-0123456789abcdef"
 MiB = 1024 * 1024

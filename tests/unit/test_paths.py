@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from toren_action.errors import UsageError
-from toren_action.paths import read_bounded, remove_tree, toren_home
+from toren_action.core.errors import UsageError
+from toren_action.core.paths import read_bounded, remove_tree, toren_home
 
 
 def test_read_bounded_reads_a_regular_file_up_to_its_limit(tmp_path):
@@ -81,9 +81,9 @@ def test_remove_tree_never_chmods_through_a_link(depth):
         for d in [p for p in [inner, *inner.parents] if p.is_relative_to(tree)]:
             d.chmod(0o500)  # read-only: unlinking fails and remove_tree's retry path runs
         # the checkout may not be readable by that user: the module goes along (it needs nothing else here)
-        import toren_action.paths
+        import toren_action.core.paths
 
-        shutil.copy(toren_action.paths.__file__, base / "toren_paths.py")
+        shutil.copy(toren_action.core.paths.__file__, base / "toren_paths.py")
         code = "import sys; from pathlib import Path; from toren_paths import remove_tree; " \
                "sys.exit(0 if remove_tree(Path(sys.argv[1])) else 1)"
         proc = subprocess.run(["/usr/bin/python3", "-c", code, str(tree)], user=65534,
@@ -128,7 +128,7 @@ def test_a_toren_home_owned_by_another_user_is_refused(tmp_path):
 
 
 def test_the_database_and_its_wal_are_private_from_the_start(tmp_path):
-    from toren_action.store import Store
+    from toren_action.jobs.store import Store
 
     home = tmp_path / "h"
     store = Store(home)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from toren_action import policy, workspace
-from toren_action.redact import Redactor
+from toren_action.core.redact import Redactor
+from toren_action.git import workspace
+from toren_action.guard import policy
 
 TOKEN = "ghp_" + "BlindedP0licyT0kenFromTheAgent0123456789"[:36]
 SECRET = "s3cr3t-VALUE-of-this-job-0123"
@@ -203,7 +204,7 @@ def test_an_ordinary_change_has_no_findings(tmp_path, host_config):
 def test_the_staged_scan_from_a_subdirectory_sees_the_whole_index(tmp_path, host_config):
     """`toren scan --staged` (the pre-commit hook) from a subdirectory: diff.relative and friends cannot narrow
     or blind it."""
-    from toren_action.scan import scan_repo
+    from toren_action.guard.scan import scan_repo
 
     repo = make_repo(tmp_path, {"sub/x.py": "x = 1\n"})
     write(repo, "top.py", f"++ y\nT = '{TOKEN}'\n")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_policy_blind import commit_change, findings, make_repo
-from toren_action import policy
-from toren_action.errors import UsageError
+from toren_action.core.errors import UsageError
+from toren_action.guard import policy
 
 WORKFLOW_FILES = [".github/workflows/ci.yml", ".github/actions/deploy/action.yml", ".github/actions/x/run.sh",
                   ".github/dependabot.yml", ".github/CODEOWNERS", "tools/release/action.yaml", "action.yml",

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import subprocess_env
 from tests.unit.test_policy_blind import TOKEN, run_git, write
-from toren_action import workspace
-from toren_action.errors import GitError
+from toren_action.core.errors import GitError
+from toren_action.git import workspace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a repository to another uid")
 OTHER_UID = 12345

@@ -2,10 +2,10 @@ import threading
 
 import pytest
 
-from toren_action.errors import JobNotFound
-from toren_action.redact import Redactor, Secret
-from toren_action.store import Store, new_job_id
-from toren_action.task import Task
+from toren_action.config.task import Task
+from toren_action.core.errors import JobNotFound
+from toren_action.core.redact import Redactor, Secret
+from toren_action.jobs.store import Store, new_job_id
 
 
 def test_secret_never_prints():
@@ -88,7 +88,7 @@ def test_secrets_dir_is_removed_for_a_non_root_owner():
     import tempfile
     from pathlib import Path
 
-    from toren_action.paths import remove_tree
+    from toren_action.core.paths import remove_tree
 
     base = Path(tempfile.mkdtemp(prefix="toren-secrets-test-"))
     base.chmod(0o777)
@@ -114,8 +114,8 @@ def test_secrets_dir_is_removed_for_a_non_root_owner():
 def test_the_agent_id_is_no_host_user_group_or_subordinate_range(tmp_path):
     import pytest
 
-    from toren_action.errors import UsageError
-    from toren_action.pipeline import AGENT_ID_RANGE, unused_host_id
+    from toren_action.core.errors import UsageError
+    from toren_action.job.pipeline import AGENT_ID_RANGE, unused_host_id
 
     first = AGENT_ID_RANGE.start
     users, groups = {first}, {first + 1}

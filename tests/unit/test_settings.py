@@ -1,7 +1,7 @@
 import pytest
 
-from toren_action.errors import ConfigError, UsageError
-from toren_action.settings import Settings, settings_from_record
+from toren_action.config.settings import Settings, settings_from_record
+from toren_action.core.errors import ConfigError, UsageError
 
 
 def test_defaults(tmp_path):

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from toren_action.errors import ConfigError
-from toren_action.settings import (
+from toren_action.config.settings import (
     DEFAULTS,
     HOST_ONLY_KEYS,
     REPOSITORY_ENV_MAX,
@@ -19,6 +18,7 @@ from toren_action.settings import (
     repository_env_refusal,
     schema,
 )
+from toren_action.core.errors import ConfigError
 
 #: One value of the right type for every host-only key, so the refusal cannot hide behind a schema error.
 HOST_ONLY_VALUES = {
@@ -251,8 +251,8 @@ def test_a_non_table_tool_key_in_pyproject_is_no_settings(tmp_path):
 
 @pytest.mark.parametrize("name", ["A\n", "PATH\n", "A\r"])
 def test_a_variable_name_with_a_final_newline_is_refused_everywhere(name):
-    from toren_action import validate
-    from toren_action.errors import UsageError
+    from toren_action.config import validate
+    from toren_action.core.errors import UsageError
 
     with pytest.raises(UsageError, match="^--env: "):
         validate.env_entry(name, "x")
@@ -275,13 +275,13 @@ def test_the_configuration_docs_mark_exactly_the_repositorys_keys():
                                   "CARGO_HOME", "GOFLAGS", "GOPATH", "GZIP", "MAKEFLAGS", "CFLAGS", "LDFLAGS", "CC",
                                   "LIBRARY_PATH", "ZSTD_CLEVEL"])
 def test_tool_variables_that_change_what_programs_run_are_refused_from_a_repository(name):
-    from toren_action.settings import repository_env_refusal
+    from toren_action.config.settings import repository_env_refusal
 
     assert repository_env_refusal(name) is not None, name
 
 
 @pytest.mark.parametrize("name", ["FOO", "APP_MODE", "DATABASE_URL", "LOG_LEVEL", "RUST_BACKTRACE", "CCACHE_DISABLE_X"])
 def test_plain_application_variables_are_still_allowed(name):
-    from toren_action.settings import repository_env_refusal
+    from toren_action.config.settings import repository_env_refusal
 
     assert repository_env_refusal(name) is None, name

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from toren_action.store import MIGRATIONS, Store
+from toren_action.jobs.store import MIGRATIONS, Store
 
 
 def schema(path) -> list[tuple]:
@@ -48,7 +48,7 @@ def test_a_database_from_every_earlier_version_migrates_and_keeps_its_jobs(tmp_p
 
 
 def test_a_failing_migration_leaves_the_database_at_its_version(tmp_path, monkeypatch):
-    import toren_action.store as store_module
+    import toren_action.jobs.store as store_module
 
     home = tmp_path / "h"
     home.mkdir()

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from toren_action import texts
-from toren_action.texts import ZWSP
+from toren_action.core import texts
+from toren_action.core.texts import ZWSP
 
 markdown_it = pytest.importorskip("markdown_it")
 MD = markdown_it.MarkdownIt("commonmark").enable("table")
@@ -175,7 +175,7 @@ def test_the_console_shows_the_agents_control_characters():
     import io
     from types import SimpleNamespace
 
-    from toren_action.ui import ConsoleReporter, print_outcome
+    from toren_action.cli.ui import ConsoleReporter, print_outcome
 
     stream = io.StringIO()
     reporter = ConsoleReporter(stream)
@@ -197,12 +197,12 @@ def test_the_console_shows_the_agents_control_characters():
 def test_toren_logs_shows_the_control_characters_in_the_log(tmp_path, monkeypatch, capsys):
     from argparse import Namespace
 
-    from toren_action.commands import cmd_logs
-    from toren_action.paths import log_path
-    from toren_action.store import Store
+    from toren_action.cli.commands import cmd_logs
+    from toren_action.core.paths import log_path
+    from toren_action.jobs.store import Store
 
     monkeypatch.setenv("TOREN_HOME", str(tmp_path / "home"))
-    from toren_action.paths import toren_home
+    from toren_action.core.paths import toren_home
 
     store = Store(toren_home())
     job_id = store.create_job(repo="/r", branch="b", agent="shell", model=None, base_image="i", inputs={})

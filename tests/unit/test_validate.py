@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toren_action import validate
-from toren_action.errors import UsageError
+from toren_action.config import validate
+from toren_action.core.errors import UsageError
 
 
 def git_accepts_branch(name: str) -> bool:

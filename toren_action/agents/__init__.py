@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from toren_action.agents.base import AgentProfile
-from toren_action.errors import UsageError
+from toren_action.core.errors import UsageError
 
 #: name -> "module:Class". A new CLI is one more line here and one module.
 PROFILES = {

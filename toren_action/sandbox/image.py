@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toren_action.agents.base import CLI_PREFIX, NODE_PREFIX, AgentProfile
-from toren_action.errors import ImageError
+from toren_action.core.errors import ImageError
 
 IMAGE_REPOSITORY = "toren/agent"
 LABEL_MANAGED = "toren.managed"
@@ -202,7 +202,7 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None],
 
 
 def _record_path(home: Path | None) -> Path:
-    from toren_action.paths import toren_home
+    from toren_action.core.paths import toren_home
 
     if home is None:
         home = toren_home()

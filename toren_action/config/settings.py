@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from toren_action.errors import ConfigError, UsageError
+from toren_action.core.errors import ConfigError, UsageError
 
 DEFAULTS: dict[str, Any] = {
     "repo": ".",
@@ -316,7 +316,7 @@ def flag_name(key: str) -> str:
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    text = resources.files("toren_action").joinpath("schema/settings.schema.json").read_text("utf-8")
+    text = resources.files("toren_action.config").joinpath("schema/settings.schema.json").read_text("utf-8")
     return json.loads(text)
 
 

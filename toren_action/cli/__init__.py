@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from toren_action import __version__
-from toren_action.errors import TorenError, UsageError
+from toren_action.core.errors import TorenError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return UsageError.exit_code
     try:
-        from toren_action import commands
+        from toren_action.cli import commands
 
         return getattr(commands, "cmd_" + args.command_name.lstrip("_").replace("-", "_"))(args)
     except TorenError as exc:
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_flags(args: argparse.Namespace) -> dict[str, Any]:
     flags = {k: getattr(args, k) for k in RUN_SETTING_FLAGS}
     if args.env:
-        from toren_action.validate import env_pair
+        from toren_action.config.validate import env_pair
 
         flags["env"] = dict(env_pair(e) for e in args.env)
     return flags

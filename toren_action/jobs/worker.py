@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from toren_action.paths import job_dir
-from toren_action.store import Store
+from toren_action.core.paths import job_dir
+from toren_action.jobs.store import Store
 
 LOCK_NAME = "worker.lock"
 ENV_FILE = "env.json"
@@ -42,7 +42,7 @@ def max_jobs_default() -> int:
 
 
 def max_jobs(environ: dict[str, str] | None = None) -> int:
-    from toren_action.errors import UsageError
+    from toren_action.core.errors import UsageError
 
     env = os.environ if environ is None else environ
     raw = env.get("TOREN_MAX_JOBS")
@@ -227,7 +227,7 @@ def reap(store: Store) -> list[str]:
 
 def remove_containers(job_ids: list[str]) -> None:
     try:
-        from toren_action import container
+        from toren_action.sandbox import container
 
         client = container.client()
         for job_id in job_ids:

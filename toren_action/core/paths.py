@@ -22,7 +22,7 @@ def toren_home(environ: dict[str, str] | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     info = home.stat()
     if info.st_uid != os.geteuid():
-        from toren_action.errors import UsageError
+        from toren_action.core.errors import UsageError
 
         raise UsageError("TOREN_HOME", f"{home} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
                                        "point TOREN_HOME at a directory of your own")

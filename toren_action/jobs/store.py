@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toren_action.errors import JobNotFound
+from toren_action.core.errors import JobNotFound
 
 STATES = (
     "queued", "preparing", "building", "running", "verifying", "pushing", "pull_request",
@@ -312,7 +312,7 @@ class Store:
             silent = row["heartbeat_at"] is not None and now - row["heartbeat_at"] > HEARTBEAT_TIMEOUT_S
             if not _alive(row["pid"]) or silent:
                 # a job killed while its agent ran left its secret files: they go before the end state is written
-                from toren_action.paths import job_dir, remove_tree
+                from toren_action.core.paths import job_dir, remove_tree
 
                 remove_tree(job_dir(self.path.parent, row["id"]) / "secrets")
                 why = "is gone" if not silent else f"stopped beating {now - row['heartbeat_at']:.0f}s ago"

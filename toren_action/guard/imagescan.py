@@ -16,8 +16,8 @@ import tarfile
 import time
 from collections.abc import Iterator
 
-from toren_action.errors import UsageError
-from toren_action.policy import TOKEN_RE, mask_tokens
+from toren_action.core.errors import UsageError
+from toren_action.guard.policy import TOKEN_RE, mask_tokens
 
 #: Where credentials usually hide in an image; the same names under every /home/* are checked too.
 CREDENTIAL_PATHS = ("/root/.aws/credentials", "/root/.docker/config.json", "/root/.netrc", "/root/.git-credentials",
@@ -318,8 +318,8 @@ def scan_image(ref: str) -> list[tuple[str, bool, str]]:
     world-writable directories on PATH; trivy or grype when installed."""
     import docker.errors
 
-    from toren_action import container
-    from toren_action.validate import image_ref
+    from toren_action.config.validate import image_ref
+    from toren_action.sandbox import container
 
     image_ref(ref, "--image")
     client = container.client()
@@ -364,7 +364,7 @@ def _look_inside(client, image_id: str, path_var: str) -> list[tuple[str, bool, 
     """The file checks, on the image's layers as the engine saves them (GET /images/{id}/get; nothing runs)."""
     import docker.errors
 
-    from toren_action.container import _first_line
+    from toren_action.sandbox.container import _first_line
 
     budget = _Budget()
     note = ""

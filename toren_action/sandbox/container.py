@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from toren_action.errors import DockerError, JobTimedOut
-from toren_action.validate import Mount
+from toren_action.config.validate import Mount
+from toren_action.core.errors import DockerError, JobTimedOut
 
 LABEL_JOB = "toren.job"
 LABEL_MANAGED = "toren.managed"

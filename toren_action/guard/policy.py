@@ -34,7 +34,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from toren_action.errors import GitError, UsageError
+from toren_action.core.errors import GitError, UsageError
 
 #: Known credential formats. Kept specific (prefix + length) so that ordinary text never matches.
 #: Known credential formats. Formats with a distinctive prefix match anywhere, even inside a longer word
@@ -174,7 +174,7 @@ def check(git: Callable[..., str], base: str, head: str | None, workdir: str, po
     there, as workspace.git does: fixed options, output decoded with surrogateescape); ``head`` None means what
     is staged in the index (a pre-commit hook). Blob contents are read from the git directory ``git`` reports,
     so the ownership decision is the one ``git`` made."""
-    from toren_action.workspace import Blobs
+    from toren_action.git.workspace import Blobs
 
     changes = _changes(git, base, head)
     protected = protected_patterns(policy.protected_paths)

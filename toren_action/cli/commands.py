@@ -13,9 +13,9 @@ from argparse import Namespace
 from pathlib import Path
 
 from toren_action.cli import print_json, run_flags
-from toren_action.errors import STATE_EXIT_CODES, TorenError, UsageError
-from toren_action.paths import job_dir, log_path, remove_tree, toren_home
-from toren_action.store import FINAL_STATES, Store, new_job_id
+from toren_action.core.errors import STATE_EXIT_CODES, TorenError, UsageError
+from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
+from toren_action.jobs.store import FINAL_STATES, Store, new_job_id
 
 
 def _stop_on_termination(parent: int | None = None) -> None:
@@ -23,7 +23,7 @@ def _stop_on_termination(parent: int | None = None) -> None:
     started by the worker (``parent``), a SIGTERM that comes because the worker died marks it worker lost."""
     import signal
 
-    from toren_action.pipeline import WORKER_LOST
+    from toren_action.job.pipeline import WORKER_LOST
 
     def interrupt(signum, _frame):
         if parent is not None and os.getppid() != parent:
@@ -35,12 +35,13 @@ def _stop_on_termination(parent: int | None = None) -> None:
 
 
 def cmd_run(args: Namespace) -> int:
-    from toren_action import container, pipeline
-    from toren_action.settings import Settings
+    from toren_action.config.settings import Settings
+    from toren_action.job import pipeline
+    from toren_action.sandbox import container
 
     settings = Settings.load(run_flags(args), config_file=args.config)
     if not args.disable_daemon:
-        from toren_action.worker import max_jobs
+        from toren_action.jobs.worker import max_jobs
 
         max_jobs()  # a bad TOREN_MAX_JOBS is refused now, not by a worker that could then run nothing
     job_id = new_job_id()
@@ -50,10 +51,10 @@ def cmd_run(args: Namespace) -> int:
     store = Store(home)
     inputs = {**settings.to_record(), "_cwd": os.getcwd()}
     if not args.disable_daemon:  # saved before the job exists, so the worker never sees a job without it
-        from toren_action.worker import save_job_env
+        from toren_action.jobs.worker import save_job_env
 
         save_job_env(home, job_id, dict(os.environ), inputs)
-    from toren_action.redact import redact_data
+    from toren_action.core.redact import redact_data
 
     # the record keeps the inputs with secret values and token formats masked (a --command holding a token)
     store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
@@ -62,7 +63,7 @@ def cmd_run(args: Namespace) -> int:
     if not args.disable_daemon:
         return _start_background(args, store, home, job_id)
 
-    from toren_action.ui import ConsoleReporter, outcome_json, print_outcome
+    from toren_action.cli.ui import ConsoleReporter, outcome_json, print_outcome
 
     _stop_on_termination()
     _heartbeat(home, job_id)
@@ -81,7 +82,7 @@ def cmd_run(args: Namespace) -> int:
 
 def _start_background(args: Namespace, store: Store, home: Path, job_id: str) -> int:
     """Queue the job for the worker (started when none runs); the job's log and record tell the rest."""
-    from toren_action import worker
+    from toren_action.jobs import worker
 
     log = log_path(home, job_id)
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -98,9 +99,9 @@ def _start_background(args: Namespace, store: Store, home: Path, job_id: str) ->
 
 def cmd_run_job(args: Namespace) -> int:
     """The background half of `toren run` (hidden command)."""
-    from toren_action import pipeline
-    from toren_action.settings import settings_from_record
-    from toren_action.worker import take_job_env
+    from toren_action.config.settings import settings_from_record
+    from toren_action.job import pipeline
+    from toren_action.jobs.worker import take_job_env
 
     _stop_on_termination(parent=os.getppid())
     home = toren_home()
@@ -140,7 +141,7 @@ def _heartbeat(home: Path, job_id: str) -> None:
     """Beat into the store from a thread (its own connection) while this job's process lives."""
     import threading
 
-    from toren_action.worker import HEARTBEAT_S
+    from toren_action.jobs.worker import HEARTBEAT_S
 
     def beat():
         store = None
@@ -156,10 +157,10 @@ def _heartbeat(home: Path, job_id: str) -> None:
 
 
 def cmd_scan(args: Namespace) -> int:
-    from toren_action import scan
+    from toren_action.guard import scan
 
     if args.image:
-        from toren_action.imagescan import scan_image
+        from toren_action.guard.imagescan import scan_image
 
         rows = scan_image(args.image)
         if args.json:
@@ -181,7 +182,7 @@ def cmd_action(args: Namespace) -> int:
 
 def cmd_worker(args: Namespace) -> int:
     """The background worker (hidden command; `toren run` starts it)."""
-    from toren_action import worker
+    from toren_action.jobs import worker
 
     return worker.serve(toren_home())
 
@@ -190,7 +191,7 @@ def cmd_cancel(args: Namespace) -> int:
     """Stop a job: a queued one never starts; a running one is interrupted like Ctrl-C (container removed)."""
     import signal
 
-    from toren_action import worker
+    from toren_action.jobs import worker
 
     home = toren_home()
     store = Store(home)
@@ -255,7 +256,7 @@ def _is_job_process(pid: int, job_id: str) -> bool:
 
 
 def cmd_status(args: Namespace) -> int:
-    from toren_action import worker
+    from toren_action.jobs import worker
 
     store = Store(toren_home())
     worker.reap(store) if store.has_unfinished() else None
@@ -267,7 +268,7 @@ def cmd_status(args: Namespace) -> int:
     elif not jobs:
         print("no jobs yet; start one with `toren run`")
     else:
-        from toren_action.ui import status_table
+        from toren_action.cli.ui import status_table
 
         status_table(jobs)
     return 0
@@ -277,14 +278,14 @@ def _watch(store: Store, args: Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from toren_action import worker
-    from toren_action.ui import status_renderable
+    from toren_action.cli.ui import status_renderable
+    from toren_action.jobs import worker
 
     if args.interval <= 0:
         raise UsageError("--interval", f"{args.interval:g} is not a positive number of seconds")
     console = Console()
     if not console.is_terminal:  # a pipe or a file: the table again every interval
-        from toren_action.ui import status_table
+        from toren_action.cli.ui import status_table
 
         try:
             while True:
@@ -312,7 +313,7 @@ def cmd_logs(args: Namespace) -> int:
     path = log_path(home, job.id)
     if not path.exists():
         raise TorenError(f"job {job.id} has no log yet (it has not started)")
-    from toren_action.texts import terminal
+    from toren_action.core.texts import terminal
 
     # the log holds the agent's output: its control characters are shown, never sent to the terminal (newline="":
     # a lone \r is kept, to be shown, not read as a line end)
@@ -355,7 +356,7 @@ def cmd_summary(args: Namespace) -> int:
     if args.json:
         print_json({**facts, "ai_summary": ai})
         return 0
-    from toren_action.ui import fmt_age
+    from toren_action.cli.ui import fmt_age
 
     if ai:
         print(ai["text"])
@@ -384,7 +385,7 @@ def cmd_summary(args: Namespace) -> int:
 
 def _ai_summary(store: Store, job, facts: dict, args: Namespace) -> dict | None:
     """The AI summary: cached with the job once made; made only for an ended job, when a key is set."""
-    from toren_action import summary
+    from toren_action.job import summary
 
     if args.plain or job.state not in FINAL_STATES:
         return None
@@ -394,7 +395,7 @@ def _ai_summary(store: Store, job, facts: dict, args: Namespace) -> dict | None:
         return None
     diff_path = job_dir(toren_home(), job.id) / "change.diff"
     diff = diff_path.read_text("utf-8", errors="replace") if diff_path.is_file() else None
-    from toren_action.settings import settings_from_record
+    from toren_action.config.settings import settings_from_record
 
     settings = settings_from_record(job.inputs)
     try:
@@ -445,7 +446,7 @@ def cmd_cleanup(args: Namespace) -> int:
             jobs = [j for j in jobs if now - (j.finished_at or j.created_at) >= min_age]
     docker_client = None
     try:
-        from toren_action import container
+        from toren_action.sandbox import container
 
         docker_client = container.client()
     except TorenError as exc:
@@ -454,7 +455,7 @@ def cmd_cleanup(args: Namespace) -> int:
         jdir = job_dir(home, job.id)
         what = []
         if docker_client is not None:
-            from toren_action.container import LABEL_JOB
+            from toren_action.sandbox.container import LABEL_JOB
 
             cs = docker_client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job.id}"})
             what += [f"container {c.short_id}" for c in cs]
@@ -493,7 +494,7 @@ def _prune_images(docker_client, dry_run: bool, home) -> None:
     images Toren recorded building, not the ones a user built FROM them (those inherit Toren's label)."""
     import docker.errors
 
-    from toren_action import image
+    from toren_action.sandbox import image
 
     ours = image.built_ids(home)
     dangling = docker_client.images.list(filters={"dangling": True, "label": f"{image.LABEL_MANAGED}=1"})
@@ -534,7 +535,7 @@ def cmd_health(args: Namespace) -> int:
     home = toren_home()
     free = shutil.disk_usage(home).free
     check("disk", free > 2 << 30, f"{free / (1 << 30):.1f} GiB free under {home}")
-    from toren_action import worker
+    from toren_action.jobs import worker
 
     store = Store(home)
     beat = store.get_meta("worker_heartbeat") if worker.worker_running(home) else None
@@ -543,7 +544,7 @@ def cmd_health(args: Namespace) -> int:
           required=False)
     docker_client = None
     try:
-        from toren_action import container
+        from toren_action.sandbox import container
 
         docker_client = container.client()
         info = docker_client.info()
@@ -608,7 +609,7 @@ def cloud_vendor(dmi: str = "/sys/class/dmi/id", environ: dict[str, str] | None 
 def _check_agents(check) -> None:
     """Each profile: its pinned CLI, and whether credentials for it are present (names only, never values)."""
     from toren_action.agents import KNOWN_AGENTS, get_profile
-    from toren_action.toolchain import NODE_VERSION, cache_dir
+    from toren_action.sandbox.toolchain import NODE_VERSION, cache_dir
 
     home_dir = os.environ.get("HOME", str(Path.home()))
     for name in KNOWN_AGENTS:
@@ -627,7 +628,7 @@ def _check_agents(check) -> None:
 
 
 def _check_image(ref: str, docker_client, security: bool, check, registry: bool = False) -> None:
-    from toren_action.validate import image_ref
+    from toren_action.config.validate import image_ref
 
     image_ref(ref, "--docker-image")
     if docker_client is None:
@@ -648,7 +649,7 @@ def _check_image(ref: str, docker_client, security: bool, check, registry: bool 
                                           for p in data.attrs.get("Platforms") or []})) or "unknown platforms"
             check("image", True, f"{ref} is not present locally but can be pulled ({platforms})", required=False)
         except docker.errors.APIError as exc:
-            from toren_action.container import _first_line
+            from toren_action.sandbox.container import _first_line
 
             check("image", False, f"{ref} is not present locally and cannot be pulled ({_first_line(exc)}); build "
                                   "or load it, then use --pull never", required=False)
@@ -658,7 +659,7 @@ def _check_image(ref: str, docker_client, security: bool, check, registry: bool 
     check("image", img.attrs.get("Os") == "linux", f"{ref}: {img.attrs.get('Os')}/{img.attrs.get('Architecture')}, "
           f"{img.attrs.get('Size', 0) / 1e6:.0f} MB, runs as {user}")
     if security:
-        from toren_action.imagescan import scan_image
+        from toren_action.guard.imagescan import scan_image
 
         for name, ok, detail in scan_image(ref):
             if name == "user" and not ok:

@@ -23,8 +23,8 @@ import socket
 import socketserver
 from urllib.parse import urlsplit
 
-from toren_action.errors import UsageError
-from toren_action.sockets import (
+from toren_action.core.errors import UsageError
+from toren_action.sandbox.sockets import (
     CHUNK,
     IDLE_TIMEOUT_S,
     MAX_BODY_BYTES,

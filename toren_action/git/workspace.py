@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from toren_action.errors import GitError, UsageError
+from toren_action.core.errors import GitError, UsageError
 
 SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never",
         "-c", "core.quotePath=false", "-c", "core.attributesFile=/dev/null",
@@ -221,7 +221,7 @@ def update_mirror(home: Path, origin: str, env: dict[str, str] | None = None,
         else:
             tmp = mirror.with_suffix(".tmp")
             if tmp.exists():
-                from toren_action.paths import remove_tree
+                from toren_action.core.paths import remove_tree
 
                 remove_tree(tmp)
             git("clone", "--mirror", "--quiet", origin, str(tmp), env=env, redact=redact)
@@ -367,7 +367,7 @@ def push(ws: Workspace, branch: str, force: bool, env: dict[str, str] | None = N
 def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:
     """The agent's .toren/summary.md: a regular file of text reached through no link, at most ``limit``
     characters (a sparse or endless file costs a few times that, never more)."""
-    from toren_action.paths import read_bounded
+    from toren_action.core.paths import read_bounded
 
     data = read_bounded(ws.path, f"{TOREN_DIR}/summary.md", limit * 4)
     if data is None or b"\0" in data:  # missing, not a regular file, or not text

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toren_action.errors import (
+from toren_action.config.task import Task, title_of
+from toren_action.config.validate import IssueRef
+from toren_action.core.errors import (
     ActorNotAllowed,
     GitHubAuthError,
     GitHubError,
@@ -28,11 +30,9 @@ from toren_action.errors import (
     GitHubRateLimited,
     UsageError,
 )
-from toren_action.redact import Secret
-from toren_action.task import Task, title_of
-from toren_action.texts import defuse_mentions, one_line, terminal
-from toren_action.texts import title as inert_title
-from toren_action.validate import IssueRef
+from toren_action.core.redact import Secret
+from toren_action.core.texts import defuse_mentions, one_line, terminal
+from toren_action.core.texts import title as inert_title
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_SERVER_URL = "https://github.com"
@@ -241,7 +241,7 @@ class GitHub:
         """Open the pull request on ``full_name`` from ``head_repo``'s branch (a fork's, or its own), or update
         the open one from that branch. Returns (url, number, created).
 
-        The caller makes each untrusted part of the title and the body inert (toren_action.texts); here, last,
+        The caller makes each untrusted part of the title and the body inert (toren_action.core.texts); here, last,
         the title is made one defused line, and the body loses its control characters and @mentions (Toren
         writes none; it keeps its Markdown and Toren's own ``Closes #N``)."""
         title, body = inert_title(title) or "Toren", defuse_mentions(terminal(body))

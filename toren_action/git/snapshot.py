@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from toren_action.errors import GitError
+from toren_action.core.errors import GitError
 
 _MODES = {"100644": 0o644, "100755": 0o755}
 
 
 def tree_entries(repo: Path, commit: str, paths: list[str] | None = None) -> list[tuple[str, str, str]]:
     """(mode, object id, path) for every blob and link in ``commit`` (or those of ``paths``)."""
-    from toren_action.workspace import git
+    from toren_action.git.workspace import git
 
     wanted = None if paths is None else set(paths)
     entries = []
@@ -37,7 +37,7 @@ def tree_entries(repo: Path, commit: str, paths: list[str] | None = None) -> lis
 def export_commit(repo: Path, commit: str, dest: Path, paths: list[str] | None = None) -> int:
     """Write ``commit``'s tree (or only ``paths`` of it) into the new directory ``dest``; the number of entries.
     Links are written last, so no file is ever written through one."""
-    from toren_action.workspace import Blobs
+    from toren_action.git.workspace import Blobs
 
     entries = tree_entries(repo, commit, paths)
     dest.mkdir(mode=0o755)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from toren_action.errors import PolicyBlocked, UsageError
-from toren_action.policy import Policy, check, mask_tokens
+from toren_action.core.errors import PolicyBlocked, UsageError
+from toren_action.guard.policy import Policy, check, mask_tokens
 
 
 def scan_repo(cwd: str, staged: bool, diff: str | None, allow: tuple[str, ...] = (),
               exclude: tuple[str, ...] = ()) -> list:
-    from toren_action import workspace
+    from toren_action.git import workspace
 
     def git(*args: str) -> str:
         return workspace.git(*args, cwd=cwd)

@@ -18,8 +18,8 @@ import socketserver
 import ssl
 from urllib.parse import urlsplit
 
-from toren_action.redact import Secret
-from toren_action.sockets import (
+from toren_action.core.redact import Secret
+from toren_action.sandbox.sockets import (
     CHUNK,
     IDLE_TIMEOUT_S,
     MAX_BODY_BYTES,

@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from toren_action import texts, validate
 from toren_action.agents import get_profile
 from toren_action.agents.base import AgentProfile, RunContext, Verdict, launch_command
-from toren_action.errors import (
+from toren_action.config import validate
+from toren_action.config.settings import Settings
+from toren_action.config.task import Task, from_spec
+from toren_action.config.validate import IssueRef, Mount, RepoRef
+from toren_action.core import texts
+from toren_action.core.errors import (
     ERROR_STATES,
     ActorNotAllowed,
     AgentAuthFailed,
@@ -29,12 +33,9 @@ from toren_action.errors import (
     UsageError,
     VerificationFailed,
 )
-from toren_action.paths import job_dir, log_path, remove_tree
-from toren_action.redact import Redactor, Secret, redact_data
-from toren_action.settings import Settings
-from toren_action.store import Store
-from toren_action.task import Task, from_spec
-from toren_action.validate import IssueRef, Mount, RepoRef
+from toren_action.core.paths import job_dir, log_path, remove_tree
+from toren_action.core.redact import Redactor, Secret, redact_data
+from toren_action.jobs.store import Store
 
 CONTAINER_SECRETS = "/run/toren/secrets"
 #: KeyboardInterrupt's text when a job's process is stopped because its worker died.
@@ -129,14 +130,14 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     endpoints = None
     origin = repo.location
     if repo.kind == "url":  # a URL on the GitHub server is that repository on GitHub (token, pull request)
-        from toren_action.github import Endpoints
+        from toren_action.git.github import Endpoints
 
         m = re.match(re.escape(Endpoints.from_environ(environ).server_url) + r"/([\w.-]+/[\w.-]+?)(?:\.git)?/?$",
                      repo.location)
         if m:
             repo = RepoRef("github", m.group(1))
     if repo.kind == "github" or issue:
-        from toren_action.github import Endpoints
+        from toren_action.git.github import Endpoints
 
         endpoints = Endpoints.from_environ(environ)
         if issue and issue.host and issue.host != urlsplit(endpoints.server_url).netloc:
@@ -161,7 +162,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     network = validate.network_spec(s.network or profile.default_network)
     egress_hosts: tuple[str, ...] = ()
     if s.egress:
-        from toren_action import egress
+        from toren_action.sandbox import egress
 
         egress_hosts = egress.parse(s.egress)
         if not profile.package:
@@ -226,7 +227,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
             _check_agent_limits(profile, s, task)
     assert task is not None
 
-    from toren_action import workspace
+    from toren_action.git import workspace
 
     force, lease = s.force_branch, None
     git_env = gh.git_env if gh else {}
@@ -294,7 +295,7 @@ class GitHubPlan:
 
     @property
     def git_env(self) -> dict[str, str]:
-        from toren_action.github import git_auth_env
+        from toren_action.git.github import git_auth_env
 
         return git_auth_env(self.endpoints.server_url, self.token)
 
@@ -304,7 +305,7 @@ class GitHubPlan:
 
     def open_pr_from(self, branch: str) -> bool:
         """True when ``branch`` has an open pull request that Toren opened (only those may be force-pushed)."""
-        from toren_action.github import PR_MARKER, api_errors
+        from toren_action.git.github import PR_MARKER, api_errors
 
         owner = self.repo.split("/")[0]
         with api_errors(f"pull requests of {self.base_repo}"):
@@ -314,7 +315,7 @@ class GitHubPlan:
 
 def _github_plan(s: Settings, endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
                  task: Task | None) -> tuple[GitHubPlan, Task]:
-    from toren_action.github import GitHub, api_errors, read_token
+    from toren_action.git.github import GitHub, api_errors, read_token
 
     token = read_token(environ, s.github_token_file)
     if token is None:
@@ -487,7 +488,7 @@ class _Tee:
 
 
 def _progress_lines(outcome: Outcome, job_id: str) -> list[str]:
-    from toren_action.github import html_log_hint
+    from toren_action.git.github import html_log_hint
 
     lines = []
     if outcome.pr_url:
@@ -517,8 +518,8 @@ def _check_change_size(ws, max_mb: float) -> None:
     """Refuse, before git reads a byte of it, a change larger than ``max_mb`` MiB in all (the sizes of every file
     the commit would take: changed, added, untracked and not ignored; sparse files at their full length) or of
     more than MAX_CHANGE_FILES files."""
-    from toren_action import workspace
-    from toren_action.errors import PolicyBlocked
+    from toren_action.core.errors import PolicyBlocked
+    from toren_action.git import workspace
 
     limit = max_mb * 1024 * 1024
     out = workspace.git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
@@ -545,7 +546,7 @@ def _check_change_size(ws, max_mb: float) -> None:
 
 def _committed_tree(jdir: Path, ws, change, name: str, paths: list[str] | None = None) -> Path:
     """A fresh directory holding the commit's tree (or ``paths`` of it), written from its objects."""
-    from toren_action import snapshot
+    from toren_action.git import snapshot
 
     dest = jdir / name
     remove_tree(dest)
@@ -556,7 +557,8 @@ def _committed_tree(jdir: Path, ws, change, name: str, paths: list[str] | None =
 def _verify(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, spec, docker, enter, log) -> None:
     """--verify in a container like the agent's, on a clean copy of exactly the commit about to be pushed (no
     ignored or untracked file of the agent's counts), without the agent's secrets and sockets."""
-    from toren_action import container, workspace
+    from toren_action.git import workspace
+    from toren_action.sandbox import container
 
     s = plan.settings
     enter("verifying", s.verify)
@@ -581,8 +583,8 @@ def _verify(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, spec,
 
 
 def _code_scan(plan: Plan, store: Store, job_id: str, jdir: Path, ws, change, log) -> list:
-    from toren_action import codescan
-    from toren_action.errors import PolicyBlocked
+    from toren_action.core.errors import PolicyBlocked
+    from toren_action.guard import codescan
 
     tree = _committed_tree(jdir, ws, change, "scan-tree", change.files)
     try:
@@ -606,8 +608,9 @@ def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, chang
     """The diff policy, on the host, on the commit about to be pushed (see policy.py)."""
     import json as _json
 
-    from toren_action import policy, workspace
-    from toren_action.errors import PolicyBlocked
+    from toren_action.core.errors import PolicyBlocked
+    from toren_action.git import workspace
+    from toren_action.guard import policy
 
     s = plan.settings
     allow = set(s.allow_policy) | ({"workflow"} if s.allow_workflow_changes else set())
@@ -628,7 +631,7 @@ def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, chang
 
 
 def _wants_ai_summary(plan: Plan) -> bool:
-    from toren_action import summary
+    from toren_action.job import summary
 
     mode = plan.settings.ai_summary
     return mode == "always" or (mode == "auto" and plan.profile.name == "claude" and summary.available())
@@ -636,7 +639,7 @@ def _wants_ai_summary(plan: Plan) -> bool:
 
 def _pr_ai_summary(plan: Plan, store: Store, job_id: str, jdir: Path, change, log) -> str | None:
     """An AI summary of the change for the pull request body, when the agent left none."""
-    from toren_action import summary
+    from toren_action.job import summary
 
     facts = {"task": plan.task.title, "task_source": plan.task.source, "files_changed": change.files,
              "diffstat": change.diffstat, "verify": plan.settings.verify}
@@ -701,7 +704,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             docker=None) -> Outcome:
     """Run one job to its end state; never leaves a container behind or a job in a running state.
     ``docker`` is a client the caller already has (one is made when it is None)."""
-    from toren_action import container, image, workspace
+    from toren_action.git import workspace
+    from toren_action.sandbox import container, image
 
     s = plan.settings
     started = time.monotonic()
@@ -741,7 +745,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         base_id, arch = image.resolve_base(docker, s.base_image, s.pull, log.line)
         node_dir, node_label = None, ""
         if plan.profile.package:
-            from toren_action import toolchain
+            from toren_action.sandbox import toolchain
 
             node_arch = toolchain.wheel_arch(arch)
             node_dir = toolchain.node_runtime(node_arch, log.line)
@@ -762,7 +766,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         if plan.proxy_key is not None:
             from urllib.parse import urlsplit
 
-            from toren_action.keyproxy import KeyProxy
+            from toren_action.sandbox.keyproxy import KeyProxy
 
             kp = plan.profile.key_proxy
             upstream = passthrough.pop("_KEY_PROXY_UPSTREAM")
@@ -792,7 +796,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             command = launch_command(command, plan.profile.secret_environment(ctx))
         egress_proxy = None
         if plan.egress_hosts:
-            from toren_action import egress
+            from toren_action.sandbox import egress
 
             egress_proxy = egress.EgressProxy(plan.egress_hosts, owner=(plan.uid, plan.gid)).start()
             target = f"{CONTAINER_SOCKETS}/egress.sock"
@@ -803,8 +807,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
                        NO_PROXY="localhost", no_proxy="localhost")
             log.stage("building", f"egress: only {', '.join(plan.egress_hosts)} through the host's proxy")
         if relays:  # loopback ports in the container that lead to the host's proxies (a few lines of Node)
-            from toren_action import egress
             from toren_action.agents.base import NODE_PREFIX
+            from toren_action.sandbox import egress
 
             relay = jdir / "task" / "relay.js"
             relay.write_text(egress.RELAY_JS, "utf-8")
@@ -996,7 +1000,7 @@ def _fail(store: Store, log: _JobLog, job_id: str, state: str, message: str, out
 
 
 def _job_mounts(plan: Plan, jdir: Path, ws_path: Path, secrets_dir: Path) -> list[Mount]:
-    from toren_action import workspace
+    from toren_action.git import workspace
 
     task_dir = jdir / "task"
     task_dir.mkdir(exist_ok=True)
@@ -1037,7 +1041,7 @@ def _write_secrets(plan: Plan, secrets_dir: Path) -> None:
 
 def _repo_instructions(ws_path: Path) -> str | None:
     """AGENTS.md, CLAUDE.md and GEMINI.md from the repository's root, those present, 20 000 characters at most."""
-    from toren_action.paths import read_bounded
+    from toren_action.core.paths import read_bounded
 
     parts = []
     for name in ("AGENTS.md", "CLAUDE.md", "GEMINI.md"):
@@ -1071,7 +1075,7 @@ def _pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome
              code_findings: list | None = None) -> str:
     """The pull request's body. Every text that comes from the task, the repository or the agent is redacted and
     then made inert (texts.py): it renders as written and cannot mention, close or forge anything."""
-    from toren_action.github import PR_MARKER
+    from toren_action.git.github import PR_MARKER
 
     r = plan.redactor
     verify = f"{texts.code(r(plan.settings.verify))} passed" if plan.settings.verify else \

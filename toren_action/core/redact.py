@@ -55,7 +55,7 @@ class Redactor:
             return text
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
-        from toren_action.policy import mask_tokens
+        from toren_action.guard.policy import mask_tokens
 
         return mask_tokens(text)
 

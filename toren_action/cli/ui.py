@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TextIO
 
-from toren_action.texts import one_line, terminal
+from toren_action.core.texts import one_line, terminal
 
 STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_out": "✘", "cancelled": "✘",
                "budget_exceeded": "✘", "auth_failed": "✘", "rate_limited": "✘", "max_turns": "✘",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toren_action.errors import TorenError
+from toren_action.core.errors import TorenError
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 MAX_DIFF_CHARS = 40_000
