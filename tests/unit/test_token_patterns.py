@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from toren_action.guard.policy import mask_tokens, scan_text
+from toren_action.core.redact import mask_tokens
+from toren_action.guard.policy import scan_text
 
 GH = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 TOKENS = [GH, "github_pat_" + "a1B2" * 14, "sk-ant-oat01-" + "Zx9_" * 8, "sk-proj-" + "Ab3-" * 8, "sk-" + "Q1w2" * 12,

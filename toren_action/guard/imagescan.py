@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 
 from toren_action.core.errors import UsageError
-from toren_action.guard.policy import TOKEN_RE, mask_tokens
+from toren_action.core.redact import TOKEN_RE, mask_tokens
 
 #: Where credentials usually hide in an image; the same names under every /home/* are checked too.
 CREDENTIAL_PATHS = ("/root/.aws/credentials", "/root/.docker/config.json", "/root/.netrc", "/root/.git-credentials",

@@ -35,21 +35,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from toren_action.core.errors import GitError, UsageError
+from toren_action.core.redact import LITERAL_RE, TOKEN_PATTERNS, mask_tokens
 
-#: Known credential formats. Kept specific (prefix + length) so that ordinary text never matches.
-#: Known credential formats. Formats with a distinctive prefix match anywhere, even inside a longer word
-#: (``x`` + a token + ``_`` is still the token): no word boundary to slip past. Only the generic ``sk-`` form
-#: keeps one, since ``-sk-`` runs occur in ordinary names ("disk-usage-report-...").
-TOKEN_PATTERNS: dict[str, str] = {
-    "GitHub token": r"gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{50,}",
-    "Anthropic key": r"sk-ant-[A-Za-z0-9_-]{20,}",
-    "OpenAI key": r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9]{48,}|\bsk-[A-Za-z0-9_-]{32,}",
-    "Google API key": r"AIza[0-9A-Za-z_-]{35,}",
-    "AWS access key": r"(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16,}",
-    "Slack token": r"xox[abposr]-[A-Za-z0-9-]{10,}",
-    "private key": r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----",
-}
-TOKEN_RE = re.compile("|".join(f"(?:{p})" for p in TOKEN_PATTERNS.values()))
 _NAMED = [(name, re.compile(p)) for name, p in TOKEN_PATTERNS.items()]
 _ASSIGNED = re.compile(r"""(?i)(?:key|token|secret|passw(?:or)?d|credential)s?["']?\s*[:=]\s*["']([^"'\s]{20,})["']""")
 RULES = ("secret-value", "secret-pattern", "workflow", "symlink", "large-file", "binary", "protected-path")
@@ -126,7 +113,7 @@ def scan_text(path: str, added: list[tuple[int, str]], redact: Callable[[str], s
         if redact(line) != line:
             found.append(Finding("secret-value", path, where, "the value of one of this job's secrets"))
             continue
-        if _LITERAL_RE.search(line):
+        if LITERAL_RE.search(line):
             name = next((name for name, pattern in _NAMED if pattern.search(line)), None)
             if name:
                 snippet = _printable_path(mask_tokens(line.strip())[:120])
@@ -138,34 +125,6 @@ def scan_text(path: str, added: list[tuple[int, str]], redact: Callable[[str], s
                 found.append(Finding("secret-pattern", path, where,
                                      "a high-entropy string assigned to a secret-like name"))
     return found
-
-
-#: Every token format contains one of these; a line without any is skipped without running the regex.
-TOKEN_LITERALS = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "AIza", "AKIA", "ASIA", "ABIA", "ACCA",
-                  "xox", "PRIVATE KEY")
-
-
-_LITERAL_RE = re.compile("|".join(re.escape(lit) for lit in TOKEN_LITERALS))
-
-
-def mask_tokens(text: str) -> str:
-    """Mask known token formats. Fast on ordinary text (one literal search; see bench/bench_redact.py): the
-    token regex runs only on the lines that hold a token's literal."""
-    if _LITERAL_RE.search(text) is None:
-        return text
-    if len(text) < 4096:
-        return TOKEN_RE.sub("***", text)
-    out, pos = [], 0
-    for m in _LITERAL_RE.finditer(text):
-        if m.start() < pos:
-            continue
-        start = text.rfind("\n", 0, m.start()) + 1
-        end = text.find("\n", m.end())
-        end = len(text) if end < 0 else end
-        out += [text[pos:start], TOKEN_RE.sub("***", text[start:end])]
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
 
 
 def check(git: Callable[..., str], base: str, head: str | None, workdir: str, policy: Policy,

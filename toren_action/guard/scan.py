@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from toren_action.core.errors import PolicyBlocked, UsageError
-from toren_action.guard.policy import Policy, check, mask_tokens
+from toren_action.core.redact import mask_tokens
+from toren_action.guard.policy import Policy, check
 
 
 def scan_repo(cwd: str, staged: bool, diff: str | None, allow: tuple[str, ...] = (),

@@ -34,7 +34,7 @@ from toren_action.core.errors import (
     VerificationFailed,
 )
 from toren_action.core.paths import job_dir, log_path, remove_tree
-from toren_action.core.redact import Redactor, Secret, redact_data
+from toren_action.core.redact import Redactor, Secret, mask_tokens, redact_data
 from toren_action.jobs.store import Store
 
 CONTAINER_SECRETS = "/run/toren/secrets"
@@ -619,14 +619,14 @@ def _enforce_policy(plan: Plan, store: Store, job_id: str, jdir: Path, ws, chang
                             str(ws.path), rules, plan.redactor.mask_values)
     if not findings:
         return
-    report = [plan.redactor(policy.mask_tokens(str(f))) for f in findings]
+    report = [plan.redactor(mask_tokens(str(f))) for f in findings]
     (jdir / "policy.json").write_text(_json.dumps([{**f.to_dict(), "detail": plan.redactor(
-        policy.mask_tokens(f.detail))} for f in findings], indent=2), "utf-8")
+        mask_tokens(f.detail))} for f in findings], indent=2), "utf-8")
     store.add_events(job_id, [("policy", {"rule": f.rule, "path": plan.redactor(f.path), "line": f.line})
                               for f in findings])
     for line in report:
         log.line(f"policy: {line}")
-    raise PolicyBlocked(plan.redactor(policy.mask_tokens(policy.describe(findings)))
+    raise PolicyBlocked(plan.redactor(mask_tokens(policy.describe(findings)))
                         + f"; the change is kept in {ws.path}")
 
 
