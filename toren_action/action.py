@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.core.errors import TorenError, UsageError
+from toren_action.core.paths import write_private
 from toren_action.core.texts import code, inline, terminal
 
 SECRET_INPUTS = {  # input -> the variable the agent profile or GitHub code reads
@@ -201,9 +202,7 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     core = _core()
     if os.environ.get("INPUT_CLAUDE_CREDENTIALS", "").strip():
         creds = _runner_temp() / "toren-claude-credentials.json"
-        fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(os.environ["INPUT_CLAUDE_CREDENTIALS"].strip())
+        write_private(creds, os.environ["INPUT_CLAUDE_CREDENTIALS"].strip())
         os.environ["CLAUDE_CREDENTIALS_FILE"] = str(creds)
     repo = os.environ.get("GITHUB_REPOSITORY", "")
     allowed = get_lines("allowed_users")

@@ -41,6 +41,20 @@ def log_path(home: Path, job_id: str) -> Path:
     return job_dir(home, job_id) / "job.log"
 
 
+def write_private(path: Path, data: str | bytes, mode: int = 0o600, owner: tuple[int, int] | None = None,
+                  append: bool = False) -> None:
+    """Write ``data`` to ``path`` created with ``mode`` (0600 unless said), never through a link (O_NOFOLLOW):
+    the one writer of Toren's private files (secrets, saved environments, records)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, mode)
+    try:
+        os.write(fd, data.encode("utf-8") if isinstance(data, str) else data)
+        if owner is not None:
+            os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
+
+
 def remove_tree(path: Path) -> bool:
     """Delete a directory tree we own, even where the agent left read-only directories in it. Never follows a
     link: a link is removed, not entered, and no chmod goes through one (a read-only directory holding

@@ -245,14 +245,6 @@ def default_branch(mirror: Path) -> str:
         return "main"
 
 
-def branch_exists(mirror: Path, branch: str) -> bool:
-    try:
-        git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}", cwd=mirror, trusted=True)
-        return True
-    except GitError:
-        return False
-
-
 def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = None,
                       redact: Callable[[str], str] = str) -> str | None:
     """The commit ``branch`` points to in ``origin``, or None when it does not exist there."""

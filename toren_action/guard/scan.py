@@ -4,7 +4,6 @@ check before every push (policy.py). The security look at an image (`toren scan 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from toren_action.core.errors import PolicyBlocked, UsageError
 from toren_action.core.redact import mask_tokens
@@ -56,11 +55,3 @@ def report(findings: list, as_json: bool) -> int:
         print(f"{len(findings)} finding(s)" if findings else "no findings")
     return PolicyBlocked.exit_code if findings else 0
 
-
-def install_hook(repo: Path) -> Path:
-    hook = repo / ".git" / "hooks" / "pre-commit"
-    hook.parent.mkdir(parents=True, exist_ok=True)
-    hook.write_text("#!/bin/sh\n# installed by toren: the diff policy on what is about to be committed\n"
-                    "exec toren scan --staged\n")
-    hook.chmod(0o755)
-    return hook

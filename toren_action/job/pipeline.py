@@ -33,7 +33,7 @@ from toren_action.core.errors import (
     UsageError,
     VerificationFailed,
 )
-from toren_action.core.paths import job_dir, log_path, remove_tree
+from toren_action.core.paths import job_dir, log_path, remove_tree, write_private
 from toren_action.core.redact import Redactor, Secret, mask_tokens, redact_data
 from toren_action.jobs.store import Store
 
@@ -1028,12 +1028,8 @@ def _write_secrets(plan: Plan, secrets_dir: Path) -> None:
         return
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
     for secret in plan.secrets:
-        path = secrets_dir / secret.name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o400)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret.reveal())
-        if os.geteuid() == 0:
-            os.chown(path, plan.uid, plan.gid)
+        write_private(secrets_dir / secret.name, secret.reveal(), 0o400,
+                      (plan.uid, plan.gid) if os.geteuid() == 0 else None)
     if os.geteuid() == 0:
         os.chown(secrets_dir, plan.uid, plan.gid)
     secrets_dir.chmod(0o500)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from toren_action.core.paths import job_dir
+from toren_action.core.paths import job_dir, write_private
 from toren_action.jobs.store import Store
 
 LOCK_NAME = "worker.lock"
@@ -66,9 +66,7 @@ def save_job_env(home: Path, job_id: str, environ: dict[str, str], inputs: dict 
     when the job starts)."""
     path = job_dir(home, job_id) / ENV_FILE
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"environ": environ, "inputs": inputs}, fh)
+    write_private(path, json.dumps({"environ": environ, "inputs": inputs}))
 
 
 def take_job_env(home: Path, job_id: str) -> tuple[dict[str, str], dict | None] | None:

@@ -214,9 +214,9 @@ def record_built(image_id: str, home: Path | None = None) -> None:
     """Put an image id on the record of images Toren built (once)."""
     if not _IMAGE_ID.match(image_id) or image_id in built_ids(home):
         return
-    fd = os.open(_record_path(home), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "a") as fh:
-        fh.write(image_id + "\n")
+    from toren_action.core.paths import write_private
+
+    write_private(_record_path(home), image_id + "\n", append=True)
 
 
 def built_ids(home: Path | None = None) -> set[str]:
@@ -233,9 +233,9 @@ def forget_built(image_ids: set[str], home: Path | None = None) -> None:
     path = _record_path(home)
     keep = sorted(built_ids(home) - image_ids)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("".join(i + "\n" for i in keep))
+    from toren_action.core.paths import write_private
+
+    write_private(tmp, "".join(i + "\n" for i in keep))
     os.replace(tmp, path)
 
 
