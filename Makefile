@@ -12,6 +12,8 @@ test: bootstrap
 
 lint: bootstrap
 	.venv/bin/ruff check toren_action tests bench
+	.venv/bin/mypy toren_action
+	.venv/bin/lint-imports
 	.venv/bin/actionlint .github/workflows/*.yml
 	.venv/bin/zizmor --quiet --min-severity medium .github/workflows action.yml
 	.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
