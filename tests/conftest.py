@@ -1,14 +1,49 @@
-"""Shared fixtures: an isolated TOREN_HOME, throwaway git repositories, the real Docker engine."""
+"""Shared fixtures: an isolated TOREN_HOME, throwaway git repositories, the real Docker engine.
+
+Every test that reaches the ``docker_client`` fixture (itself or through ``workdir``) must carry the ``docker``
+marker, so that ``pytest -m "not docker"`` never needs an engine: collection stops with the names of the tests
+that do not (see pytest_collection_modifyitems)."""
 
 from __future__ import annotations
 
 import os
+import socketserver
 import subprocess
 from pathlib import Path
 
 import pytest
 
 BASE_IMAGE = os.environ.get("TOREN_TEST_BASE_IMAGE", "toren/base:bookworm")
+#: The fixtures that need a running Docker engine; a test that uses one (directly or through another fixture)
+#: without the ``docker`` marker is a collection error.
+DOCKER_FIXTURES = ("docker_client",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: an unmarked test would slip into "not docker"
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items
+                if set(DOCKER_FIXTURES) & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("docker") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use Docker (the docker_client or workdir fixture) without the docker marker; add "
+            "`pytestmark = pytest.mark.docker` to the module or `@pytest.mark.docker` to the test:\n  "
+            + "\n  ".join(unmarked))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quick_server_shutdown():
+    """Servers in tests (the key and egress proxies, the fake GitHub, upstream stand-ins) notice shutdown()
+    within 50 ms instead of socketserver's default 0.5 s poll, which alone made up half of the non-Docker run.
+    Only the wait in stop() changes; nothing a test asserts depends on it."""
+    original = socketserver.BaseServer.serve_forever
+
+    def serve_forever(self, poll_interval=0.05):
+        return original(self, poll_interval)
+
+    socketserver.BaseServer.serve_forever = serve_forever  # type: ignore[method-assign]
+    yield
+    socketserver.BaseServer.serve_forever = original  # type: ignore[method-assign]
 
 
 def subprocess_env() -> dict[str, str]:

@@ -196,7 +196,8 @@ def run() -> int:
 def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     from toren_action.config.settings import Settings
     from toren_action.core.paths import job_dir, log_path, toren_home
-    from toren_action.job import pipeline
+    from toren_action.job.plan import make_plan
+    from toren_action.job.run import run_job
     from toren_action.jobs.store import Store, new_job_id
 
     core = _core()
@@ -258,7 +259,7 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
 
     settings = Settings.load(flags)
     job_id = new_job_id()
-    plan = pipeline.make_plan(settings, job_id)
+    plan = make_plan(settings, job_id)
     home = toren_home()
     store = Store(home)
     store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
@@ -267,7 +268,7 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     core.set_output("job-id", job_id)
     reporter = ActionsReporter()
     try:
-        outcome = pipeline.run_job(plan, store, home, job_id, reporter)
+        outcome = run_job(plan, store, home, job_id, reporter)
     finally:
         reporter.close()
     job = store.get(job_id)
@@ -347,10 +348,13 @@ def _summary_lines(outcome, job) -> list[str]:
     verify = job.inputs.get("verify")
     shown = f"{code(verify, True)} passed" if verify and outcome.commit else code(verify, True) if verify else "none"
     lines.append(f"| Verification | {shown} |")
+    from toren_action.job.report import usage_parts
+
+    usage, cost = usage_parts(outcome.usage, outcome.cost_usd, tokens=False)  # numbers and fixed words only
     if outcome.usage:
-        lines.append(f"| Turns | {inline(str(outcome.usage['turns']))} |")
+        lines.append(f"| Usage | {usage} |")
     if outcome.cost_usd is not None:
-        lines.append(f"| Cost | ${outcome.cost_usd:.4f} |")
+        lines.append(f"| Cost | {cost} |")
     lines.append(f"| Duration | {outcome.duration_s:.0f} s |")
     if outcome.message and outcome.state != "succeeded":
         lines += ["", f"**Reason:** {inline(outcome.message)}"]

@@ -1,4 +1,4 @@
-"""What each `toren` subcommand does, over the store and the pipeline. cli.py only parses."""
+"""What each `toren` subcommand does, over the store and the job (job/plan.py, job/run.py). cli.py only parses."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _stop_on_termination(parent: int | None = None) -> None:
     started by the worker (``parent``), a SIGTERM that comes because the worker died marks it worker lost."""
     import signal
 
-    from toren_action.job.pipeline import WORKER_LOST
+    from toren_action.job.run import WORKER_LOST
 
     def interrupt(signum, _frame):
         if parent is not None and os.getppid() != parent:
@@ -36,7 +36,8 @@ def _stop_on_termination(parent: int | None = None) -> None:
 
 def cmd_run(args: Namespace) -> int:
     from toren_action.config.settings import Settings
-    from toren_action.job import pipeline
+    from toren_action.job.plan import make_plan
+    from toren_action.job.run import run_job
     from toren_action.sandbox import container
 
     settings = Settings.load(run_flags(args), config_file=args.config)
@@ -45,7 +46,7 @@ def cmd_run(args: Namespace) -> int:
 
         max_jobs()  # a bad TOREN_MAX_JOBS is refused now, not by a worker that could then run nothing
     job_id = new_job_id()
-    plan = pipeline.make_plan(settings, job_id)
+    plan = make_plan(settings, job_id)
     docker = container.client()  # the engine must answer before a job exists
     home = toren_home()
     store = Store(home)
@@ -69,7 +70,7 @@ def cmd_run(args: Namespace) -> int:
     _heartbeat(home, job_id)
     reporter = ConsoleReporter(quiet=args.quiet)
     try:
-        outcome = pipeline.run_job(plan, store, home, job_id, reporter, docker=docker)
+        outcome = run_job(plan, store, home, job_id, reporter, docker=docker)
     finally:
         reporter.close()
     job = store.get(job_id)
@@ -100,7 +101,8 @@ def _start_background(args: Namespace, store: Store, home: Path, job_id: str) ->
 def cmd_run_job(args: Namespace) -> int:
     """The background half of `toren run` (hidden command)."""
     from toren_action.config.settings import settings_from_record
-    from toren_action.job import pipeline
+    from toren_action.job.plan import make_plan
+    from toren_action.job.run import run_job
     from toren_action.jobs.worker import take_job_env
 
     _stop_on_termination(parent=os.getppid())
@@ -124,7 +126,7 @@ def cmd_run_job(args: Namespace) -> int:
     _heartbeat(home, job.id)
     settings = settings_from_record(inputs)
     try:
-        plan = pipeline.make_plan(settings, job.id)
+        plan = make_plan(settings, job.id)
     except TorenError as exc:
         store.set_state(job.id, "failed", error=str(exc))
         return exc.exit_code
@@ -132,7 +134,7 @@ def cmd_run_job(args: Namespace) -> int:
         store.set_state(job.id, "cancelled", error="cancelled before it started")
         return 130
     try:
-        return pipeline.run_job(plan, store, home, job.id).exit_code
+        return run_job(plan, store, home, job.id).exit_code
     except TorenError as exc:  # Interrupted: the job is already marked cancelled
         return exc.exit_code
 

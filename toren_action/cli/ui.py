@@ -86,12 +86,9 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
         w(f"{STAGE_MARKS.get(outcome.state, '✘')} {outcome.state} in {outcome.duration_s:.1f}s: "
           f"{terminal(outcome.message)}\n")
     if outcome.usage:
-        u = outcome.usage
-        cost = f"${outcome.cost_usd:.4f}" if outcome.cost_usd is not None else "cost unknown"
-        if outcome.cost_source == "price-table":
-            cost += " (price table)"
-        w(f"  usage   {u['turns']} turns, {u['tool_calls']} tool calls, {u['input_tokens']} tokens in "
-          f"({u['cache_read_tokens']} cached), {u['output_tokens']} out, {cost}\n")
+        from toren_action.job.report import usage_text
+
+        w(f"  usage   {usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source)}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
 
 
