@@ -159,7 +159,7 @@ def test_container_is_hardened_and_sees_its_inputs(workdir, repo, toren_home, ca
     def show(name: str) -> str:
         return git("show", f"toren/inside:{name}", cwd=repo)
 
-    from toren_action.job.pipeline import AGENT_ID_RANGE
+    from toren_action.job.plan import AGENT_ID_RANGE
 
     uid = int(show("uid.txt"))
     if os.getuid():  # the user's own uid, so the files stay theirs
@@ -355,9 +355,9 @@ def test_the_secret_files_are_gone_before_the_end_state_is_written(workdir, repo
                          ids=["many-short-lines", "one-long-line"])
 def test_the_job_log_is_capped_with_a_marker_and_the_job_still_ends(workdir, repo, toren_home, capsys, monkeypatch,
                                                                     command):
-    from toren_action.job import pipeline
+    from toren_action.job import log as job_log
 
-    monkeypatch.setattr(pipeline, "MAX_LOG_BYTES", 1 << 20)
+    monkeypatch.setattr(job_log, "MAX_LOG_BYTES", 1 << 20)
     code, result, err = run_shell(capsys, command, "--quiet", branch="toren/noisy")
     assert code == 0 and result["state"] == "succeeded", err[-2000:]
     log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()

@@ -16,7 +16,7 @@ from toren_action.agents.gemini import GeminiStream
 from toren_action.agents.pricing import cost_usd, price_for
 from toren_action.agents.qwen import QwenStream
 from toren_action.core.errors import MissingCredentials, UsageError
-from toren_action.job.pipeline import resolve_credentials
+from toren_action.job.plan import resolve_credentials
 
 
 def feed(parser, *events) -> list[str]:

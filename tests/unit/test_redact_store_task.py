@@ -115,7 +115,7 @@ def test_the_agent_id_is_no_host_user_group_or_subordinate_range(tmp_path):
     import pytest
 
     from toren_action.core.errors import UsageError
-    from toren_action.job.pipeline import AGENT_ID_RANGE, unused_host_id
+    from toren_action.job.plan import AGENT_ID_RANGE, unused_host_id
 
     first = AGENT_ID_RANGE.start
     users, groups = {first}, {first + 1}

@@ -114,6 +114,9 @@ TOKEN_LITERALS = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", 
 
 
 LITERAL_RE = re.compile("|".join(re.escape(lit) for lit in TOKEN_LITERALS))
+#: A variable name that says it holds a credential (ANTHROPIC_API_KEY, GH_TOKEN, DB_PASSWORD, AWS_CREDENTIALS):
+#: refused in --env, reported in an image's environment.
+CREDENTIAL_NAME = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
 
 
 def mask_tokens(text: str) -> str:

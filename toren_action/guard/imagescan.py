@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-import re
 import shutil
 import subprocess
 import tarfile
@@ -17,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 from toren_action.core.errors import UsageError
-from toren_action.core.redact import TOKEN_RE, mask_tokens
+from toren_action.core.redact import CREDENTIAL_NAME, TOKEN_RE, mask_tokens
 
 #: Where credentials usually hide in an image; the same names under every /home/* are checked too.
 CREDENTIAL_PATHS = ("/root/.aws/credentials", "/root/.docker/config.json", "/root/.netrc", "/root/.git-credentials",
@@ -26,7 +25,6 @@ CREDENTIAL_PATHS = ("/root/.aws/credentials", "/root/.docker/config.json", "/roo
                     "/root/.config/gcloud/application_default_credentials.json", "/root/.cargo/credentials.toml",
                     "/root/.cargo/credentials", "/root/.gem/credentials", "/root/.terraform.d/credentials.tfrc.json")
 _HOME_SUFFIXES = tuple(p[len("/root/"):] for p in CREDENTIAL_PATHS)
-_SENSITIVE_NAME = re.compile(r"(?i)(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$")
 #: The engine's PATH for an image whose config sets none.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -337,7 +335,7 @@ def scan_image(ref: str) -> list[tuple[str, bool, str]]:
         name, _, value = entry.partition("=")
         if name == "PATH":
             path_var = value
-        if (_SENSITIVE_NAME.search(name) and value) or TOKEN_RE.search(value):
+        if (CREDENTIAL_NAME.search(name) and value) or TOKEN_RE.search(value):
             leaks.append(f"env {name}")
     for name, value in (cfg.get("Labels") or {}).items():
         if TOKEN_RE.search(str(value)):

@@ -1,0 +1,492 @@
+"""A job's plan: every input validated, the credentials resolved, nothing started. `make_plan` reads the
+environment and the working directory it is given (the process's by default) and raises UsageError (exit 2), or
+MissingCredentials, on the first problem; each check is a function named for what it checks."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from toren_action.agents import get_profile
+from toren_action.agents.base import AgentProfile, RunContext
+from toren_action.config import validate
+from toren_action.config.settings import Settings
+from toren_action.config.task import Task, from_spec
+from toren_action.config.validate import IssueRef, Mount, RepoRef
+from toren_action.core.errors import ActorNotAllowed, MissingCredentials, UsageError
+from toren_action.core.redact import CREDENTIAL_NAME, Redactor, Secret
+
+CONTAINER_SECRETS = "/run/toren/secrets"
+CONTAINER_TASK = "/run/toren/task"
+CONTAINER_SOCKETS = "/run/toren/sockets"
+_LOOPBACK = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^/@]*@)?(?:localhost|127\.[0-9.]+|\[::1\])(?:[:/]|$)", re.I)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Everything a job needs, validated. Built before the job exists; nothing has started yet."""
+
+    settings: Settings
+    repo: RepoRef
+    origin: str
+    task: Task
+    profile: AgentProfile
+    branch: str
+    mounts: tuple[Mount, ...]
+    env: dict[str, str]
+    secrets: tuple[Secret, ...]
+    network: str
+    ca_bundle: Path | None
+    timeout_s: float
+    uid: int
+    gid: int
+    #: Names of the credential secrets the agent CLI authenticates with.
+    credentials: tuple[str, ...] = ()
+    #: Non-secret host variables for the CLI (base URLs; unix sockets rewritten to their mount point).
+    passthrough: tuple[tuple[str, str], ...] = ()
+    github: GitHubPlan | None = None
+    #: Overwrite the branch (--force-branch).
+    force_push: bool = False
+    #: The commit the branch of an open Toren pull request pointed to when planned: the push replaces it only
+    #: if it still does.
+    push_lease: str | None = None
+    #: The model-API key held by the host-side key proxy (keyproxy.py); None when the agent holds its key.
+    proxy_key: Secret | None = None
+    #: The API origin the key proxy forwards to (the profile's base-URL variable, or its default); set exactly
+    #: when ``proxy_key`` is.
+    key_proxy_upstream: str | None = None
+    #: --egress: the only hosts the agent may reach, through the host's filtering proxy (egress.py).
+    egress_hosts: tuple[str, ...] = ()
+
+    @property
+    def redactor(self) -> Redactor:
+        """Masks the agent's secrets and the host-only ones (the GitHub token)."""
+        return Redactor(self.secrets + (self.github.host_secrets if self.github else ())
+                        + ((self.proxy_key,) if self.proxy_key else ()))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where the job's branch goes: the repository, the URL it is cloned from and pushed to, and GitHub's
+    endpoints when the result goes to GitHub."""
+
+    repo: RepoRef
+    origin: str
+    endpoints: object | None  # github.Endpoints
+
+
+@dataclass(frozen=True)
+class _ModelAccess:
+    """How the agent reaches its model: the credentials found, and either the key proxy (the key stays on the
+    host) or the credentials as secret files plus the host variables (and sockets) passed through."""
+
+    credentials: tuple[Secret, ...]
+    passthrough: tuple[tuple[str, str], ...]
+    proxy_key: Secret | None = None
+    upstream: str | None = None
+    #: The credentials the agent holds itself (as secret files), when there is no key proxy.
+    secrets: tuple[Secret, ...] = ()
+    #: Host sockets of the passed-through variables (a model API on a unix socket).
+    mounts: tuple[Mount, ...] = ()
+
+
+def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, cwd: str | None = None) -> Plan:
+    """Validate every input (UsageError, exit 2, on the first problem). Changes nothing anywhere; it reads the
+    origin's branches (to refuse an existing one) and, for GitHub, the repository, the issue and the actor's
+    permission, after every local check has passed."""
+    environ = dict(os.environ if environ is None else environ)
+    cwd = cwd or os.getcwd()
+    home_dir = environ.get("HOME", str(Path.home()))
+
+    profile = _agent_profile(s)
+    issue, task = _task_source(s, cwd)
+    target = _target(s, cwd, environ, issue)
+    branch = _check_values(s, job_id)
+    network, egress_hosts = _network(s, profile)
+    env = _agent_env(s, profile)
+    secrets = tuple(Secret(n, environ[validate.secret_name(n, environ)]) for n in s.secrets)
+    mounts = tuple(validate.volume_spec(v, cwd, home_dir, s.allow_mounts) for v in s.volumes)
+    if profile.package and task is not None:
+        _check_agent_limits(profile, s, task)
+    access = _model_access(s, profile, environ, home_dir, network, secrets)
+    ca_bundle = validate.ca_bundle_file(s.ca_bundle, s.source_of("ca_bundle")) if s.ca_bundle else None
+    uid, gid = _agent_ids(s)
+
+    gh = None
+    if target.endpoints is not None:  # the only part that talks to GitHub: after every local check
+        gh, task = _github_plan(s, target.endpoints, environ, target.repo, issue, task)
+        if profile.package and issue:
+            _check_agent_limits(profile, s, task)
+    assert task is not None
+    lease = _push_lease(s, target.origin, branch, gh)
+    return Plan(settings=s, repo=target.repo, origin=target.origin, task=task, profile=profile, branch=branch,
+                mounts=mounts + access.mounts, env=env, secrets=secrets + access.secrets, network=network,
+                ca_bundle=ca_bundle, timeout_s=s.timeout_minutes * 60, uid=uid, gid=gid,
+                credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
+                force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
+                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts)
+
+
+def _agent_profile(s: Settings) -> AgentProfile:
+    """The agent's profile, and --command exactly when the agent takes one."""
+    profile = get_profile(s.agent, s.agent_version)
+    if profile.takes_command and not s.command:
+        raise UsageError("--command", f"the {s.agent} agent needs a command; e.g. --command 'make fmt'")
+    if s.command and not profile.takes_command:
+        raise UsageError("--command", "only the shell agent takes --command; drop it or use --agent shell")
+    return profile
+
+
+def _task_source(s: Settings, cwd: str) -> tuple[IssueRef | None, Task | None]:
+    """--spec (read now) or --issue (read from GitHub later), exactly one of them."""
+    if s.spec and s.issue:
+        raise UsageError("--spec", "give either --spec or --issue, not both")
+    if not s.spec and not s.issue:
+        raise UsageError("--spec", "no task given; pass --spec FILE (a markdown file) or --issue URL")
+    issue = validate.issue_ref(s.issue) if s.issue else None
+    task = from_spec(validate.spec_file(s.spec, cwd)) if s.spec else None
+    return issue, task
+
+
+def _target(s: Settings, cwd: str, environ: dict[str, str], issue: IssueRef | None) -> _Target:
+    """--repo (or the issue's repository); a URL on the GitHub server is that repository on GitHub (token, pull
+    request)."""
+    if issue and s.repo == ".":  # --repo defaults to the issue's repository
+        repo = RepoRef("github", issue.repo)
+    else:
+        repo = validate.repo_spec(s.repo, cwd)
+    endpoints = None
+    origin = repo.location
+    if repo.kind == "url":
+        from toren_action.git.github import Endpoints
+
+        m = re.match(re.escape(Endpoints.from_environ(environ).server_url) + r"/([\w.-]+/[\w.-]+?)(?:\.git)?/?$",
+                     repo.location)
+        if m:
+            repo = RepoRef("github", m.group(1))
+    if repo.kind == "github" or issue:
+        from toren_action.git.github import Endpoints
+
+        endpoints = Endpoints.from_environ(environ)
+        if issue and issue.host and issue.host != urlsplit(endpoints.server_url).netloc:
+            raise UsageError("--issue", f"the issue is on {issue.host} but GITHUB_SERVER_URL is "
+                                        f"{endpoints.server_url}; set GITHUB_SERVER_URL and GITHUB_API_URL for "
+                                        "that server")
+        if repo.kind == "github":
+            origin = endpoints.clone_url(repo.location)
+        elif issue:
+            raise UsageError("--repo", "with --issue the result goes to GitHub: leave --repo out (it defaults to "
+                                       "the issue's repository) or give OWNER/NAME")
+    return _Target(repo, origin, endpoints)
+
+
+def _check_values(s: Settings, job_id: str) -> str:
+    """The branch names, the base image, the timeout, the cost cap and the GPUs; returns the job's branch."""
+    branch = validate.branch_name(s.branch or f"toren/{job_id}")
+    if s.base_branch:
+        validate.branch_name(s.base_branch, "--base-branch")
+    validate.image_ref(s.base_image)
+    validate.positive_number(s.timeout_minutes, "--timeout", 10080)
+    if s.max_cost_usd is not None:
+        validate.positive_number(s.max_cost_usd, "--max-cost-usd")
+    if s.gpus:
+        validate.gpus_spec(s.gpus)
+    return branch
+
+
+def _network(s: Settings, profile: AgentProfile) -> tuple[str, tuple[str, ...]]:
+    """The container's network, and --egress's allow-list (then the network is none, the proxy the only way)."""
+    network = validate.network_spec(s.network or profile.default_network)
+    if not s.egress:
+        return network, ()
+    from toren_action.sandbox import egress
+
+    egress_hosts = egress.parse(s.egress)
+    if not profile.package:
+        raise UsageError("--egress", f"the {profile.name} agent's image has no Node for the egress relay; use "
+                                     "--network none, or a CLI agent")
+    if s.network and s.network != "none":
+        raise UsageError("--egress", f"--egress runs the agent with no network of its own; drop --network "
+                                     f"{s.network}")
+    return "none", egress_hosts
+
+
+def _agent_env(s: Settings, profile: AgentProfile) -> dict[str, str]:
+    """--env: no name the profile sets, no name that looks like a credential (those go as --secret)."""
+    env: dict[str, str] = {}
+    reserved = set(profile.passthrough_env) | set(profile.environment(RunContext("", None, None, "")))
+    for key, value in s.env:
+        validate.env_entry(key, value)
+        if key in reserved:
+            raise UsageError(s.source_of("env"), f"{key} is set by the {profile.name} profile; export it on the host "
+                                                 "instead (Toren passes it through and checks it)")
+        if CREDENTIAL_NAME.search(key):
+            raise UsageError("--env", f"{key} looks like a credential; pass it with --secret {key} so it reaches "
+                                      "the container as a read-only file, not an environment variable")
+        env[key] = value
+    return env
+
+
+def _model_access(s: Settings, profile: AgentProfile, environ: dict[str, str], home_dir: str, network: str,
+                  secrets: tuple[Secret, ...]) -> _ModelAccess:
+    """The agent's credentials, and whether its key stays on the host behind the key proxy."""
+    credentials = resolve_credentials(profile, environ, home_dir)
+    if not _use_key_proxy(s, profile, credentials, environ):
+        passthrough, socket_mounts = _passthrough(profile, environ, network)
+        return _ModelAccess(credentials, tuple(passthrough.items()),
+                            secrets=tuple(c for c in credentials if c.name not in {x.name for x in secrets}),
+                            mounts=socket_mounts)
+    kp = profile.key_proxy
+    passthrough = {v: environ[v] for v in profile.passthrough_env  # the rest (a model name) still passes
+                   if environ.get(v) and v != kp.base_url_env and not v.endswith("_UNIX_SOCKET")}
+    upstream = environ.get(kp.base_url_env) or kp.default_url
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/]*@", upstream, re.I):
+        raise UsageError(kp.base_url_env, "the URL carries a user or password; give the gateway's credentials "
+                                          "another way")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", upstream):
+        raise UsageError(kp.base_url_env, f"{upstream!r} is not an http(s) URL")
+    return _ModelAccess(credentials, tuple(passthrough.items()), proxy_key=credentials[0], upstream=upstream)
+
+
+def _agent_ids(s: Settings) -> tuple[int, int]:
+    """The uid and gid the agent runs as: ours, --agent-uid (root only), or an unused id when we are root."""
+    uid, gid = os.getuid(), os.getgid()
+    if s.agent_uid and s.agent_uid != uid and os.geteuid() != 0:
+        raise UsageError(s.source_of("agent_uid"), f"only root can run the agent as another uid ({s.agent_uid}); "
+                                                   "drop the setting or run Toren as root")
+    if s.agent_uid:
+        return s.agent_uid, s.agent_uid
+    if uid == 0:
+        uid = gid = unused_host_id()
+    return uid, gid
+
+
+def _push_lease(s: Settings, origin: str, branch: str, gh: GitHubPlan | None) -> str | None:
+    """Refuse a branch that exists at the origin, unless --force-branch or it is the branch of an open pull
+    request Toren opened: then the commit it points to now, which the push may replace only if it still does."""
+    from toren_action.git import workspace
+
+    if s.force_branch:
+        return None
+    existing = workspace.remote_branch_sha(origin, branch, env=gh.git_env if gh else {},
+                                           redact=Redactor(gh.host_secrets if gh else ()))
+    if not existing:
+        return None
+    if gh and gh.open_pr_from(branch):
+        return existing  # the branch of a pull request Toren opened: this run updates it, if nobody pushed
+    raise UsageError("--branch", f"{branch!r} already exists in {origin}; choose another name or pass "
+                                 "--force-branch to overwrite it")
+
+
+#: When Toren runs as root, the agent runs as the first id of this range that no host user or group has and no
+#: subordinate id range (/etc/subuid, /etc/subgid) covers: nobody on the host shares the agent's identity, so
+#: no host account can read its secrets through /proc, signal or trace it, or own its files.
+AGENT_ID_RANGE = range(2_100_000_000, 2_100_100_000)
+
+
+def unused_host_id(passwd=None, group=None, subid_files=("/etc/subuid", "/etc/subgid")) -> int:
+    """The first id of AGENT_ID_RANGE that is neither a host uid nor a host gid (through NSS) nor subordinate."""
+    import grp
+    import pwd
+
+    def taken(lookup, n: int) -> bool:
+        try:
+            lookup(n)
+            return True
+        except KeyError:
+            return False
+
+    ranges = []
+    for path in subid_files:
+        try:
+            lines = Path(path).read_text("utf-8", errors="replace").splitlines()[:10_000]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                ranges.append(range(int(parts[1]), int(parts[1]) + int(parts[2])))
+    for n in AGENT_ID_RANGE:
+        if not taken(passwd or pwd.getpwuid, n) and not taken(group or grp.getgrgid, n) \
+                and not any(n in r for r in ranges):
+            return n
+    raise UsageError("TOREN_AGENT_UID", f"every id from {AGENT_ID_RANGE.start} to {AGENT_ID_RANGE.stop - 1} is a host "
+                                    "user or group; set TOREN_AGENT_UID to an id no host account has")
+
+
+@dataclass(frozen=True)
+class GitHubPlan:
+    """Where the result goes on GitHub, and how Toren authenticates there (on the host only)."""
+
+    api: object  # github.GitHub (a GitHub plan always has a token)
+    endpoints: object
+    token: Secret
+    repo: str  # owner/name the branch is pushed to
+    base_repo: str  # owner/name the pull request is opened on (the issue's repository)
+    issue: IssueRef | None
+    #: The pull request's base: --base-branch, else base_repo's default branch (not a fork's)
+    pr_base: str | None = None
+
+    @property
+    def git_env(self) -> dict[str, str]:
+        from toren_action.git.github import git_auth_env
+
+        return git_auth_env(self.endpoints.server_url, self.token)
+
+    @property
+    def host_secrets(self) -> tuple[Secret, ...]:
+        return (self.token,) if self.token else ()
+
+    def open_pr_from(self, branch: str) -> bool:
+        """True when ``branch`` has an open pull request that Toren opened (only those may be force-pushed)."""
+        from toren_action.git.github import PR_MARKER, api_errors
+
+        owner = self.repo.split("/")[0]
+        with api_errors(f"pull requests of {self.base_repo}"):
+            pulls = self.api.repo(self.base_repo).get_pulls(state="open", head=f"{owner}:{branch}")
+            return any(PR_MARKER in (pr.body or "") for pr in pulls)
+
+
+def _github_plan(s: Settings, endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
+                 task: Task | None) -> tuple[GitHubPlan, Task]:
+    """GitHub's side, with the token (required: it reads the issue, pushes and opens the pull request): a --repo
+    that is the issue's repository or an allowed fork of it, the actor's permission, the issue's task, and the
+    pull request's base."""
+    from toren_action.git.github import GitHub, api_errors, read_token
+
+    token = read_token(environ, s.github_token_file)
+    if token is None:
+        raise MissingCredentials("GITHUB_TOKEN: GitHub needs a token to read the issue, push and open the pull "
+                                 "request; export GITHUB_TOKEN or GH_TOKEN, or pass --github-token-file")
+    api = GitHub(endpoints, token)
+    base_repo = issue.repo if issue else repo.location
+    target = api.repo(repo.location if repo.kind == "github" else base_repo)
+    if issue and repo.kind == "github" and repo.location.lower() != issue.repo.lower():
+        parent = target.parent.full_name if getattr(target, "fork", False) and target.parent else None
+        if parent is None or parent.lower() != issue.repo.lower():
+            raise UsageError("--repo", f"{repo.location} is not {issue.repo} or a fork of it; leave --repo "
+                                       "out to work on the issue's repository")
+        if not s.allow_fork:
+            raise ActorNotAllowed(f"--repo: {repo.location} is a fork; running on a fork's code is refused "
+                                  "unless --allow-fork")
+    if s.actor:
+        api.check_actor(base_repo, s.actor, s.allow_actors)
+    if issue:
+        task = api.issue_task(issue)
+    with api_errors(f"repository {base_repo}"):
+        pr_base = s.base_branch or api.repo(base_repo).default_branch
+    assert task is not None
+    return GitHubPlan(api, endpoints, token, repo.location if repo.kind == "github" else base_repo, base_repo,
+                      issue, pr_base), task
+
+
+#: Linux limits one argument to 128 KiB; the prompt is one argument of the CLI.
+MAX_PROMPT_BYTES = 100_000
+
+
+def _check_agent_limits(profile: AgentProfile, s: Settings, task: Task) -> None:
+    size = len(task.prompt().encode())
+    if size > MAX_PROMPT_BYTES:
+        raise UsageError("--spec", f"the task makes a prompt of {size} bytes; agent CLIs take at most "
+                                   f"{MAX_PROMPT_BYTES}; shorten it, or commit the details to the repository and "
+                                   "point to them")
+    if s.max_cost_usd is None:
+        return
+    if not profile.meters_live:
+        raise UsageError("--max-cost-usd", f"the {profile.name} CLI reports its token usage only when it finishes, "
+                                           "so Toren cannot stop it on cost; use --max-turns and --timeout")
+    from toren_action.agents.pricing import price_for
+
+    model = s.model or profile.default_model
+    if not profile.reports_cost and price_for(model, s.price_overrides()) is None:
+        raise UsageError("--max-cost-usd", f"no price is known for model {model!r}, so its cost cannot be "
+                                           "tracked; add it under `prices` in toren.toml")
+
+
+def _use_key_proxy(s: Settings, profile: AgentProfile, credentials, environ: dict[str, str]) -> bool:
+    """auto: whenever the profile can reach its API through the proxy and the credential is a plain API key."""
+    spec = profile.key_proxy
+    if s.key_proxy == "off" or spec is None:
+        if s.key_proxy == "on" and spec is None:
+            raise UsageError("--key-proxy", f"the {profile.name} agent uses no model API, so there is no key to "
+                                            "keep; drop --key-proxy")
+        return False
+    usable = bool(credentials) and credentials[0].name == spec.credential and not any(
+        environ.get(v) for v in profile.passthrough_env if v.endswith("_UNIX_SOCKET"))
+    if s.key_proxy == "on" and not usable:
+        raise UsageError("--key-proxy", f"the key proxy needs {spec.credential} (not a login or a socket of your "
+                                        "own); set it, or use --key-proxy off")
+    return usable
+
+
+def resolve_credentials(profile: AgentProfile, environ: dict[str, str], home_dir: str) -> tuple[Secret, ...]:
+    """The first credential the profile accepts that the host has: a variable, a file named by a variable,
+    or a well-known login file. None found is an error before anything is built."""
+    if not profile.credentials:
+        return ()
+    for cred in profile.credentials:
+        if environ.get(cred.name):
+            return (Secret(cred.name, environ[cred.name].strip()),)
+        for var, path in ((cred.file_var, environ.get(cred.file_var or "")), (None, cred.default_file)):
+            if not path:
+                continue
+            file = Path(path.replace("~", home_dir, 1) if path.startswith("~") else path)
+            try:
+                value = file.read_text("utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                if var:  # the user named this file: say what is wrong with it
+                    raise MissingCredentials(f"{var}: cannot read {path} ({exc.__class__.__name__}); "
+                                             "point it at a readable file holding the key") from None
+                continue
+            if value:
+                return (Secret(cred.name, value),)
+    first = profile.credentials[0]
+    ways = [f"export {first.name}"] + [f"set {c.file_var} to a file holding it" for c in profile.credentials
+                                       if c.file_var and c is first]
+    others = [c.name for c in profile.credentials[1:] if not c.default_file]
+    logins = [c.default_file for c in profile.credentials if c.default_file]
+    hint = ", ".join(ways + ([f"or set {' or '.join(others)}"] if others else [])
+                     + ([f"or log in so that {logins[0]} exists"] if logins else []))
+    raise MissingCredentials(f"{first.name}: the {profile.name} agent needs credentials and none were found; {hint}")
+
+
+def _engine_sockets(environ: dict[str, str]) -> set[Path]:
+    paths = {Path(p) for p in ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                               "/run/podman/podman.sock")}
+    host = environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        paths.add(Path(host.removeprefix("unix://")))
+    return {p.resolve() for p in paths} | {p for p in paths}
+
+
+def _passthrough(profile: AgentProfile, environ: dict[str, str], network: str) -> tuple[dict[str, str],
+                                                                                          tuple[Mount, ...]]:
+    values: dict[str, str] = {}
+    mounts: list[Mount] = []
+    on_socket = any(environ.get(v) for v in profile.passthrough_env if v.endswith("_UNIX_SOCKET"))
+    for var in profile.passthrough_env:
+        value = environ.get(var)
+        if not value:
+            continue
+        if var.endswith("_UNIX_SOCKET"):  # a model API on a host socket: mount it, point the CLI at the mount
+            path = Path(value).expanduser()
+            if not path.is_socket():
+                raise UsageError(var, f"{value} is not a unix socket; start the server first or unset {var}")
+            if path.resolve() in _engine_sockets(environ):
+                raise UsageError(var, f"{value} is a container engine's socket; it would give the agent the host")
+            target = f"{CONTAINER_SOCKETS}/{var.lower()}.sock"
+            mounts.append(Mount(str(path.resolve()), target, False))
+            value = target
+        elif var.endswith("_BASE_URL") and re.match(r"^[a-z][a-z0-9+.-]*://[^/]*@", value, re.I):
+            raise UsageError(var, "the URL carries a user or password; give the gateway's credentials another way "
+                                  "(they would be visible in the container's configuration)")
+        elif var.endswith("_BASE_URL") and _LOOPBACK.match(value) and network != "host" and not on_socket:
+            raise UsageError(var, f"{value} is on this machine's loopback, which the container cannot reach on "
+                                  f"network {network}; pass --network host (or serve it on a unix socket)")
+        values[var] = value
+    return values, tuple(mounts)
+
+
