@@ -52,17 +52,25 @@ def _semgrep(workdir: Path, files: list[str]) -> tuple[list[CodeFinding], str]:
     config = os.environ.get("TOREN_SEMGREP_CONFIG", "auto")
     proc = subprocess.run(["semgrep", "scan", "--quiet", "--json", "--disable-nosem", "--config", config, "--",
                            *files], cwd=workdir, capture_output=True, text=True, timeout=600, check=False)
-    try:
-        results = json.loads(proc.stdout or "{}").get("results", [])
-    except ValueError:
+    found = parse_semgrep(proc.stdout)
+    if found is None:
         return [], f"semgrep failed: {(proc.stderr or proc.stdout).strip()[:200]}"
+    return found, f"semgrep ({config}): {len(found)} medium or high finding(s)"
+
+
+def parse_semgrep(stdout: str) -> list[CodeFinding] | None:
+    """The medium and high findings in ``semgrep --json`` output (ERROR is high, WARNING medium, INFO low);
+    None when the output is not JSON (semgrep failed)."""
+    try:
+        results = json.loads(stdout or "{}").get("results", [])
+    except ValueError:
+        return None
     levels = {"ERROR": "HIGH", "WARNING": "MEDIUM", "INFO": "LOW"}
     found = [CodeFinding("semgrep", levels.get(r.get("extra", {}).get("severity", "INFO"), "LOW"), r.get("path", ""),
                          int(r.get("start", {}).get("line", 0)), r.get("check_id", ""),
                          " ".join(str(r.get("extra", {}).get("message", "")).split())[:200])
              for r in results]
-    found = [f for f in found if SEVERITY.get(f.severity, 1) >= 2]
-    return found, f"semgrep ({config}): {len(found)} medium or high finding(s)"
+    return [f for f in found if SEVERITY.get(f.severity, 1) >= 2]
 
 
 def _bandit(workdir: Path, python: list[str]) -> tuple[list[CodeFinding], str]:
@@ -74,14 +82,22 @@ def _bandit(workdir: Path, python: list[str]) -> tuple[list[CodeFinding], str]:
     # --ignore-nosec: a `# nosec` comment is the agent's own word about its code, and counts for nothing
     proc = subprocess.run([*cmd, "-q", "-f", "json", "-ll", "--ignore-nosec", "--", *python], cwd=workdir,
                           capture_output=True, text=True, timeout=300, check=False)
-    try:
-        results = json.loads(proc.stdout or "{}").get("results", [])
-    except ValueError:
+    found = parse_bandit(proc.stdout)
+    if found is None:
         return [], f"bandit failed: {(proc.stderr or proc.stdout).strip()[:200]}"
-    found = [CodeFinding("bandit", r.get("issue_severity", "LOW"), r.get("filename", ""), int(r.get("line_number", 0)),
-                         f"{r.get('test_id')} {r.get('test_name')}", " ".join(str(r.get("issue_text", "")).split()))
-             for r in results if SEVERITY.get(r.get("issue_severity", "LOW"), 1) >= 2]
     return found, f"bandit on {len(python)} Python file(s): {len(found)} medium or high finding(s)"
+
+
+def parse_bandit(stdout: str) -> list[CodeFinding] | None:
+    """The medium and high findings in ``bandit -f json`` output; None when the output is not JSON (bandit
+    failed)."""
+    try:
+        results = json.loads(stdout or "{}").get("results", [])
+    except ValueError:
+        return None
+    return [CodeFinding("bandit", r.get("issue_severity", "LOW"), r.get("filename", ""), int(r.get("line_number", 0)),
+                        f"{r.get('test_id')} {r.get('test_name')}", " ".join(str(r.get("issue_text", "")).split()))
+            for r in results if SEVERITY.get(r.get("issue_severity", "LOW"), 1) >= 2]
 
 
 def blocking(findings: list[CodeFinding], fail_on: str) -> list[CodeFinding]:
