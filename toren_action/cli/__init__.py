@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from toren_action import __version__
+from toren_action.config.settings import GROUPS, SETTINGS
 from toren_action.core.errors import TorenError, UsageError
 
 
@@ -49,83 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run an agent on a task and deliver the result as a branch",
                        description="Run an agent on a task in a container built from your base image, commit its "
                                    "change on a new branch and push it. Background by default.")
-    g = r.add_argument_group("task and repository")
-    g.add_argument("--repo", help="local path, git URL or owner/name (default: the current directory)")
-    g.add_argument("--spec", metavar="FILE", help="markdown file holding the task")
-    g.add_argument("--issue", metavar="URL", help="GitHub issue holding the task (URL or owner/name#N)")
-    g.add_argument("--branch", help="branch to create (default: toren/<job id>)")
-    g.add_argument("--base-branch", help="branch to start from (default: the repository's default branch)")
-    g.add_argument("--force-branch", action="store_true", default=None,
-                   help="overwrite the branch if it already exists upstream")
-    g = r.add_argument_group("agent")
-    g.add_argument("--agent", "--cli-type", dest="agent", help="claude (default), gemini, codex, qwen or shell")
-    g.add_argument("--command", help="command the shell agent runs with /bin/sh -c")
-    g.add_argument("--model", help="model name for the agent CLI")
-    g.add_argument("--agent-version", metavar="VERSION",
-                   help="version of the agent CLI's npm package (default: pinned)")
-    g.add_argument("--max-cost-usd", type=float, metavar="USD", help="stop the agent when its cost passes this")
-    g.add_argument("--max-turns", type=int, metavar="N", help="stop the agent after N model turns")
-    g.add_argument("--push-partial", action="store_true", default=None,
-                   help="when a budget stops the agent, still commit and push the work so far")
-    g.add_argument("--allowed-tools", action="append", metavar="TOOL",
-                   help="tool the agent may use (repeatable; Claude Code syntax, e.g. 'Bash(git diff:*)')")
-    g.add_argument("--disallowed-tools", action="append", metavar="TOOL",
-                   help="tool the agent may not use (repeatable)")
-    g.add_argument("--append-system-prompt", metavar="TEXT", help="text appended to the agent's system prompt")
-    g.add_argument("--timeout", type=float, dest="timeout_minutes", metavar="MINUTES",
-                   help="stop the agent after this many minutes (default 60)")
-    g = r.add_argument_group("container")
-    g.add_argument("--base-image", metavar="IMAGE", help="image the agent image is built on (default python:3.11)")
-    g.add_argument("--pull", choices=("missing", "always", "never"), help="when to pull the base image")
-    g.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment variable (repeatable)")
-    g.add_argument("--secret", action="append", dest="secrets", metavar="NAME",
-                   help="host variable passed as the read-only file /run/toren/secrets/NAME (repeatable)")
-    g.add_argument("--volume", action="append", dest="volumes", metavar="SRC:DST[:ro|rw]",
-                   help="bind mount (repeatable)")
-    g.add_argument("--gpus", help="all, a count, or device=0,1")
-    g.add_argument("--network", help="bridge, host, none or a network name (default: the agent's)")
-    g.add_argument("--egress", metavar="allow=HOST,...",
-                   help="no network except these hosts (through a filtering proxy on the host; *.domain for "
-                        "subdomains)")
-    g.add_argument("--key-proxy", choices=("auto", "on", "off"),
-                   help="keep the model API key on the host behind a proxy (default auto: for every CLI whose "
-                        "credential is its API key)")
-    g.add_argument("--memory", help="memory limit (default 4g)")
-    g.add_argument("--pids-limit", type=int, metavar="N", help="process limit (default 1024)")
-    g.add_argument("--cpus", type=float, metavar="N", help="CPUs of the agent's container (default 2)")
-    g.add_argument("--ca-bundle", metavar="PATH",
-                   help="extra CA bundle to trust in the image (default: SSL_CERT_FILE, REQUESTS_CA_BUNDLE or "
-                        "NODE_EXTRA_CA_CERTS when set)")
-    g = r.add_argument_group("GitHub")
-    g.add_argument("--github-token-file", metavar="PATH", help="file holding the GitHub token "
-                                                              "(default: GITHUB_TOKEN or GH_TOKEN)")
-    g.add_argument("--actor", metavar="LOGIN", help="GitHub user who triggered the job; must have write access")
-    g.add_argument("--allow-actor", action="append", dest="allow_actors", metavar="LOGIN",
-                   help="trust this GitHub login to start jobs whatever its permission (repeatable)")
-    g.add_argument("--allow-fork", action="store_true", default=None,
-                   help="allow --repo to be a fork of the issue's repository")
-    g.add_argument("--label", action="append", dest="labels", metavar="LABEL", help="label for the PR (repeatable)")
-    g.add_argument("--reviewer", action="append", dest="reviewers", metavar="LOGIN",
-                   help="reviewer for the PR (repeatable)")
-    g.add_argument("--assignee", action="append", dest="assignees", metavar="LOGIN",
-                   help="assignee for the PR (repeatable)")
-    g = r.add_argument_group("diff policy")
-    g.add_argument("--allow-workflow-changes", action="store_true", default=None,
-                   help="let the change touch .github/ or an action.yml/action.yaml")
-    g.add_argument("--allow-policy", action="append", dest="allow_policy", metavar="RULE",
-                   help="a diff-policy rule that may not block the push (repeatable): secret-pattern, workflow, "
-                        "symlink, large-file, binary, protected-path")
-    g.add_argument("--protected-path", action="append", dest="protected_paths", metavar="GLOB",
-                   help="files the change may not touch (repeatable)")
-    g.add_argument("--max-file-mb", type=float, metavar="MB", help="largest file the change may add (default 5)")
-    g.add_argument("--max-change-mb", type=float, metavar="MB",
-                   help="largest total size of the change the agent may commit (default 50)")
-    g.add_argument("--fail-on", choices=("none", "medium", "high"),
-                   help="block the push on code-scan (bandit) findings at or above this severity (default none)")
-    g = r.add_argument_group("result")
-    g.add_argument("--verify", metavar="CMD", help="command that must pass on the change before it is pushed")
-    g.add_argument("--draft", action="store_true", default=None, help="open the pull request as a draft")
-    g.add_argument("--no-pr", action="store_true", default=None, help="push the branch only")
+    _add_setting_flags(r)
     g = r.add_argument_group("execution")
     g.add_argument("--disable-daemon", action="store_true", help="run in the foreground and wait for the result")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -185,14 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-RUN_SETTING_FLAGS = (
-    "repo", "spec", "issue", "branch", "base_branch", "force_branch", "agent", "command", "model", "max_cost_usd",
-    "agent_version", "max_turns", "push_partial", "allowed_tools", "disallowed_tools", "append_system_prompt",
-    "github_token_file", "actor", "allow_actors", "allow_fork", "labels", "reviewers", "assignees",
-    "allow_workflow_changes", "allow_policy", "protected_paths", "max_file_mb", "key_proxy", "fail_on", "egress",
-    "timeout_minutes", "base_image", "pull", "secrets", "volumes", "gpus", "network", "memory", "pids_limit",
-    "ca_bundle", "verify", "draft", "no_pr", "cpus", "max_change_mb",
-)
+#: The settings that `toren run` takes a flag for, but the maps (run_flags parses those).
+RUN_SETTING_FLAGS = tuple(key for key, spec in SETTINGS.items() if spec.flags and spec.kind != "map")
+#: What each kind of setting (settings.KINDS) is to argparse.
+_FLAG_KINDS: dict[str, dict[str, Any]] = {
+    "str": {}, "int": {"type": int}, "float": {"type": float}, "bool": {"action": "store_true", "default": None},
+    "list": {"action": "append"}, "map": {"action": "append"},
+}
+
+
+def _add_setting_flags(run: argparse.ArgumentParser) -> None:
+    """The flags of `toren run` that are settings, from their declaration (settings.Settings), by section."""
+    for title in GROUPS:
+        group = run.add_argument_group(title)
+        for key, spec in SETTINGS.items():
+            if spec.flags and spec.group == title:
+                options: dict[str, Any] = {"dest": key, "help": spec.help, **_FLAG_KINDS[spec.kind]}
+                if spec.metavar:
+                    options["metavar"] = spec.metavar
+                if spec.choices:
+                    options["choices"] = spec.choices
+                group.add_argument(*spec.flags, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that `toren run`'s flags give (None where a flag is not given); a map from KEY=VALUE items."""
     flags = {k: getattr(args, k) for k in RUN_SETTING_FLAGS}
-    if args.env:
-        from toren_action.config.validate import env_pair
+    for key, spec in SETTINGS.items():
+        if spec.flags and spec.kind == "map" and getattr(args, key):
+            from toren_action.config.validate import env_pair
 
-        flags["env"] = dict(env_pair(e) for e in args.env)
+            flags[key] = dict(env_pair(e, spec.flags[0]) for e in getattr(args, key))
     return flags
 
 

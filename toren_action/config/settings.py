@@ -3,6 +3,14 @@
 Precedence (later wins): built-in defaults < ``toren.toml`` (or ``[tool.toren]`` in ``pyproject.toml``)
 < ``TOREN_*`` environment variables < command-line flags. Each layer is validated on its own so an error
 names where the bad value came from.
+
+Each setting is declared once, as a field of ``Settings``: its type and default are the field's, and
+``setting(...)`` adds what else Toren knows about it (its flag of ``toren run`` and help, whether a repository's
+own file may set it, the GitHub Action's input). ``DEFAULTS``, ``REPOSITORY_KEYS``, ``HOST_ONLY_KEYS``,
+``flag_name``, the conversions to and from the job record, the ``toren run`` flags (cli) and the Action's inputs
+(action) are all read from that declaration (``SETTINGS``). The JSON schema (``schema/settings.schema.json``) says
+which values are valid; tests/unit/test_settings_declaration.py checks that it, the declaration, ``toren run``
+and action.yml agree.
 """
 
 from __future__ import annotations
@@ -14,107 +22,347 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from toren_action.core.errors import ConfigError, UsageError
 
-DEFAULTS: dict[str, Any] = {
-    "repo": ".",
-    "spec": None,
-    "issue": None,
-    "branch": None,
-    "base_branch": None,
-    "force_branch": False,
-    "base_image": "python:3.11",
-    "pull": "missing",
-    "agent": "claude",
-    "command": None,
-    "model": None,
-    "agent_version": None,
-    "max_turns": None,
-    "allowed_tools": [],
-    "disallowed_tools": [],
-    "append_system_prompt": None,
-    "push_partial": False,
-    "prices": {},
-    "key_proxy": "auto",
-    "egress": None,
-    "fail_on": "none",
-    "allow_policy": [],
-    "allow_workflow_changes": False,
-    "protected_paths": [],
-    "max_file_mb": 5,
-    "max_change_mb": 50,
-    "summary_model": None,
-    "ai_summary": "auto",
-    "github_token_file": None,
-    "actor": None,
-    "allow_actors": [],
-    "allow_fork": False,
-    "labels": [],
-    "reviewers": [],
-    "assignees": [],
-    "env": {},
-    "secrets": [],
-    "volumes": [],
-    "gpus": None,
-    "network": None,
-    "timeout_minutes": 60,
-    "max_cost_usd": None,
-    "ca_bundle": None,
-    "draft": False,
-    "no_pr": False,
-    "verify": None,
-    "memory": "4g",
-    "pids_limit": 1024,
-    "cpus": 2.0,
-    "author_name": "toren[bot]",
-    "author_email": "toren[bot]@users.noreply.github.com",
-    "allow_mounts": [],
-    "agent_uid": None,
-}
+#: The sections of ``toren run --help`` that settings' flags go in, in the order shown (cli adds "execution",
+#: the flags that are not settings, after them).
+GROUPS = ("task and repository", "agent", "container", "GitHub", "diff policy", "result")
+#: What a field's type makes of a setting: a scalar, a list (``tuple[str, ...]``, from a JSON array), or a map
+#: (a sorted tuple of pairs, from a JSON object: ``env``, ``prices``).
+KINDS = ("str", "int", "float", "bool", "list", "map")
 
-#: The only settings that a file Toren finds on its own (``toren.toml``, or ``[tool.toren]`` in ``pyproject.toml``,
-#: in the repository or the current directory) may set. Such a file is the repository's: whoever can push to the
-#: repository wrote it, an earlier agent included. It may shape the task the agent works on inside its sandbox and
-#: nothing else: not where the result goes (repository, branch, base branch, force-push, pull request, reviewers,
-#: labels, assignees, draft), not which CLI or credential is used, not the image or its pull policy, not the limits
-#: (time, cost, memory, processes, CPUs, sizes), not the author, not secrets, mounts, network, key proxy or egress,
-#: not the diff policy or the code scan, not who may start a job, not what leaves the host (AI summary).
-#: Every other key is host-only (``HOST_ONLY_KEYS``): a flag, ``TOREN_*``, or a file named by --config/TOREN_CONFIG.
-#: A key added to the schema is host-only until it is listed here, with its reason.
-REPOSITORY_KEYS: dict[str, str] = {
+
+@dataclass(frozen=True)
+class Setting:
+    """What Toren knows about one setting besides its type and default (the dataclass field's own)."""
+
+    #: The help of its flag in ``toren run --help``; ``{default}`` is replaced by the default. None: no flag.
+    help: str | None = None
+    #: Its flag and aliases; default ``--`` + the name with '-' for '_' (only with ``help``).
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+    #: The values argparse accepts (the schema's enum).
+    choices: tuple[str, ...] | None = None
+    #: Its section of ``toren run --help`` (one of GROUPS).
+    group: str | None = None
+    #: Why a file found in the repository may set it (REPOSITORY_KEYS); None: host-only.
+    repository: str | None = None
+    #: The GitHub Action's input (action.yml) that maps one to one onto it, by its kind: a string, a boolean
+    #: (true/false), a number, lines (a list) or KEY=VALUE lines (a map).
+    action_input: str | None = None
+    # Filled in from the field (_declare):
+    name: str = ""
+    kind: str = ""
+    nullable: bool = False
+    default: Any = None
+
+    @property
+    def layer_default(self) -> Any:
+        """The default as a layer holds it (plain JSON: a list, a map)."""
+        return _thawed(self.kind, self.default) if self.kind in ("list", "map") else self.default
+
+    @property
+    def host_only(self) -> bool:
+        return self.repository is None
+
+
+def setting(default: Any = None, **spec: Any) -> Any:
+    """A field of ``Settings``: its default, and the rest of its declaration (``Setting``'s fields)."""
+    return field(default=default, metadata={"toren": Setting(**spec)})
+
+
+def _task(default: Any = None, **spec: Any) -> Any:
+    return setting(default, group="task and repository", **spec)
+
+
+def _agent(default: Any = None, **spec: Any) -> Any:
+    return setting(default, group="agent", **spec)
+
+
+def _result(default: Any = None, **spec: Any) -> Any:
+    return setting(default, group="result", **spec)
+
+
+def _policy(default: Any = None, **spec: Any) -> Any:
+    return setting(default, group="diff policy", **spec)
+
+
+def _container(default: Any = None, **spec: Any) -> Any:
+    return setting(default, group="container", **spec)
+
+
+def _github(default: Any = None, **spec: Any) -> Any:
+    return setting(default, group="GitHub", **spec)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The settings, by section of `toren run --help`. The order of the repository's keys here is the order the
+    # refusal of a host-only key lists them in (REPOSITORY_KEYS); a flag's place in its section is its place here.
+    #
+    # A repository's own file (toren.toml, [tool.toren]) may set only the keys with a `repository` reason. Such a
+    # file is the repository's: whoever can push to the repository wrote it, an earlier agent included. It may
+    # shape the task the agent works on inside its sandbox and nothing else: not where the result goes
+    # (repository, branch, base branch, force-push, pull request, reviewers, labels, assignees, draft), not which
+    # CLI or credential is used, not the image or its pull policy, not the limits (time, cost, memory, processes,
+    # CPUs, sizes), not the author, not secrets, mounts, network, key proxy or egress, not the diff policy or the
+    # code scan, not who may start a job, not what leaves the host (AI summary). Every other key is host-only
+    # (HOST_ONLY_KEYS): a flag, TOREN_*, or a file named by --config/TOREN_CONFIG. A new setting is host-only until
+    # it is given its reason. Host-only on purpose, although they look harmless:
+    # - agent: picks the CLI and so which of the host's credentials is used and which provider gets the task;
+    # - command: the shell agent's whole task, the user's to give (like spec, issue);
+    # - agent_version: could pin an old CLI release with a known flaw;
+    # - prices: a zero price switches off max_cost_usd;
+    # - fail_on, push_partial, draft, no_pr: what happens to the result is the user's decision.
+
+    # -- task and repository
+    repo: str = _task(".", help="local path, git URL or owner/name (default: the current directory)")
+    spec: str | None = _task(metavar="FILE", help="markdown file holding the task")
+    issue: str | None = _task(metavar="URL", help="GitHub issue holding the task (URL or owner/name#N)")
+    branch: str | None = _task(help="branch to create (default: toren/<job id>)", action_input="branch")
+    base_branch: str | None = _task(help="branch to start from (default: the repository's default branch)",
+                                    action_input="base-branch")
+    force_branch: bool = _task(False, help="overwrite the branch if it already exists upstream")
+
+    # -- agent
+    agent: str = _agent("claude", flags=("--agent", "--cli-type"), action_input="agent",
+                        help="claude (default), gemini, codex, qwen or shell")
+    command: str | None = _agent(help="command the shell agent runs with /bin/sh -c")
     # A name passed to the CLI as one argument (a leading '-' is refused, see _check_repository_values). It cannot
     # pick the CLI, the credential or the endpoint; the cost it causes is bounded by the host's max_cost_usd and
     # timeout_minutes, which the repository cannot set.
-    "model": "the model the agent's CLI asks for",
+    model: str | None = _agent(help="model name for the agent CLI", repository="the model the agent's CLI asks for",
+                               action_input="model")
+    agent_version: str | None = _agent(metavar="VERSION", action_input="agent-version",
+                                       help="version of the agent CLI's npm package (default: pinned)")
+    max_cost_usd: float | None = _agent(metavar="USD", help="stop the agent when its cost passes this",
+                                        action_input="max-cost-usd")
     # 1..10000 by the schema; the host's timeout and cost limit still bound the run.
-    "max_turns": "how many model turns the task may take",
+    max_turns: int | None = _agent(metavar="N", help="stop the agent after N model turns",
+                                   repository="how many model turns the task may take", action_input="max-turns")
+    push_partial: bool = _agent(False, help="when a budget stops the agent, still commit and push the work so far",
+                                action_input="push-partial")
     # The CLI's own permissions inside the container: the container, not the CLI, is the sandbox.
-    "allowed_tools": "tools the agent may use inside its sandbox",
-    "disallowed_tools": "tools the agent may not use inside its sandbox",
+    allowed_tools: tuple[str, ...] = _agent(
+        (), metavar="TOOL", help="tool the agent may use (repeatable; Claude Code syntax, e.g. 'Bash(git diff:*)')",
+        repository="tools the agent may use inside its sandbox")
+    disallowed_tools: tuple[str, ...] = _agent((), metavar="TOOL", help="tool the agent may not use (repeatable)",
+                                               repository="tools the agent may not use inside its sandbox")
     # Text the repository could equally put in its instruction files (CLAUDE.md, AGENTS.md), which the agent reads.
-    "append_system_prompt": "more instructions for the agent",
+    append_system_prompt: str | None = _agent(metavar="TEXT", help="text appended to the agent's system prompt",
+                                              repository="more instructions for the agent")
+    timeout_minutes: float = _agent(60, flags=("--timeout",), metavar="MINUTES",
+                                    help="stop the agent after this many minutes (default {default})",
+                                    action_input="timeout-minutes")
+
+    # -- result
     # Runs in the agent's image without the job's secrets or sockets; the repository controls its own tests anyway.
     # A verify the user gives (flag, TOREN_VERIFY, --config) replaces it.
-    "verify": "the repository's own check of the change",
-    # Can only add protection: files the change may not touch.
-    "protected_paths": "files the change may not touch",
-    # Variables of the agent's container, each name through repository_env_refusal(); values through the same
-    # checks as --env (validate.env_entry, the profile's reserved names, credential-looking names) in the pipeline.
-    "env": "plain application variables for the agent's container",
-}
-# Host-only on purpose, although they look harmless:
-# - agent: picks the CLI and so which of the host's credentials is used and which provider gets the task;
-# - command: the shell agent's whole task, the user's to give (like spec, issue);
-# - agent_version: could pin an old CLI release with a known flaw;
-# - prices: a zero price switches off max_cost_usd;
-# - fail_on, push_partial, draft, no_pr: what happens to the result is the user's decision.
+    verify: str | None = _result(metavar="CMD", help="command that must pass on the change before it is pushed",
+                                 repository="the repository's own check of the change", action_input="verify")
+    draft: bool = _result(False, help="open the pull request as a draft", action_input="draft")
+    no_pr: bool = _result(False, help="push the branch only", action_input="no-pr")
 
+    # -- diff policy: rules to allow (policy.RULES; never secret-value), workflow edits, protected globs, sizes, scan
+    allow_workflow_changes: bool = _policy(False, help="let the change touch .github/ or an action.yml/action.yaml",
+                                           action_input="allow-workflow-changes")
+    allow_policy: tuple[str, ...] = _policy(
+        (), metavar="RULE", help="a diff-policy rule that may not block the push (repeatable): secret-pattern, "
+                                 "workflow, symlink, large-file, binary, protected-path")
+    # Can only add protection: files the change may not touch.
+    protected_paths: tuple[str, ...] = _policy((), flags=("--protected-path",), metavar="GLOB",
+                                               help="files the change may not touch (repeatable)",
+                                               repository="files the change may not touch",
+                                               action_input="protected-paths")
+    max_file_mb: float = _policy(5, metavar="MB", help="largest file the change may add (default {default})")
+    #: Largest total size of the change the agent may commit, in MB (the sum of the changed files' new sizes).
+    max_change_mb: float = _policy(50, metavar="MB",
+                                   help="largest total size of the change the agent may commit (default {default})")
+    #: Block the push on code-scan findings at or above this severity: none, medium, high.
+    fail_on: str = _policy("none", choices=("none", "medium", "high"), action_input="fail-on",
+                           help="block the push on code-scan (bandit) findings at or above this severity "
+                                "(default {default})")
+
+    # -- container
+    base_image: str = _container("python:3.11", metavar="IMAGE", action_input="base-image",
+                                 help="image the agent image is built on (default {default})")
+    pull: str = _container("missing", choices=("missing", "always", "never"), help="when to pull the base image",
+                           action_input="pull")
+    # Variables of the agent's container, each name through repository_env_refusal() when from a repository; values
+    # through the same checks as --env (validate.env_entry, the profile's reserved names, credential-looking names)
+    # in the pipeline.
+    env: tuple[tuple[str, str], ...] = _container(
+        (), metavar="KEY=VALUE", help="environment variable (repeatable)",
+        repository="plain application variables for the agent's container", action_input="env")
+    secrets: tuple[str, ...] = _container(
+        (), flags=("--secret",), metavar="NAME",
+        help="host variable passed as the read-only file /run/toren/secrets/NAME (repeatable)")
+    volumes: tuple[str, ...] = _container((), flags=("--volume",), metavar="SRC:DST[:ro|rw]",
+                                          help="bind mount (repeatable)", action_input="volumes")
+    gpus: str | None = _container(help="all, a count, or device=0,1", action_input="gpus")
+    network: str | None = _container(help="bridge, host, none or a network name (default: the agent's)",
+                                     action_input="network")
+    #: "allow=HOST,HOST": no network for the agent except these hosts, through a filtering proxy on the host.
+    egress: str | None = _container(metavar="allow=HOST,...", action_input="egress",
+                                    help="no network except these hosts (through a filtering proxy on the host; "
+                                         "*.domain for subdomains)")
+    #: Keep the model API key on the host behind a socket proxy: auto (wherever the profile allows), on, off.
+    key_proxy: str = _container("auto", choices=("auto", "on", "off"), action_input="key-proxy",
+                                help="keep the model API key on the host behind a proxy (default {default}: for every "
+                                     "CLI whose credential is its API key)")
+    memory: str = _container("4g", help="memory limit (default {default})")
+    pids_limit: int = _container(1024, metavar="N", help="process limit (default {default})")
+    #: CPUs of the agent's container (Docker's --cpus).
+    cpus: float = _container(2.0, metavar="N", help="CPUs of the agent's container (default {default})")
+    ca_bundle: str | None = _container(metavar="PATH",
+                                       help="extra CA bundle to trust in the image (default: SSL_CERT_FILE, "
+                                            "REQUESTS_CA_BUNDLE or NODE_EXTRA_CA_CERTS when set)")
+
+    # -- GitHub
+    github_token_file: str | None = _github(metavar="PATH", help="file holding the GitHub token "
+                                                                 "(default: GITHUB_TOKEN or GH_TOKEN)")
+    #: The GitHub login that triggered the job: it must have write access (or be in allow_actors).
+    actor: str | None = _github(metavar="LOGIN", help="GitHub user who triggered the job; must have write access")
+    allow_actors: tuple[str, ...] = _github(
+        (), flags=("--allow-actor",), metavar="LOGIN",
+        help="trust this GitHub login to start jobs whatever its permission (repeatable)")
+    allow_fork: bool = _github(False, help="allow --repo to be a fork of the issue's repository")
+    labels: tuple[str, ...] = _github((), flags=("--label",), metavar="LABEL", help="label for the PR (repeatable)",
+                                      action_input="labels")
+    reviewers: tuple[str, ...] = _github((), flags=("--reviewer",), metavar="LOGIN",
+                                         help="reviewer for the PR (repeatable)", action_input="reviewers")
+    assignees: tuple[str, ...] = _github((), flags=("--assignee",), metavar="LOGIN",
+                                         help="assignee for the PR (repeatable)")
+
+    # -- no flag: files and TOREN_* only
+    #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}
+    prices: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = setting(())
+    #: Model for AI summaries (default claude-haiku-4-5), and when the pull request body gets one: "auto" (the
+    #: agent left none, the agent is claude and an Anthropic key is set), "always" (any agent), "never".
+    summary_model: str | None = setting()
+    ai_summary: str = setting("auto")
+    author_name: str = setting("toren[bot]")
+    author_email: str = setting("toren[bot]@users.noreply.github.com")
+    allow_mounts: tuple[str, ...] = setting(())
+    agent_uid: int | None = setting()
+
+    #: Where each non-default value came from (key -> "toren.toml", "TOREN_AGENT", "--agent", ...).
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+
+    def source_of(self, key: str) -> str:
+        """The option name to blame in an error about ``key``: the flag, variable or file that set it."""
+        return dict(self.sources).get(key, flag_name(key))
+
+    def to_record(self) -> dict[str, Any]:
+        """The inputs as stored with a job: plain JSON, secret values never included (only their names)."""
+        data = dataclasses.asdict(self)
+        data.pop("sources")
+        for key, spec in SETTINGS.items():
+            if spec.kind == "map":
+                data[key] = _thawed("map", getattr(self, key))
+        return data
+
+    def price_overrides(self) -> dict[str, dict[str, float]]:
+        return _thawed("map", self.prices)
+
+    @classmethod
+    def load(
+        cls,
+        flags: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+        config_file: str | None = None,
+        cwd: str | None = None,
+    ) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        check_layer(flags, "flags")
+        cwd = cwd or os.getcwd()
+
+        env_layer = _env_layer(environ)
+        repo_hint = flags.get("repo") or env_layer.get("repo") or "."
+        file_layer, file_name = _file_layer(config_file or environ.get("TOREN_CONFIG"), repo_hint, cwd)
+
+        merged: dict[str, Any] = dict(DEFAULTS)
+        sources: dict[str, str] = {}
+        for layer, origin in ((file_layer, file_name), (env_layer, "env"), (flags, "flags")):
+            for key, value in layer.items():
+                if SETTINGS[key].kind == "map" and isinstance(value, dict):  # maps merge key by key
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = value
+                if origin == "env":
+                    sources[key] = "TOREN_" + key.upper()
+                elif origin == "flags":
+                    sources[key] = flag_name(key)
+                else:
+                    sources[key] = f"{origin}: {key}"
+
+        if not merged.get("ca_bundle"):
+            for var in CA_BUNDLE_VARIABLES:
+                if environ.get(var):
+                    merged["ca_bundle"] = environ[var]
+                    sources["ca_bundle"] = var
+                    break
+
+        return cls(**{key: _frozen(SETTINGS[key].kind, value) for key, value in merged.items()},
+                   sources=tuple(sorted(sources.items())))
+
+
+def _declare(cls: type) -> dict[str, Setting]:
+    """Each field's declaration, completed from the field: its name, kind (from its type), default and flags."""
+    declared: dict[str, Setting] = {}
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("toren")
+        if spec is None:  # sources
+            continue
+        type_ = str(f.type)
+        base = type_.removesuffix(" | None")
+        kind = "map" if base.startswith("tuple[tuple[") else "list" if base.startswith("tuple[") else base
+        if kind not in KINDS:
+            raise TypeError(f"setting {f.name}: type {type_} is none of {KINDS}")
+        flags = spec.flags or (("--" + f.name.replace("_", "-"),) if spec.help else ())
+        if flags and (spec.help is None or spec.group not in GROUPS):
+            raise ValueError(f"setting {f.name}: a flag needs its help and one of the groups {GROUPS}")
+        shown = f"{f.default:g}" if isinstance(f.default, (int, float)) and not isinstance(f.default, bool) \
+            else str(f.default)
+        declared[f.name] = dataclasses.replace(
+            spec, name=f.name, kind=kind, nullable=type_ != base, default=f.default, flags=flags,
+            help=spec.help.replace("{default}", shown) if spec.help else None)
+    return declared
+
+
+def _frozen(kind: str, value: Any) -> Any:
+    """A value as a layer holds it (JSON), as the frozen Settings holds it: a list as a tuple, a map (of values or
+    of maps) as a sorted tuple of pairs."""
+    if kind == "list":
+        return tuple(value)
+    if kind == "map":
+        return tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v)
+                            for k, v in dict(value).items()))
+    return value
+
+
+def _thawed(kind: str, value: Any) -> Any:
+    """The inverse of _frozen: a tuple as a list, a map as a dict (of values or of dicts)."""
+    if kind == "list":
+        return list(value)
+    if kind == "map":
+        return {k: dict(v) if isinstance(v, tuple) else v for k, v in value}
+    return value
+
+
+#: Every setting's declaration, in the order of the fields.
+SETTINGS: dict[str, Setting] = _declare(Settings)
+#: The defaults, as a layer holds them.
+DEFAULTS: dict[str, Any] = {key: spec.layer_default for key, spec in SETTINGS.items()}
+#: The only settings that a file Toren finds on its own (``toren.toml``, or ``[tool.toren]`` in ``pyproject.toml``,
+#: in the repository or the current directory) may set, each with its reason (see the comment in ``Settings``).
+REPOSITORY_KEYS: dict[str, str] = {key: spec.repository for key, spec in SETTINGS.items() if spec.repository}
 #: Everything a file found in the repository may not set.
-HOST_ONLY_KEYS = frozenset(DEFAULTS) - frozenset(REPOSITORY_KEYS)
+HOST_ONLY_KEYS = frozenset(key for key, spec in SETTINGS.items() if spec.host_only)
 
 #: The shape of a variable name that a repository's ``[env]`` may set: upper-case words of letters and digits joined
 #: by single '_', starting with a letter, at most 64 characters (DATABASE_URL, DJANGO_SETTINGS_MODULE, LC_ALL). This
@@ -169,153 +417,16 @@ MAX_SETTINGS_FILE_BYTES = 1_000_000
 CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 
 
-@dataclass(frozen=True)
-class Settings:
-    repo: str = DEFAULTS["repo"]
-    spec: str | None = None
-    issue: str | None = None
-    branch: str | None = None
-    base_branch: str | None = None
-    force_branch: bool = False
-    base_image: str = DEFAULTS["base_image"]
-    pull: str = DEFAULTS["pull"]
-    agent: str = DEFAULTS["agent"]
-    command: str | None = None
-    model: str | None = None
-    agent_version: str | None = None
-    max_turns: int | None = None
-    allowed_tools: tuple[str, ...] = ()
-    disallowed_tools: tuple[str, ...] = ()
-    append_system_prompt: str | None = None
-    push_partial: bool = False
-    #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}
-    prices: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
-    #: Diff-policy rules to allow (policy.RULES; never secret-value), workflow edits, protected globs, size cap.
-    #: Keep the model API key on the host behind a socket proxy: auto (wherever the profile allows), on, off.
-    key_proxy: str = "auto"
-    #: "allow=HOST,HOST": no network for the agent except these hosts, through a filtering proxy on the host.
-    egress: str | None = None
-    #: Block the push on code-scan findings at or above this severity: none, medium, high.
-    fail_on: str = "none"
-    allow_policy: tuple[str, ...] = ()
-    allow_workflow_changes: bool = False
-    protected_paths: tuple[str, ...] = ()
-    max_file_mb: float = 5
-    #: Largest total size of the change the agent may commit, in MB (the sum of the changed files' new sizes).
-    max_change_mb: float = DEFAULTS["max_change_mb"]
-    #: Model for AI summaries (default claude-haiku-4-5), and when the pull request body gets one: "auto" (the
-    #: agent left none, the agent is claude and an Anthropic key is set), "always" (any agent), "never".
-    summary_model: str | None = None
-    ai_summary: str = "auto"
-    github_token_file: str | None = None
-    #: The GitHub login that triggered the job: it must have write access (or be in allow_actors).
-    actor: str | None = None
-    allow_actors: tuple[str, ...] = ()
-    allow_fork: bool = False
-    labels: tuple[str, ...] = ()
-    reviewers: tuple[str, ...] = ()
-    assignees: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    secrets: tuple[str, ...] = ()
-    volumes: tuple[str, ...] = ()
-    gpus: str | None = None
-    network: str | None = None
-    timeout_minutes: float = DEFAULTS["timeout_minutes"]
-    max_cost_usd: float | None = None
-    ca_bundle: str | None = None
-    draft: bool = False
-    no_pr: bool = False
-    verify: str | None = None
-    memory: str = DEFAULTS["memory"]
-    pids_limit: int = DEFAULTS["pids_limit"]
-    #: CPUs of the agent's container (Docker's --cpus).
-    cpus: float = DEFAULTS["cpus"]
-    author_name: str = DEFAULTS["author_name"]
-    author_email: str = DEFAULTS["author_email"]
-    allow_mounts: tuple[str, ...] = ()
-    agent_uid: int | None = None
-    #: Where each non-default value came from (key -> "toren.toml", "TOREN_AGENT", "--agent", ...).
-    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
-
-    def source_of(self, key: str) -> str:
-        """The option name to blame in an error about ``key``: the flag, variable or file that set it."""
-        return dict(self.sources).get(key, flag_name(key))
-
-    def to_record(self) -> dict[str, Any]:
-        """The inputs as stored with a job: plain JSON, secret values never included (only their names)."""
-        data = dataclasses.asdict(self)
-        data.pop("sources")
-        data["env"] = dict(self.env)
-        data["prices"] = self.price_overrides()
-        return data
-
-    def price_overrides(self) -> dict[str, dict[str, float]]:
-        return {model: dict(p) for model, p in self.prices}
-
-    @classmethod
-    def load(
-        cls,
-        flags: dict[str, Any] | None = None,
-        environ: dict[str, str] | None = None,
-        config_file: str | None = None,
-        cwd: str | None = None,
-    ) -> Settings:
-        environ = dict(os.environ if environ is None else environ)
-        flags = {k: v for k, v in (flags or {}).items() if v is not None}
-        check_layer(flags, "flags")
-        cwd = cwd or os.getcwd()
-
-        env_layer = _env_layer(environ)
-        repo_hint = flags.get("repo") or env_layer.get("repo") or "."
-        file_layer, file_name = _file_layer(config_file or environ.get("TOREN_CONFIG"), repo_hint, cwd)
-
-        merged: dict[str, Any] = dict(DEFAULTS)
-        sources: dict[str, str] = {}
-        for layer, origin in ((file_layer, file_name), (env_layer, "env"), (flags, "flags")):
-            for key, value in layer.items():
-                if key in ("env", "prices") and isinstance(value, dict):
-                    merged[key] = {**merged[key], **value}
-                else:
-                    merged[key] = value
-                if origin == "env":
-                    sources[key] = "TOREN_" + key.upper()
-                elif origin == "flags":
-                    sources[key] = flag_name(key)
-                else:
-                    sources[key] = f"{origin}: {key}"
-
-        if not merged.get("ca_bundle"):
-            for var in CA_BUNDLE_VARIABLES:
-                if environ.get(var):
-                    merged["ca_bundle"] = environ[var]
-                    sources["ca_bundle"] = var
-                    break
-
-        return cls(
-            **{
-                **merged,
-                "env": tuple(sorted(merged["env"].items())),
-                "secrets": tuple(merged["secrets"]),
-                "volumes": tuple(merged["volumes"]),
-                "allow_mounts": tuple(merged["allow_mounts"]),
-                "allowed_tools": tuple(merged["allowed_tools"]),
-                **{k: tuple(merged[k]) for k in ("allow_actors", "labels", "reviewers", "assignees", "allow_policy",
-                                                 "protected_paths")},
-                "disallowed_tools": tuple(merged["disallowed_tools"]),
-                "prices": _price_tuple(merged["prices"]),
-                "sources": tuple(sorted(sources.items())),
-            }
-        )
-
-
 def flag_name(key: str) -> str:
-    flags = {"timeout_minutes": "timeout", "volumes": "volume", "secrets": "secret", "allow_actors": "allow_actor",
-             "labels": "label", "reviewers": "reviewer", "assignees": "assignee", "protected_paths": "protected_path"}
-    return "--" + flags.get(key, key).replace("_", "-")
+    """The flag of ``toren run`` that sets ``key`` (its first), or the flag it would have."""
+    spec = SETTINGS.get(key)
+    return spec.flags[0] if spec and spec.flags else "--" + key.replace("_", "-")
 
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
+    from importlib import resources
+
     text = resources.files("toren_action.config").joinpath("schema/settings.schema.json").read_text("utf-8")
     return json.loads(text)
 
@@ -361,8 +472,15 @@ def _check_finite(layer: dict[str, Any], origin: str) -> None:
     walk(layer, "")
 
 
-_BOOL_TRUE = {"1", "true", "yes", "on"}
-_BOOL_FALSE = {"0", "false", "no", "off", ""}
+def parse_bool(text: str) -> bool | None:
+    """A boolean as a variable or an Action input writes it: 1, true, yes, on or 0, false, no, off, empty (any case,
+    surrounding white space ignored); None for anything else (the caller names the option in its error)."""
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    return None
 
 
 def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
@@ -377,10 +495,10 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
         types = prop.get("type", "string")
         types = types if isinstance(types, list) else [types]
         if "boolean" in types:
-            low = raw.strip().lower()
-            if low not in _BOOL_TRUE | _BOOL_FALSE:
+            value = parse_bool(raw)
+            if value is None:
                 raise UsageError(var, f"{raw!r} is not a boolean; use 1 or 0")
-            layer[key] = low in _BOOL_TRUE
+            layer[key] = value
         elif "integer" in types or "number" in types:
             try:
                 layer[key] = int(raw) if "integer" in types else float(raw)
@@ -414,7 +532,7 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
     for path in candidates:
         if not path.is_file():
             continue
-        data = _read_toml(path)
+        data: Any = _read_toml(path)
         if path.name == "pyproject.toml" and not explicit:
             tool = data.get("tool")
             data = tool.get("toren") if isinstance(tool, dict) else None
@@ -449,12 +567,10 @@ def _check_repository_keys(data: dict[str, Any], name: str) -> None:
 
 def _host_fix(key: str) -> str:
     """Where the user sets a host-only key instead."""
-    from toren_action.cli import RUN_SETTING_FLAGS  # cli imports nothing heavy
-
     where = []
-    if key in RUN_SETTING_FLAGS:
+    if SETTINGS[key].flags:
         where.append(flag_name(key))
-    if schema()["properties"][key].get("type") != "object":
+    if SETTINGS[key].kind != "map":  # maps are not read from variables
         where.append(f"TOREN_{key.upper()}")
     where.append("a file named by --config")
     return "set it with " + (", ".join(where[:-1]) + " or " + where[-1] if len(where) > 1 else where[0])
@@ -481,7 +597,7 @@ def _check_repository_values(data: dict[str, Any], name: str) -> None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        import tomllib  # type: ignore[import-not-found]
+        import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
@@ -496,14 +612,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def settings_from_record(record: dict[str, Any]) -> Settings:
     """Rebuild the settings stored with a job (for a background worker)."""
-    data = {k: v for k, v in record.items() if k in Settings.__dataclass_fields__ and k != "sources"}
-    data["env"] = tuple(sorted(dict(data.get("env") or {}).items()))
-    for key in ("secrets", "volumes", "allow_mounts", "allowed_tools", "disallowed_tools", "allow_actors", "labels",
-                "reviewers", "assignees", "allow_policy", "protected_paths"):
-        data[key] = tuple(data.get(key) or ())
-    data["prices"] = _price_tuple(data.get("prices") or {})
+    data = {k: v for k, v in record.items() if k in SETTINGS}
+    for key, spec in SETTINGS.items():
+        if spec.kind in ("list", "map"):
+            data[key] = _frozen(spec.kind, data.get(key) or ())
     return Settings(**data)
-
-
-def _price_tuple(prices: dict[str, dict[str, float]]) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
-    return tuple(sorted((model, tuple(sorted(p.items()))) for model, p in prices.items()))
