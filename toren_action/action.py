@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toren_action.config.settings import SETTINGS, parse_bool
 from toren_action.core.errors import TorenError, UsageError
 from toren_action.core.paths import write_private
 from toren_action.core.texts import code, inline, terminal
@@ -29,12 +30,6 @@ SECRET_INPUTS = {  # input -> the variable the agent profile or GitHub code read
     "openai_api_key": "OPENAI_API_KEY",
     "claude_code_oauth_token": "CLAUDE_CODE_OAUTH_TOKEN",
     "github_token": "GITHUB_TOKEN",
-}
-#: Plain inputs that map one to one onto run flags.
-SETTING_INPUTS = {
-    "agent": "agent", "model": "model", "base_image": "base_image", "pull": "pull", "gpus": "gpus",
-    "network": "network", "verify": "verify", "base_branch": "base_branch", "agent_version": "agent_version",
-    "fail_on": "fail_on", "egress": "egress", "key_proxy": "key_proxy",
 }
 
 
@@ -57,11 +52,37 @@ def get_bool(name: str, default: bool = False) -> bool:
     raw = get(name).lower()
     if not raw:
         return default
-    if raw in ("true", "yes", "1", "on"):
-        return True
-    if raw in ("false", "no", "0", "off"):
-        return False
-    raise UsageError(f"input {name.replace('_', '-')}", f"{raw!r} is not a boolean; use true or false")
+    value = parse_bool(raw)
+    if value is None:
+        raise UsageError(f"input {name.replace('_', '-')}", f"{raw!r} is not a boolean; use true or false")
+    return value
+
+
+def setting_inputs() -> dict[str, Any]:
+    """The settings that the Action's inputs give one to one (their ``action_input`` in settings.Settings), each
+    read by its kind; None where an input is empty."""
+    flags: dict[str, Any] = {}
+    for key, spec in SETTINGS.items():
+        name = (spec.action_input or "").replace("-", "_")
+        if not name:
+            continue
+        if spec.kind == "bool":
+            flags[key] = get_bool(name) or None
+        elif spec.kind == "list":
+            flags[key] = get_lines(name) or None
+        elif spec.kind == "map":
+            from toren_action.config.validate import env_pair
+
+            flags[key] = dict(env_pair(line, f"input {spec.action_input}") for line in get_lines(name)) or None
+        elif spec.kind in ("int", "float"):
+            raw = get(name)
+            try:
+                flags[key] = (int if spec.kind == "int" else float)(raw) if raw else None
+            except ValueError:
+                raise UsageError(f"input {spec.action_input}", f"{raw!r} is not a number") from None
+        else:
+            flags[key] = get(name) or None
+    return flags
 
 
 def mask_secrets() -> None:
@@ -216,27 +237,8 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
             raise MissingCredentials("input github-token: the token is empty; pass ${{ github.token }}")
         GitHub(Endpoints.from_environ(dict(os.environ)), token).check_actor(
             repo, trigger.actor, tuple(u.lstrip("@") for u in allowed))
-    flags: dict[str, Any] = {k: get(i) or None for i, k in SETTING_INPUTS.items()}
-    flags.update(repo=repo, actor=trigger.actor, allow_actors=[u.lstrip("@") for u in allowed] or None,
-                 draft=get_bool("draft") or None, no_pr=get_bool("no_pr") or None,
-                 labels=get_lines("labels") or None, reviewers=get_lines("reviewers") or None,
-                 volumes=get_lines("volumes") or None, push_partial=get_bool("push_partial") or None,
-                 allow_workflow_changes=get_bool("allow_workflow_changes") or None,
-                 protected_paths=get_lines("protected_paths") or None)
-    for name, key, kind in (("timeout_minutes", "timeout_minutes", float), ("max_turns", "max_turns", int),
-                            ("max_cost_usd", "max_cost_usd", float)):
-        if get(name):
-            try:
-                flags[key] = kind(get(name))
-            except ValueError:
-                raise UsageError(f"input {name.replace('_', '-')}", f"{get(name)!r} is not a number") from None
-    env_pairs = {}
-    for line in get_lines("env"):
-        from toren_action.config.validate import env_pair
-
-        k, v = env_pair(line, "input env")
-        env_pairs[k] = v
-    flags["env"] = env_pairs or None
+    flags = setting_inputs()
+    flags.update(repo=repo, actor=trigger.actor, allow_actors=[u.lstrip("@") for u in allowed] or None)
     run_id = os.environ.get("GITHUB_RUN_ID", str(int(time.time())))
     spec_text, spec_file = get("spec"), get("spec_file")
     if spec_text or spec_file:
@@ -252,7 +254,8 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
                                              + json.dumps(trigger.instruction[:2000]))
     else:
         raise UsageError("input spec", "a manual run needs the task: give the spec input (text) or spec-file")
-    flags["branch"] = get("branch") or (f"toren/issue-{trigger.issue}" if trigger.issue else f"toren/run-{run_id}")
+    flags["branch"] = flags.get("branch") or (f"toren/issue-{trigger.issue}" if trigger.issue
+                                              else f"toren/run-{run_id}")
     if trigger.kind == "dispatch" and not allowed:
         flags.pop("actor")  # whoever may dispatch a workflow already has write access
     flags = {k: v for k, v in flags.items() if v is not None}
