@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from toren_action.agents import get_profile
@@ -18,6 +19,9 @@ from toren_action.config.task import Task, from_spec
 from toren_action.config.validate import IssueRef, Mount, RepoRef
 from toren_action.core.errors import ActorNotAllowed, MissingCredentials, UsageError
 from toren_action.core.redact import CREDENTIAL_NAME, Redactor, Secret
+
+if TYPE_CHECKING:
+    from toren_action.git.github import Endpoints, GitHub
 
 CONTAINER_SECRETS = "/run/toren/secrets"
 CONTAINER_TASK = "/run/toren/task"
@@ -75,7 +79,7 @@ class _Target:
 
     repo: RepoRef
     origin: str
-    endpoints: object | None  # github.Endpoints
+    endpoints: Endpoints | None
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,7 @@ def _model_access(s: Settings, profile: AgentProfile, environ: dict[str, str], h
                             secrets=tuple(c for c in credentials if c.name not in {x.name for x in secrets}),
                             mounts=socket_mounts)
     kp = profile.key_proxy
+    assert kp is not None  # _use_key_proxy is False without one
     passthrough = {v: environ[v] for v in profile.passthrough_env  # the rest (a model name) still passes
                    if environ.get(v) and v != kp.base_url_env and not v.endswith("_UNIX_SOCKET")}
     upstream = environ.get(kp.base_url_env) or kp.default_url
@@ -321,8 +326,8 @@ def unused_host_id(passwd=None, group=None, subid_files=("/etc/subuid", "/etc/su
 class GitHubPlan:
     """Where the result goes on GitHub, and how Toren authenticates there (on the host only)."""
 
-    api: object  # github.GitHub (a GitHub plan always has a token)
-    endpoints: object
+    api: GitHub  # a GitHub plan always has a token
+    endpoints: Endpoints
     token: Secret
     repo: str  # owner/name the branch is pushed to
     base_repo: str  # owner/name the pull request is opened on (the issue's repository)
@@ -350,7 +355,7 @@ class GitHubPlan:
             return any(PR_MARKER in (pr.body or "") for pr in pulls)
 
 
-def _github_plan(s: Settings, endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
+def _github_plan(s: Settings, endpoints: Endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
                  task: Task | None) -> tuple[GitHubPlan, Task]:
     """GitHub's side, with the token (required: it reads the issue, pushes and opens the pull request): a --repo
     that is the issue's repository or an allowed fork of it, the actor's permission, the issue's task, and the

@@ -38,6 +38,7 @@ from toren_action.job.report import Outcome
 from toren_action.jobs.store import Store
 
 if TYPE_CHECKING:
+    from toren_action.git.github import ProgressComment
     from toren_action.git.workspace import Change, Workspace
     from toren_action.sandbox.container import ContainerResult, ContainerSpec
 
@@ -62,7 +63,7 @@ class JobRun:
     dir: Path
     log: JobLog
     outcome: Outcome
-    progress: object | None = None  # github.Progress: the comment on the issue, edited at each stage
+    progress: ProgressComment | None = None  # the comment on the issue, edited at each stage
     state: str = "queued"
 
     @property
@@ -307,7 +308,8 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
             relays += key_proxy.relays
         ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
                          s.max_turns, s.max_cost_usd, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
-                         passthrough, key_proxy=key_proxy is not None, key_proxy_url=key_proxy and key_proxy.url)
+                         passthrough, key_proxy=key_proxy is not None,
+                         key_proxy_url=key_proxy.url if key_proxy else None)
         env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job.id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
