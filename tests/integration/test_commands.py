@@ -144,3 +144,25 @@ def test_cleanup_removes_only_torens_objects(workdir, toren_home, capsys, docker
     finally:
         stranger.remove(force=True)
         docker_client.images.remove(theirs, force=True)
+
+
+def test_cleanup_lists_and_removes_a_jobs_containers_with_their_volumes(workdir, toren_home, capsys, docker_client):
+    """One removal for cleanup and the worker (container.remove_job_containers): by the job's label, with its
+    anonymous volumes; --dry-run only names them."""
+    code, done, _ = run_shell(capsys, "echo x > x.txt", branch="toren/left-container")
+    assert code == 0
+    job_id = done["job_id"]
+    left = docker_client.containers.create(BASE_IMAGE, ["true"], labels={"toren.job": job_id, "toren.managed": "1"},
+                                           volumes=["/data"])
+    volume = next(m["Name"] for m in docker_client.api.inspect_container(left.id)["Mounts"] if m["Type"] == "volume")
+    try:
+        code, out, _ = toren(capsys, "cleanup", job_id, "--dry-run")
+        assert code == 0 and f"would remove for {job_id}: container {left.short_id}" in out
+        left.reload()  # still there
+        code, out, _ = toren(capsys, "cleanup", job_id)
+        assert code == 0 and f"removed for {job_id}: container {left.short_id}" in out
+        assert not docker_client.containers.list(all=True, filters={"label": f"toren.job={job_id}"})
+        assert volume not in {v.name for v in docker_client.volumes.list()}
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"label": f"toren.job={job_id}"}):
+            c.remove(v=True, force=True)

@@ -446,10 +446,10 @@ def cmd_cleanup(args: Namespace) -> int:
         if min_age is not None:
             now = time.time()
             jobs = [j for j in jobs if now - (j.finished_at or j.created_at) >= min_age]
+    from toren_action.sandbox import container
+
     docker_client = None
     try:
-        from toren_action.sandbox import container
-
         docker_client = container.client()
     except TorenError as exc:
         print(f"toren: {exc}; skipping containers", file=sys.stderr)
@@ -457,13 +457,8 @@ def cmd_cleanup(args: Namespace) -> int:
         jdir = job_dir(home, job.id)
         what = []
         if docker_client is not None:
-            from toren_action.sandbox.container import LABEL_JOB
-
-            cs = docker_client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job.id}"})
-            what += [f"container {c.short_id}" for c in cs]
-            if not args.dry_run:
-                for c in cs:
-                    c.remove(v=True, force=True)  # v: with the anonymous volumes of the image's VOLUMEs
+            removed = container.remove_job_containers(docker_client, job.id, dry_run=args.dry_run)
+            what += [f"container {cid[:12]}" for cid in removed]
         if args.logs:
             if jdir.exists():
                 what.append(f"{jdir}")

@@ -291,15 +291,19 @@ def _start_error(exc, spec: ContainerSpec) -> DockerError:
 
 
 def _first_line(exc) -> str:
-    text = getattr(exc, "explanation", None) or str(exc)
-    return str(text).strip().splitlines()[0] if str(text).strip() else exc.__class__.__name__
+    """What Docker said, in one line: the first line of the API's explanation (or of the error's text), or the
+    error's class name when it said nothing."""
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def remove_job_containers(docker_client, job_id: str | None = None) -> list[str]:
-    """Remove containers Toren created (by label), for one job or all; returns their ids."""
+def remove_job_containers(docker_client, job_id: str | None = None, dry_run: bool = False) -> list[str]:
+    """Remove containers Toren created (by label), for one job or all, with their anonymous volumes (those of the
+    image's VOLUMEs); returns their ids. ``dry_run``: only the ids of those it would remove."""
     label = f"{LABEL_JOB}={job_id}" if job_id else f"{LABEL_MANAGED}=1"
     removed = []
     for c in docker_client.containers.list(all=True, filters={"label": label}):
-        c.remove(v=True, force=True)
+        if not dry_run:
+            c.remove(v=True, force=True)
         removed.append(c.id)
     return removed

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from toren_action.agents.base import CLI_PREFIX, NODE_PREFIX, AgentProfile
 from toren_action.core.errors import ImageError
+from toren_action.sandbox.container import _first_line
 
 IMAGE_REPOSITORY = "toren/agent"
 LABEL_MANAGED = "toren.managed"
@@ -132,7 +133,7 @@ def resolve_base(client, ref: str, pull: str, progress: Callable[[str], None]) -
     except docker.errors.ImageNotFound:
         pass
     except docker.errors.APIError as exc:
-        raise ImageError(f"--base-image: Docker cannot read {ref}: {_explain(exc)}") from None
+        raise ImageError(f"--base-image: Docker cannot read {ref}: {_first_line(exc)}") from None
     if present is not None and pull != "always":
         return _check_os(present, ref)
     if pull == "never":
@@ -146,9 +147,9 @@ def resolve_base(client, ref: str, pull: str, progress: Callable[[str], None]) -
         image = client.images.pull(repo, tag=tag)
     except docker.errors.APIError as exc:
         if present is not None:  # --pull always but the registry is unreachable: say so, do not use stale
-            raise ImageError(f"--base-image: could not pull {ref} ({_explain(exc)}); use --pull missing "
+            raise ImageError(f"--base-image: could not pull {ref} ({_first_line(exc)}); use --pull missing "
                              "to use the local copy") from None
-        raise ImageError(f"--base-image: could not pull {ref} ({_explain(exc)}); check the name, or build it "
+        raise ImageError(f"--base-image: could not pull {ref} ({_first_line(exc)}); check the name, or build it "
                          "locally and use --pull never") from None
     return _check_os(image, ref)
 
@@ -191,7 +192,7 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None],
                 raise ImageError(f"building the agent image failed: {chunk['error'].strip()}"
                                  + (f" (last output: {last.strip()})" if last else ""))
     except docker.errors.APIError as exc:
-        raise ImageError(f"building the agent image failed: {_explain(exc)}") from None
+        raise ImageError(f"building the agent image failed: {_first_line(exc)}") from None
     finally:
         context.close()
     try:
@@ -270,8 +271,3 @@ def _check_os(image, ref: str) -> tuple[str, str]:
     if os_name != "linux":
         raise ImageError(f"--base-image: {ref} is a {os_name} image; Toren needs a Linux image")
     return image.id, image.attrs.get("Architecture") or "amd64"
-
-
-def _explain(exc) -> str:
-    text = getattr(exc, "explanation", None) or str(exc)
-    return str(text).strip().splitlines()[0] if text else exc.__class__.__name__
