@@ -38,6 +38,7 @@ def test_claude_counts_usage_repeated_across_one_messages_events_once():
     for content in ([{"type": "text", "text": "a"}], [{"type": "tool_use", "name": "Read", "input": {}}]):
         feed(p, {"type": "assistant", "message": {"id": "m1", "content": content, "usage": usage}})
     feed(p, {"type": "assistant", "message": {"id": "m1", "content": [], "usage": {**usage, "output_tokens": 40}}})
+    feed(p, {"type": "assistant", "message": {"id": "m1", "content": [], "usage": {"output_tokens": 3}}})  # a partial
     u = p.usage
     assert (u.turns, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens) == (1, 100, 40,
                                                                                                      1000, 50)
