@@ -209,8 +209,8 @@ def run() -> int:
         if isinstance(exc, ActorNotAllowed) and trigger.issue and get_bool("comment_on_refusal", True):
             _comment_refusal(trigger, str(exc))
         core.error(terminal(f"Toren: {exc}"))
-        core.set_output("status", "refused" if exc.exit_code in (2, 3, 15, 20) else "failed")
-        _summary([f"## Toren: {'refused' if exc.exit_code in (2, 3, 15, 20) else 'failed'}", "", inline(str(exc))])
+        core.set_output("status", "refused" if exc.refusal else "failed")
+        _summary([f"## Toren: {'refused' if exc.refusal else 'failed'}", "", inline(str(exc))])
         return exc.exit_code
 
 

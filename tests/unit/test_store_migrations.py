@@ -69,3 +69,23 @@ def test_a_failing_migration_leaves_the_database_at_its_version(tmp_path, monkey
     conn = sqlite3.connect(home / "toren.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     assert "usage" not in [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]  # rolled back whole
+
+
+def test_a_cancel_request_made_before_it_was_a_field_is_kept(tmp_path):
+    """Until _m005 a cancel request was only the job's error text; a job asked to stop then still ends cancelled."""
+    home = tmp_path / "h"
+    home.mkdir()
+    conn = sqlite3.connect(home / "toren.db")
+    for number, migration in enumerate(MIGRATIONS[:4], start=1):
+        migration(conn)
+        conn.execute(f"PRAGMA user_version = {number}")
+    for job_id, error in (("01asked", "cancel requested (toren cancel)"), ("01other", "the agent exited")):
+        conn.execute("INSERT INTO jobs (id, created_at, updated_at, state, repo, branch, agent, base_image, inputs, "
+                     "pid, error) VALUES (?, 1, 5, 'running', 'r', 'b', 'shell', 'i', '{}', 999999999, ?)",
+                     (job_id, error))
+    conn.commit()
+    conn.close()
+    store = Store(home)
+    assert store.get("01asked").cancel_requested_at == 5 and store.get("01other").cancel_requested_at is None
+    assert sorted(store.reap_lost()) == ["01asked", "01other"]  # pid 999999999 does not exist
+    assert store.get("01asked").state == "cancelled" and store.get("01other").state == "failed"

@@ -13,9 +13,10 @@ from argparse import Namespace
 from pathlib import Path
 
 from toren_action.cli import print_json, run_flags
-from toren_action.core.errors import STATE_EXIT_CODES, TorenError, UsageError
+from toren_action.core.errors import Interrupted, TorenError, UsageError, WorkerLost
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
-from toren_action.jobs.store import FINAL_STATES, Store, new_job_id
+from toren_action.core.states import JobState
+from toren_action.jobs.store import Store, new_job_id, pid_alive
 
 
 def _stop_on_termination(parent: int | None = None) -> None:
@@ -23,11 +24,9 @@ def _stop_on_termination(parent: int | None = None) -> None:
     started by the worker (``parent``), a SIGTERM that comes because the worker died marks it worker lost."""
     import signal
 
-    from toren_action.job.run import WORKER_LOST
-
     def interrupt(signum, _frame):
         if parent is not None and os.getppid() != parent:
-            raise KeyboardInterrupt(WORKER_LOST)
+            raise WorkerLost()
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, interrupt)
@@ -90,7 +89,7 @@ def _start_background(args: Namespace, store: Store, home: Path, job_id: str) ->
     log.touch()
     worker.ensure_worker(home)
     if args.json:
-        print_json({"job_id": job_id, "state": "queued", "log": str(log)})
+        print_json({"job_id": job_id, "state": JobState.QUEUED, "log": str(log)})
     else:
         print(job_id)
         print(f"toren: job {job_id} started in the background; follow it with `toren logs {job_id} --follow`",
@@ -109,12 +108,12 @@ def cmd_run_job(args: Namespace) -> int:
     home = toren_home()
     store = Store(home)
     job = store.get(args.job)
-    if job.state != "queued":  # cancelled after the worker picked it
+    if job.state is not JobState.QUEUED:  # cancelled after the worker picked it
         return 0
     store.update(job.id, pid=os.getpid(), heartbeat_at=time.time())
     saved = take_job_env(home, job.id)  # the submitting shell's environment and inputs, deleted as it is read
     if saved is None:  # never run with the worker's environment: it is some other submitter's
-        store.set_state(job.id, "failed", error="the job's saved environment is missing (was it cancelled?); "
+        store.set_state(job.id, JobState.FAILED, error="the job's saved environment is missing (was it cancelled?); "
                                                 "submit it again")
         return 1
     env, inputs = saved
@@ -128,11 +127,11 @@ def cmd_run_job(args: Namespace) -> int:
     try:
         plan = make_plan(settings, job.id)
     except TorenError as exc:
-        store.set_state(job.id, "failed", error=str(exc))
+        store.set_state(job.id, JobState.FAILED, error=str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:  # cancelled (or its worker died) before anything started
-        store.set_state(job.id, "cancelled", error="cancelled before it started")
-        return 130
+    except KeyboardInterrupt:  # cancelled (or its worker died: WorkerLost) before anything started
+        store.set_state(job.id, JobState.CANCELLED, error="cancelled before it started")
+        return Interrupted.exit_code
     try:
         return run_job(plan, store, home, job.id).exit_code
     except TorenError as exc:  # Interrupted: the job is already marked cancelled
@@ -198,15 +197,15 @@ def cmd_cancel(args: Namespace) -> int:
     home = toren_home()
     store = Store(home)
     job = store.resolve(args.job)
-    if job.state in FINAL_STATES:
+    if job.state.final:
         print(f"job {job.id} already ended: {job.state}")
-        return 0 if job.state == "cancelled" else 1
-    if job.state == "queued" and not job.pid:
-        store.set_state(job.id, "cancelled", error="cancelled before it started (toren cancel)")
+        return 0 if job.state is JobState.CANCELLED else 1
+    if job.state is JobState.QUEUED and not job.pid:
+        store.set_state(job.id, JobState.CANCELLED, error="cancelled before it started (toren cancel)")
         worker.discard_job_env(home, job.id)
         print(f"cancelled {job.id} (it had not started)")
         return 0
-    store.update(job.id, error=CANCEL_REQUESTED)  # whoever ends the job from now on ends it cancelled
+    store.request_cancel(job.id)  # whoever ends the job from now on ends it cancelled
     if job.pid and _is_job_process(job.pid, job.id):
         try:
             os.kill(job.pid, signal.SIGTERM)  # the job's process cancels itself and removes its container
@@ -215,10 +214,10 @@ def cmd_cancel(args: Namespace) -> int:
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
         job = store.get(job.id)
-        if job.state in FINAL_STATES:
+        if job.state.final:
             break
         if not job.pid or not _is_job_process(job.pid, job.id):  # it died before it could handle the signal
-            store.set_state(job.id, "cancelled", error="cancelled (toren cancel)")
+            store.set_state(job.id, JobState.CANCELLED, error="cancelled (toren cancel)")
             break
         time.sleep(0.2)
     else:
@@ -227,33 +226,25 @@ def cmd_cancel(args: Namespace) -> int:
                 os.kill(job.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        store.set_state(job.id, "cancelled", error="cancelled (toren cancel); its process did not stop in time "
+        store.set_state(job.id, JobState.CANCELLED, error="cancelled (toren cancel); its process did not stop in time "
                                                     "and was killed")
     worker.remove_containers([job.id])
     worker.discard_job_env(home, job.id)
     job = store.get(job.id)
-    if job.state != "cancelled":
+    if job.state is not JobState.CANCELLED:
         print(f"job {job.id} ended {job.state} before it could be cancelled")
-        return STATE_EXIT_CODES.get(job.state, 1) or 1
+        return job.state.exit_code or 1
     print(f"cancelled {job.id}")
     return 0
 
 
-CANCEL_REQUESTED = "cancel requested (toren cancel)"
-
-
 def _is_job_process(pid: int, job_id: str) -> bool:
-    """The pid still belongs to this job's process (not to a process that reused it after a reboot)."""
+    """The pid still belongs to this job's process (not to a process that reused it after a reboot): safe to
+    signal. Stricter than the store's pid_alive (which also counts a job run by the Action)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:  # no /proc (not Linux): trust the pid while it is alive
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return False
-        return True
+    except OSError:  # no /proc (not Linux): trust the pid while it is alive and the user's
+        return pid_alive(pid)
     return job_id.encode() in cmdline or b"--disable-daemon" in cmdline
 
 
@@ -335,9 +326,9 @@ def cmd_logs(args: Namespace) -> int:
                 continue
             store.reap_lost(job.id)
             job = store.get(job.id)
-            if job.state in FINAL_STATES:
+            if job.state.final:
                 sys.stdout.write(terminal(fh.read()))
-                return STATE_EXIT_CODES.get(job.state, 1)
+                return job.state.exit_code or 0
             time.sleep(0.05)
 
 
@@ -389,7 +380,7 @@ def _ai_summary(store: Store, job, facts: dict, args: Namespace) -> dict | None:
     """The AI summary: cached with the job once made; made only for an ended job, when a key is set."""
     from toren_action.job import summary
 
-    if args.plain or job.state not in FINAL_STATES:
+    if args.plain or not job.state.final:
         return None
     if job.ai_summary and not args.refresh:
         return json.loads(job.ai_summary)
@@ -439,10 +430,10 @@ def cmd_cleanup(args: Namespace) -> int:
     store.reap_lost()
     if args.job:
         jobs = [store.resolve(args.job)]
-        if jobs[0].state not in FINAL_STATES:
+        if not jobs[0].state.final:
             raise UsageError("cleanup", f"job {jobs[0].id} is still {jobs[0].state}; wait for it to end")
     else:
-        jobs = [j for j in store.list(limit=None) if j.state in FINAL_STATES]
+        jobs = [j for j in store.list(limit=None) if j.state.final]
         if min_age is not None:
             now = time.time()
             jobs = [j for j in jobs if now - (j.finished_at or j.created_at) >= min_age]

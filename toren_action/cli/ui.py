@@ -8,11 +8,8 @@ import sys
 import time
 from typing import TextIO
 
+from toren_action.core.states import JobState
 from toren_action.core.texts import one_line, terminal
-
-STAGE_MARKS = {"succeeded": "✔", "no_changes": "•", "failed": "✘", "timed_out": "✘", "cancelled": "✘",
-               "budget_exceeded": "✘", "auth_failed": "✘", "rate_limited": "✘", "max_turns": "✘",
-               "blocked_by_policy": "✘"}
 
 
 class ConsoleReporter:
@@ -40,11 +37,11 @@ class ConsoleReporter:
             print(text, file=self.stream, flush=True)
 
     def stage(self, state: str, detail: str) -> None:
-        mark = STAGE_MARKS.get(state, "▸")
-        self._print(f"[{self._elapsed()}] {mark} {state:<10} {one_line(detail)}")
+        state = JobState(state)
+        self._print(f"[{self._elapsed()}] {state.mark} {state:<10} {one_line(detail)}")
         if self._console is None:
             return
-        if state in STAGE_MARKS:  # an end state: no spinner after it
+        if state.final:  # no spinner after it
             self.close()
         elif self._status is None:
             self._status = self._console.status(f"{state} …", spinner="dots")
@@ -73,8 +70,9 @@ def _interactive(stream) -> bool:
 
 def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
     w = (stream or sys.stdout).write
-    if outcome.state == "succeeded":
-        w(f"✔ {outcome.state} in {outcome.duration_s:.1f}s\n")
+    state = JobState(outcome.state)
+    if state is JobState.SUCCEEDED:
+        w(f"{state.mark} {state} in {outcome.duration_s:.1f}s\n")
         w(f"  branch  {one_line(outcome.branch)}  (pushed to {one_line(outcome.pushed_to)})\n")
         w(f"  commit  {outcome.commit}\n")
         files = ", ".join(one_line(f) for f in outcome.files[:10])
@@ -83,7 +81,7 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
         if outcome.pr_url:
             w(f"  pr      {one_line(outcome.pr_url)}\n")
     else:
-        w(f"{STAGE_MARKS.get(outcome.state, '✘')} {outcome.state} in {outcome.duration_s:.1f}s: "
+        w(f"{state.mark} {state} in {outcome.duration_s:.1f}s: "
           f"{terminal(outcome.message)}\n")
     if outcome.usage:
         from toren_action.job.report import usage_text
@@ -146,13 +144,11 @@ def status_renderable(jobs):
     for col in ("JOB", "STATE", "REPO", "BRANCH", "AGENT", "AGE", "DURATION", "TURNS", "COST", "RESULT"):
         table.add_column(col, no_wrap=col in ("JOB", "STATE"))
     now = time.time()
-    colors = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow", "no_changes": "blue",
-              "budget_exceeded": "red", "auth_failed": "red", "rate_limited": "red", "max_turns": "red"}
     for j in jobs:
         agent = j.agent + (f"/{j.model}" if j.model else "")
         result = j.pr_url or (j.result_commit or "")[:10] or (j.error or "")[:40]
         table.add_row(
-            j.id, f"[{colors.get(j.state, 'cyan')}]{j.state}[/]", escape(one_line(_short_repo(j.repo))),
+            j.id, f"[{JobState(j.state).colour}]{j.state}[/]", escape(one_line(_short_repo(j.repo))),
             escape(one_line(j.branch)), escape(one_line(agent)),
             fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
             f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-", escape(one_line(result)),

@@ -1,16 +1,34 @@
 """Every error Toren raises on purpose, each with its own process exit code.
 
 The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; anything else is a bug
-and exits 1 with a traceback in the job log only.
+and exits 1 with a traceback in the job log only. An error that ends a job in a state of its own names it
+(``state``) and takes that state's exit code; a refusal (``refusal``) is bad input or a caller who may not
+start a job: nothing was started.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from toren_action.core.states import JobState
+
 
 class TorenError(Exception):
-    """Base class: a failure the user can act on. ``str()`` is the one-line message."""
+    """Base class: a failure the user can act on. ``str()`` is the one-line message.
 
-    exit_code = 1
+    ``state``: the state a job this error ends is marked with; ``exit_code``: the process's exit code (a class
+    that sets ``state`` and no ``exit_code`` takes the state's); ``refusal``: nothing was started because the
+    input or the caller was refused (the Action reports it as ``refused``, not ``failed``)."""
+
+    exit_code: ClassVar[int] = 1
+    state: ClassVar[JobState] = JobState.FAILED
+    refusal: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "state" in cls.__dict__ and "exit_code" not in cls.__dict__:
+            assert cls.state.exit_code is not None, cls.state
+            cls.exit_code = cls.state.exit_code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,6 +42,7 @@ class UsageError(TorenError):
     """Bad input (a flag, an environment variable, a config value). Nothing has been started."""
 
     exit_code = 2
+    refusal = True
 
     def __init__(self, option: str, message: str) -> None:
         self.option = option
@@ -34,6 +53,7 @@ class ConfigError(TorenError):
     """A configuration file is unreadable or does not match the settings schema."""
 
     exit_code = 3
+    refusal = True
 
 
 class DockerError(TorenError):
@@ -51,13 +71,13 @@ class ImageError(TorenError):
 class AgentFailed(TorenError):
     """The agent ran but exited non-zero."""
 
-    exit_code = 6
+    state = JobState.FAILED  # and its exit code
 
 
 class JobTimedOut(TorenError):
     """The agent ran past ``--timeout``; its container was stopped and removed."""
 
-    exit_code = 7
+    state = JobState.TIMED_OUT  # and its exit code
 
 
 class VerificationFailed(TorenError):
@@ -81,31 +101,32 @@ class JobNotFound(TorenError):
 class BudgetExceeded(TorenError):
     """The agent's running cost passed ``--max-cost-usd``; its container was stopped."""
 
-    exit_code = 11
+    state = JobState.BUDGET_EXCEEDED  # and its exit code
 
 
 class AgentAuthFailed(TorenError):
     """The model API refused the agent's credentials (401/403)."""
 
-    exit_code = 12
+    state = JobState.AUTH_FAILED  # and its exit code
 
 
 class AgentRateLimited(TorenError):
     """The model API kept answering 429 or 5xx (rate limit, overload) until the CLI gave up."""
 
-    exit_code = 13
+    state = JobState.RATE_LIMITED  # and its exit code
 
 
 class MaxTurnsReached(TorenError):
     """The agent used all of ``--max-turns`` before finishing."""
 
-    exit_code = 14
+    state = JobState.MAX_TURNS  # and its exit code
 
 
 class MissingCredentials(TorenError):
     """The agent CLI needs a credential that is not set on the host. Checked before anything is built."""
 
     exit_code = 15
+    refusal = True
 
 
 class GitHubError(TorenError):
@@ -136,40 +157,39 @@ class ActorNotAllowed(TorenError):
     """The user who triggered the job may not start jobs (no write access, a bot, a fork)."""
 
     exit_code = 20
+    refusal = True
 
 
 class PolicyBlocked(TorenError):
     """The diff policy found something the change may not contain (a secret, a workflow edit, ...)."""
 
-    exit_code = 21
+    state = JobState.BLOCKED_BY_POLICY  # and its exit code
 
 
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 
-    exit_code = 130
+    state = JobState.CANCELLED  # and its exit code
 
 
-#: Exit codes by job end state, for commands that report a job's outcome (``run``, ``logs --follow``).
-STATE_EXIT_CODES = {
-    "succeeded": 0,
-    "no_changes": 0,
-    "failed": AgentFailed.exit_code,
-    "timed_out": JobTimedOut.exit_code,
-    "cancelled": Interrupted.exit_code,
-    "budget_exceeded": BudgetExceeded.exit_code,
-    "auth_failed": AgentAuthFailed.exit_code,
-    "rate_limited": AgentRateLimited.exit_code,
-    "max_turns": MaxTurnsReached.exit_code,
-    "blocked_by_policy": PolicyBlocked.exit_code,
-}
+class WorkerLost(KeyboardInterrupt):
+    """A job's process is stopped because its worker died (the SIGTERM of PR_SET_PDEATHSIG): the job ends
+    ``failed`` (worker lost), not ``cancelled``. A KeyboardInterrupt, so it takes the Ctrl-C path."""
 
-#: The job state each agent-side failure ends in.
-ERROR_STATES = {
-    BudgetExceeded: "budget_exceeded",
-    AgentAuthFailed: "auth_failed",
-    AgentRateLimited: "rate_limited",
-    MaxTurnsReached: "max_turns",
-    JobTimedOut: "timed_out",
-    PolicyBlocked: "blocked_by_policy",
+    def __init__(self) -> None:
+        super().__init__(WORKER_LOST)
+
+
+#: WorkerLost's text. Kept for job/, which compares ``str(exc)`` with it until it tests ``isinstance(exc, WorkerLost)``.
+WORKER_LOST = "worker lost"
+
+
+def _subclasses(cls: type[TorenError]) -> list[type[TorenError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+#: The errors that end a job in a state of its own other than failed or cancelled (the agent's own end, or the
+#: policy's), each with that state. Kept for job/ until it reads ``exc.state``; derived from the classes.
+ERROR_STATES: dict[type[TorenError], JobState] = {
+    c: c.state for c in _subclasses(TorenError) if c.state not in (JobState.FAILED, JobState.CANCELLED)
 }

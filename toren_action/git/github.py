@@ -31,6 +31,7 @@ from toren_action.core.errors import (
     UsageError,
 )
 from toren_action.core.redact import Secret
+from toren_action.core.states import JobState
 from toren_action.core.texts import defuse_mentions, one_line, terminal
 from toren_action.core.texts import title as inert_title
 
@@ -283,17 +284,6 @@ def _strip_markers(text: str) -> str:
     return re.sub(r"<!--.*?-->", "", text, flags=re.S)
 
 
-STAGE_TITLES = {
-    "queued": "Queued",
-    "preparing": "Preparing the workspace",
-    "building": "Building the agent image",
-    "running": "Agent running",
-    "verifying": "Verifying",
-    "pushing": "Pushing the branch",
-    "pull_request": "Opening the pull request",
-}
-
-
 class ProgressComment:
     """One comment on the issue, edited as the job moves. Edits are throttled (at most one per MIN_INTERVAL_S,
     except the first and the last); a change that had to wait is written by a timer when its turn comes, so
@@ -308,7 +298,7 @@ class ProgressComment:
         self._clock = clock
         self._comment = None
         self._last_edit = -1e9
-        self._stages: list[tuple[str, str]] = []
+        self._stages: list[tuple[JobState, str]] = []
         self._turns = 0
         self._timer = None
         self._lock = threading.Lock()
@@ -316,8 +306,10 @@ class ProgressComment:
         self.failures = 0
 
     def stage(self, state: str, detail: str) -> None:
+        """A row per unfinished state, each once in a row; an end state is written by finish()."""
+        state = JobState(state)
         with self._lock:
-            if state in STAGE_TITLES and (not self._stages or self._stages[-1][0] != state):
+            if not state.final and (not self._stages or self._stages[-1][0] != state):
                 self._stages.append((state, detail))
             first = self._comment is None
         self._flush(force=first)
@@ -365,17 +357,16 @@ class ProgressComment:
         rows = []
         for i, (state, _detail) in enumerate(self._stages):
             done = final is not None or i < len(self._stages) - 1
-            title = STAGE_TITLES[state]
-            if state == "running" and self._turns:
+            title = state.github_title
+            if state is JobState.RUNNING and self._turns:
                 title += f" (turn {self._turns})"
-            rows.append(f"- {'✅' if done else '⏳'} {title}")
+            rows.append(f"- {'✅' if done else state.github_mark} {title}")
         if final is None:
             return "\n".join([head + ": in progress", "", *rows, ""])
-        state, lines = final
+        end, lines = JobState(final[0]), final[1]
         # one line each (none can start a heading of its own) and no @mention (Toren writes none there)
         lines = [defuse_mentions(one_line(line)) for line in lines]
-        mark = {"succeeded": "✅", "no_changes": "➖"}.get(state, "❌")
-        return "\n".join([head + f": {mark} **{state.replace('_', ' ')}**", "", *rows, "", *lines, ""])
+        return "\n".join([head + f": {end.github_mark} **{end.github_title}**", "", *rows, "", *lines, ""])
 
     def _write_locked(self, body: str) -> None:
         try:

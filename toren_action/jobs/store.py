@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.core.errors import JobNotFound
+from toren_action.core.states import FINAL_STATES, JobState
 
-STATES = (
-    "queued", "preparing", "building", "running", "verifying", "pushing", "pull_request",
-    "succeeded", "failed", "no_changes", "cancelled", "timed_out",
-    "budget_exceeded", "auth_failed", "rate_limited", "max_turns", "blocked_by_policy",
-)
-FINAL_STATES = frozenset({"succeeded", "failed", "no_changes", "cancelled", "timed_out",
-                          "budget_exceeded", "auth_failed", "rate_limited", "max_turns", "blocked_by_policy"})
+#: The error a job shows while `toren cancel` waits for it to stop (the request itself is ``cancel_requested_at``).
+CANCEL_REQUESTED = "cancel requested (toren cancel)"
 
 def _m001_jobs_and_events(conn: sqlite3.Connection) -> None:
     """Jobs and their events."""
@@ -93,6 +89,13 @@ def _m004_heartbeat_meta_summary(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX jobs_queued ON jobs(state, id)")
 
 
+def _m005_cancel_requested(conn: sqlite3.Connection) -> None:
+    """When `toren cancel` asked a running job to stop: whoever ends it from then on ends it cancelled. (Until
+    then the request was only the job's error text: a request made before this step is kept.)"""
+    conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL")
+    conn.execute("UPDATE jobs SET cancel_requested_at = updated_at WHERE error LIKE 'cancel requested%'")
+
+
 #: The schema's history, oldest first: a database at version N (PRAGMA user_version) runs MIGRATIONS[N:].
 #: Add a new step at the end; never edit or reorder one that has shipped.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
@@ -100,6 +103,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m002_usage_and_cost_source,
     _m003_pull_request,
     _m004_heartbeat_meta_summary,
+    _m005_cancel_requested,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -121,7 +125,7 @@ class Job:
     id: str
     created_at: float
     updated_at: float
-    state: str
+    state: JobState
     repo: str
     branch: str
     agent: str
@@ -146,6 +150,7 @@ class Job:
     pr_url: str | None = None
     heartbeat_at: float | None = None
     ai_summary: str | None = None
+    cancel_requested_at: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -205,11 +210,12 @@ class Store:
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO jobs (id, created_at, updated_at, state, repo, branch, agent, model, base_image, inputs)"
-                " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
-                (job_id, now, now, repo, branch, agent, model, base_image, json.dumps(inputs, sort_keys=True)),
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, now, now, JobState.QUEUED, repo, branch, agent, model, base_image,
+                 json.dumps(inputs, sort_keys=True)),
             )
             conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, 'state', ?)",
-                         (job_id, now, json.dumps({"state": "queued"})))
+                         (job_id, now, json.dumps({"state": JobState.QUEUED})))
         return job_id
 
     def update(self, job_id: str, **fields: Any) -> None:
@@ -222,11 +228,11 @@ class Store:
             conn.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))  # noqa: S608  # nosec B608: column names from code, values bound
 
     def set_state(self, job_id: str, state: str, **fields: Any) -> bool:
-        """Move a job to ``state``, unless it already ended: an end state is never overwritten (a reaper, a
-        cancel and the job itself may race). Returns whether the state changed."""
-        assert state in STATES, state
+        """Move a job to ``state`` (a JobState or its value), unless it already ended: an end state is never
+        overwritten (a reaper, a cancel and the job itself may race). Returns whether the state changed."""
+        state = JobState(state)
         now = time.time()
-        if state in FINAL_STATES:
+        if state.final:
             fields.setdefault("finished_at", now)
         for key in ("files_changed", "usage"):
             if key in fields:
@@ -242,6 +248,11 @@ class Store:
             conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, 'state', ?)",
                          (job_id, now, json.dumps({"state": state})))
         return True
+
+    def request_cancel(self, job_id: str) -> None:
+        """`toren cancel` asks a running job to stop: from now on, whoever ends it (the job itself, a reaper,
+        `toren cancel` again) ends it cancelled."""
+        self.update(job_id, cancel_requested_at=time.time(), error=CANCEL_REQUESTED)
 
     def add_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         with self._tx() as conn:
@@ -303,23 +314,24 @@ class Store:
         args: tuple = tuple(FINAL_STATES)
         if job_id:
             sql, args = sql + " AND id = ?", (*args, job_id)
-        rows = self._conn.execute(sql.replace("SELECT id, pid", "SELECT id, pid, heartbeat_at, error"),
-                                  args).fetchall()
+        columns = "SELECT id, pid, heartbeat_at, cancel_requested_at"
+        rows = self._conn.execute(sql.replace("SELECT id, pid", columns), args).fetchall()
         now = time.time()
         for row in rows:
             if not row["pid"]:
                 continue  # queued, not taken yet
             silent = row["heartbeat_at"] is not None and now - row["heartbeat_at"] > HEARTBEAT_TIMEOUT_S
-            if not _alive(row["pid"]) or silent:
+            if not pid_alive(row["pid"]) or silent:
                 # a job killed while its agent ran left its secret files: they go before the end state is written
                 from toren_action.core.paths import job_dir, remove_tree
 
                 remove_tree(job_dir(self.path.parent, row["id"]) / "secrets")
                 why = "is gone" if not silent else f"stopped beating {now - row['heartbeat_at']:.0f}s ago"
-                if (row["error"] or "").startswith("cancel requested"):  # `toren cancel` got there first
-                    if self.set_state(row["id"], "cancelled", error="cancelled (toren cancel)"):
+                if row["cancel_requested_at"] is not None:  # `toren cancel` got there first
+                    if self.set_state(row["id"], JobState.CANCELLED, error="cancelled (toren cancel)"):
                         lost.append(row["id"])
-                elif self.set_state(row["id"], "failed", error=f"worker lost: its process {row['pid']} {why}"):
+                elif self.set_state(row["id"], JobState.FAILED,
+                                    error=f"worker lost: its process {row['pid']} {why}"):
                     lost.append(row["id"])
         return lost
 
@@ -330,8 +342,8 @@ class Store:
 
     def queued(self, limit: int) -> list[Job]:
         """Queued jobs no process has taken yet, oldest first."""
-        rows = self._conn.execute("SELECT * FROM jobs WHERE state = 'queued' AND pid IS NULL ORDER BY id LIMIT ?",
-                                  (limit,)).fetchall()
+        rows = self._conn.execute("SELECT * FROM jobs WHERE state = ? AND pid IS NULL ORDER BY id LIMIT ?",
+                                  (JobState.QUEUED, limit)).fetchall()
         return [_job(r) for r in rows]
 
     def beat(self, job_id: str) -> None:
@@ -355,13 +367,14 @@ class Store:
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists and is this user's. A job's process is always the user's own (the worker,
+    `toren run` or the Action started it as that user), so a pid that exists but may not be signalled
+    (PermissionError: another user's process) was reused: the job's process is gone."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -370,4 +383,5 @@ def _job(row: sqlite3.Row) -> Job:
     data["files_changed"] = json.loads(data["files_changed"] or "[]")
     data["inputs"] = json.loads(data["inputs"] or "{}")
     data["usage"] = json.loads(data["usage"]) if data.get("usage") else None
+    data["state"] = JobState(data["state"])
     return Job(**data)

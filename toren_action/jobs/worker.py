@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from toren_action.core.paths import job_dir, write_private
+from toren_action.core.paths import job_dir, log_path, write_private
+from toren_action.core.states import JobState
 from toren_action.jobs.store import Store
 
 LOCK_NAME = "worker.lock"
@@ -175,7 +176,7 @@ def serve(home: Path) -> int:
                     try:
                         running[job.id] = _spawn(store, home, job)
                     except OSError as exc:  # one job that cannot start must not stop the queue
-                        store.set_state(job.id, "failed", error=f"the worker could not start the job: {exc}")
+                        store.set_state(job.id, JobState.FAILED, error=f"the worker could not start the job: {exc}")
                         discard_job_env(home, job.id)
                     last_busy = now
             reap(store)
@@ -202,7 +203,7 @@ def _spawn(store: Store, home: Path, job) -> subprocess.Popen:
     cwd = job.inputs.get("_cwd") or str(home)
     if not Path(cwd).is_dir():
         cwd = str(home)
-    log = job_dir(home, job.id) / "job.log"
+    log = log_path(home, job.id)
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
