@@ -21,8 +21,9 @@ def collect(tmp_path: Path, modules: dict[str, str], *args: str) -> tuple[int, s
     (tmp_path / "pyproject.toml").write_text(PYPROJECT.read_text())  # its markers and --strict-markers
     for name, text in {**modules, "test_plain.py": PLAIN}.items():
         (tmp_path / name).write_text("import pytest\n\n" + text)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
-                           *args, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                           "no:hypothesispytest", "--collect-only", *args, str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           env={"DOCKER_HOST": "unix:///nonexistent", "PATH": "/usr/bin:/bin"})
     return proc.returncode, proc.stdout + proc.stderr
 
