@@ -276,6 +276,10 @@ class HttpConnection:
             pass
 
 
+#: How often a service's thread checks whether stop() was called (socketserver's default is 0.5 s).
+POLL_S = 0.05
+
+
 class UnixSocketService:
     #: What a connection beyond ``max_connections`` is told before it is closed.
     busy_response = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
@@ -330,7 +334,9 @@ class UnixSocketService:
         os.chmod(self.socket_path, 0o600)  # only the agent's user (and ours) may connect
         if owner is not None and os.geteuid() == 0:
             os.chown(self.socket_path, *owner)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name=name)
+        # a short poll: stop() waits for serve_forever to notice, and a job waits for stop() as it ends
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": POLL_S},
+                                        daemon=True, name=name)
 
     def start(self):
         self._thread.start()
