@@ -599,7 +599,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_SETTINGS_FILE_BYTES + 1)
