@@ -251,14 +251,16 @@ def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_h
         # as from a terminal: a CI runner may start the suite with SIGINT ignored, which children inherit
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        running = docker_client.containers.list(filters={"label": "toren.managed=1", "status": "running"})
-        if running:
-            break
+    # this test's own job (other suites may run Toren containers on the same engine at the same time)
+    deadline, job_id, running = time.monotonic() + 60, None, []
+    while time.monotonic() < deadline and not running:
+        if job_id is None and (toren_home / "toren.db").exists():
+            rows = sqlite3.connect(toren_home / "toren.db").execute("SELECT id FROM jobs").fetchall()
+            job_id = rows[0][0] if rows else None
+        if job_id is not None:
+            running = docker_client.containers.list(filters={"label": f"toren.job={job_id}", "status": "running"})
         time.sleep(0.1)
     assert running, "the agent container never started"
-    job_id = running[0].labels["toren.job"]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
