@@ -90,7 +90,7 @@ class QwenProfile(AgentProfile):
 class QwenStream(ClaudeStream):
     cache_read_in_input = True
 
-    def on_event(self, event: dict[str, Any]) -> list[str] | None:
+    def on_event(self, event: dict[str, Any]) -> list[str]:
         kind, sub = event.get("type"), event.get("subtype")
         if kind == "system" and sub == "init":
             self.usage.model = event.get("model") or self.usage.model
@@ -99,7 +99,7 @@ class QwenStream(ClaudeStream):
         if kind == "stream_event":
             return []
         if kind == "result":
-            lines = super().on_event(event) or []
+            lines = super().on_event(event)
             self.usage.reported_cost_usd = None
             if event.get("is_error"):
                 message = str((event.get("error") or {}).get("message") or event.get("result") or "error")

@@ -147,9 +147,12 @@ def _authority(text: str, default_port: int | None) -> tuple[str, int]:
     it is not one."""
     try:
         host, port = _split(text)
-        if port is None and (default_port is None or ":" in host):
+        if port is not None:
+            number = _port(port)
+        elif default_port is not None and ":" not in host:
+            number = default_port
+        else:
             raise ValueError("no port")
-        number = _port(port) if port is not None else default_port
     except ValueError:
         raise HttpError(400, f"not a host and port: {text[:100]!r}") from None
     if not host or not host.isascii() or any(c in host for c in "/?#@ \t"):

@@ -58,6 +58,7 @@ class KeyProxy(UnixSocketService):
         parts = urlsplit(upstream.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {upstream}")
+        hostname = parts.hostname
         self.requests = 0
         proxy = self
         base_path = parts.path if keep_path else ""
@@ -65,9 +66,9 @@ class KeyProxy(UnixSocketService):
 
         def connect() -> http.client.HTTPConnection:
             if parts.scheme == "https":
-                return http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=upstream_timeout,
+                return http.client.HTTPSConnection(hostname, parts.port or 443, timeout=upstream_timeout,
                                                    context=ssl.create_default_context())
-            return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=upstream_timeout)
+            return http.client.HTTPConnection(hostname, parts.port or 80, timeout=upstream_timeout)
 
         def error_body(message: str) -> bytes:
             return json.dumps({"type": "error", "error": {"type": "proxy_error", "message": message}}).encode()

@@ -298,6 +298,7 @@ class UnixSocketService:
         class Server(socketserver.ThreadingUnixStreamServer):
             daemon_threads = True
             request_queue_size = 128
+            service: UnixSocketService  # set below; handlers may read their settings as self.server.service
 
             def get_request(self):  # http.server's handlers want an (address, port) pair
                 conn, _ = super().get_request()

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from toren_action.core.errors import ImageError
@@ -31,7 +31,7 @@ DOCKER_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch
 DEFAULT_INDEX = "https://pypi.org/simple"
 
 
-def cache_dir(environ: dict[str, str] | None = None) -> Path:
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get("TOREN_CACHE_DIR"):
         path = Path(env["TOREN_CACHE_DIR"]).expanduser()
@@ -50,7 +50,7 @@ def wheel_arch(docker_arch: str) -> str:
     return arch
 
 
-def node_runtime(arch: str, progress: Callable[[str], None], environ: dict[str, str] | None = None) -> Path:
+def node_runtime(arch: str, progress: Callable[[str], None], environ: Mapping[str, str] | None = None) -> Path:
     """A directory holding ``bin/node`` and ``lib/node_modules/npm`` for ``arch`` (x86_64 or aarch64)."""
     import fcntl
 
