@@ -22,6 +22,7 @@ from typing import Any
 from toren_action.config.settings import SETTINGS, parse_bool
 from toren_action.core.errors import TorenError, UsageError
 from toren_action.core.paths import write_private
+from toren_action.core.states import JobState
 from toren_action.core.texts import code, inline, terminal
 
 SECRET_INPUTS = {  # input -> the variable the agent profile or GitHub code reads
@@ -339,7 +340,7 @@ def _artifacts(home: Path, job_id: str, job, job_dir, log_path) -> Path:
 def _summary_lines(outcome, job) -> list[str]:
     """The step summary (Markdown): every value from the job is a code span or inline text, so a file name,
     a branch or a message cannot add a heading, a link, HTML, a mention or a closing reference."""
-    mark = {"succeeded": "✅", "no_changes": "➖"}.get(outcome.state, "❌")
+    mark = JobState(outcome.state).github_mark
     lines = [f"## Toren {mark} {inline(outcome.state.replace('_', ' '))}", "", "| | |", "|---|---|"]
     if outcome.pr_url:
         url = outcome.pr_url if re.fullmatch(r"https?://[^\s<>|`]+", outcome.pr_url) else code(outcome.pr_url, True)
@@ -351,7 +352,7 @@ def _summary_lines(outcome, job) -> list[str]:
     verify = job.inputs.get("verify")
     shown = f"{code(verify, True)} passed" if verify and outcome.commit else code(verify, True) if verify else "none"
     lines.append(f"| Verification | {shown} |")
-    from toren_action.job.report import usage_parts
+    from toren_action.job.usage import usage_parts
 
     usage, cost = usage_parts(outcome.usage, outcome.cost_usd, tokens=False)  # numbers and fixed words only
     if outcome.usage:

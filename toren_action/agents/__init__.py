@@ -1,4 +1,5 @@
-"""Agent profiles: what each coding CLI needs in the image, on its command line and from the host."""
+"""Agent profiles: what each coding CLI needs in the image, on its command line and from the host.
+Imports only config and core."""
 
 from __future__ import annotations
 

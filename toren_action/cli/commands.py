@@ -12,7 +12,8 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
-from toren_action.cli import print_json, run_flags
+from toren_action.cli.parser import run_flags
+from toren_action.cli.ui import print_json
 from toren_action.core.errors import Interrupted, TorenError, UsageError, WorkerLost
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
@@ -246,57 +247,6 @@ def _is_job_process(pid: int, job_id: str) -> bool:
     except OSError:  # no /proc (not Linux): trust the pid while it is alive and the user's
         return pid_alive(pid)
     return job_id.encode() in cmdline or b"--disable-daemon" in cmdline
-
-
-def cmd_status(args: Namespace) -> int:
-    from toren_action.jobs import worker
-
-    store = Store(toren_home())
-    worker.reap(store) if store.has_unfinished() else None
-    if args.watch and not args.json:
-        return _watch(store, args)
-    jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
-    if args.json:
-        print_json([j.to_dict() for j in jobs])
-    elif not jobs:
-        print("no jobs yet; start one with `toren run`")
-    else:
-        from toren_action.cli.ui import status_table
-
-        status_table(jobs)
-    return 0
-
-
-def _watch(store: Store, args: Namespace) -> int:
-    from rich.console import Console
-    from rich.live import Live
-
-    from toren_action.cli.ui import status_renderable
-    from toren_action.jobs import worker
-
-    if args.interval <= 0:
-        raise UsageError("--interval", f"{args.interval:g} is not a positive number of seconds")
-    console = Console()
-    if not console.is_terminal:  # a pipe or a file: the table again every interval
-        from toren_action.cli.ui import status_table
-
-        try:
-            while True:
-                worker.reap(store) if store.has_unfinished() else None
-                status_table(store.list(limit=args.limit, state=args.state, repo=args.repo))
-                sys.stdout.flush()
-                time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0
-    with Live(console=console, auto_refresh=False, transient=False) as live:
-        try:
-            while True:
-                worker.reap(store) if store.has_unfinished() else None
-                jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
-                live.update(status_renderable(jobs), refresh=True)
-                time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0
 
 
 def cmd_logs(args: Namespace) -> int:

@@ -4,9 +4,10 @@ agent or the job passes ``texts.terminal`` (or ``one_line``): no escape sequence
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from toren_action.core.states import JobState
 from toren_action.core.texts import one_line, terminal
@@ -84,7 +85,7 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
         w(f"{state.mark} {state} in {outcome.duration_s:.1f}s: "
           f"{terminal(outcome.message)}\n")
     if outcome.usage:
-        from toren_action.job.report import usage_text
+        from toren_action.job.usage import usage_text
 
         w(f"  usage   {usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source)}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
@@ -158,3 +159,8 @@ def status_renderable(jobs):
 
 def _short_repo(repo: str) -> str:
     return repo if len(repo) <= 40 else "…" + repo[-39:]
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

@@ -180,16 +180,10 @@ class WorkerLost(KeyboardInterrupt):
         super().__init__(WORKER_LOST)
 
 
-#: WorkerLost's text. Kept for job/, which compares ``str(exc)`` with it until it tests ``isinstance(exc, WorkerLost)``.
+#: WorkerLost's text (the job's message says "worker lost: ..."); job/ tells it apart by its type.
 WORKER_LOST = "worker lost"
 
 
 def _subclasses(cls: type[TorenError]) -> list[type[TorenError]]:
+    """Every error class below ``cls`` (the tests check each one's state and exit code)."""
     return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
-
-
-#: The errors that end a job in a state of its own other than failed or cancelled (the agent's own end, or the
-#: policy's), each with that state. Kept for job/ until it reads ``exc.state``; derived from the classes.
-ERROR_STATES: dict[type[TorenError], JobState] = {
-    c: c.state for c in _subclasses(TorenError) if c.state not in (JobState.FAILED, JobState.CANCELLED)
-}

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from toren_action.agents.base import RunContext, Verdict, launch_command
 from toren_action.config.validate import Mount
 from toren_action.core.errors import (
-    ERROR_STATES,
     AgentAuthFailed,
     AgentFailed,
     AgentRateLimited,
@@ -28,13 +27,16 @@ from toren_action.core.errors import (
     PolicyBlocked,
     TorenError,
     VerificationFailed,
+    WorkerLost,
 )
 from toren_action.core.paths import job_dir, log_path, remove_tree, write_private
 from toren_action.core.redact import mask_tokens, redact_data
+from toren_action.core.states import JobState
 from toren_action.job import report
 from toren_action.job.log import JobLog, NullReporter, Reporter, Tee
 from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_SOCKETS, CONTAINER_TASK, Plan
 from toren_action.job.report import Outcome
+from toren_action.job.usage import usage_text
 from toren_action.jobs.store import Store
 
 if TYPE_CHECKING:
@@ -42,8 +44,6 @@ if TYPE_CHECKING:
     from toren_action.git.workspace import Change, Workspace
     from toren_action.sandbox.container import ContainerResult, ContainerSpec
 
-#: KeyboardInterrupt's text when a job's process is stopped because its worker died.
-WORKER_LOST = "worker lost"
 #: How each verdict from an agent's stream ends the job.
 VERDICT_ERRORS = {"auth": AgentAuthFailed, "rate_limit": AgentRateLimited, "max_turns": MaxTurnsReached,
                   "budget": BudgetExceeded, "error": AgentFailed}
@@ -144,21 +144,21 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         deliver(job, prepared.ws, change, text, partial)
         return _delivered(job, prepared.ws, change, partial)
     except KeyboardInterrupt as exc:
-        if str(exc) == WORKER_LOST:
-            job.end("failed", "worker lost: the background worker died; the container was removed", 1)
+        if isinstance(exc, WorkerLost):
+            job.end(JobState.FAILED, "worker lost: the background worker died; the container was removed", 1)
         else:
-            job.end("cancelled", "interrupted (Ctrl-C or a termination signal); the container was removed",
+            job.end(JobState.CANCELLED, "interrupted (Ctrl-C or a termination signal); the container was removed",
                     Interrupted.exit_code)
         raise Interrupted("interrupted; the container was removed and the job marked cancelled") from None
-    except tuple(ERROR_STATES) as exc:  # the agent's own end: timed out, budget, bad key, rate limit, max turns
-        job.end(ERROR_STATES[type(exc)], str(exc), exc.exit_code)
-        return outcome
-    except TorenError as exc:
-        job.end("failed", f"{job.state}: {exc}", exc.exit_code)
+    except TorenError as exc:  # an end of its own (timed out, budget, bad key, policy...) or failed at a stage
+        if exc.state is JobState.FAILED:
+            job.end(JobState.FAILED, f"{job.state}: {exc}", exc.exit_code)
+        else:
+            job.end(exc.state, str(exc), exc.exit_code)
         return outcome
     except Exception as exc:  # a bug: keep the traceback in the log, one line for the user
         job.log.line(traceback.format_exc())
-        job.end("failed", f"{job.state}: internal error: {exc.__class__.__name__}: {exc}", 1)
+        job.end(JobState.FAILED, f"{job.state}: internal error: {exc.__class__.__name__}: {exc}", 1)
         return outcome
     finally:
         outcome.duration_s = time.monotonic() - started
@@ -494,7 +494,7 @@ def _record_usage(job: JobRun, watch: _AgentWatch) -> None:
     data = usage.to_dict()
     job.store.update(job.id, usage=data, turns=usage.turns, cost_usd=cost, cost_source=source)
     job.store.add_events(job.id, [(kind, redact_data(item, plan.redactor)) for kind, item in watch.parser.events])
-    job.log.stage("running", report.usage_text(data, cost, source))
+    job.log.stage("running", usage_text(data, cost, source))
     job.outcome.usage, job.outcome.cost_usd, job.outcome.cost_source = data, cost, source
 
 
@@ -510,7 +510,7 @@ def decide_outcome(job: JobRun, agent: AgentRun) -> TorenError | None:
         error = VERDICT_ERRORS[verdict.kind](verdict.message + f"; see `toren logs {job.id}`")
         if not (job.plan.settings.push_partial and verdict.kind in ("budget", "max_turns")):
             raise error
-        job.log.stage(ERROR_STATES[type(error)], f"{verdict.message}; --push-partial: delivering the work so far")
+        job.log.stage(error.state, f"{verdict.message}; --push-partial: delivering the work so far")
         return error
     if agent.exit_code != 0:
         raise AgentFailed(f"the {job.plan.profile.name} agent exited with code {agent.exit_code}; "
@@ -565,7 +565,7 @@ def check_change_size(ws: Workspace, max_mb: float) -> None:
 def _nothing_committed(job: JobRun, ws: Workspace, partial: TorenError | None) -> Outcome:
     """The agent changed nothing: no_changes, or the --push-partial stop's own state (nothing to push)."""
     if partial:
-        job.end(ERROR_STATES[type(partial)], f"{partial}; it had changed nothing, so nothing was pushed",
+        job.end(partial.state, f"{partial}; it had changed nothing, so nothing was pushed",
                 partial.exit_code)
     else:
         job.enter("no_changes", "the agent left the tree unchanged; nothing to commit")
@@ -751,7 +751,7 @@ def open_pull_request(job: JobRun, ws: Workspace, text: PrText) -> None:
 def _delivered(job: JobRun, ws: Workspace, change: Change, partial: TorenError | None) -> Outcome:
     """succeeded, or the --push-partial stop's own state now that the work so far is pushed."""
     if partial:
-        job.end(ERROR_STATES[type(partial)], f"{partial}; the work so far was pushed to {job.plan.branch} at "
+        job.end(partial.state, f"{partial}; the work so far was pushed to {job.plan.branch} at "
                 f"{change.commit[:10]}", partial.exit_code)
     else:
         job.enter("succeeded", f"{job.plan.branch} at {change.commit[:10]}, {len(change.files)} file(s) changed")

@@ -1,0 +1,27 @@
+"""`toren status`: the jobs in the store, as a table or JSON. It reads the store and never loads the Docker,
+GitHub or Anthropic SDKs, nor rich's live display (a contract in pyproject.toml; `--watch` is watch.py)."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+
+from toren_action.cli.ui import print_json
+from toren_action.core.paths import toren_home
+from toren_action.jobs.store import Store
+
+
+def cmd_status(args: Namespace) -> int:
+    from toren_action.jobs import worker
+
+    store = Store(toren_home())
+    worker.reap(store) if store.has_unfinished() else None
+    jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
+    if args.json:
+        print_json([j.to_dict() for j in jobs])
+    elif not jobs:
+        print("no jobs yet; start one with `toren run`")
+    else:
+        from toren_action.cli.ui import status_table
+
+        status_table(jobs)
+    return 0
