@@ -6,6 +6,7 @@ table holds every state change with its time, which is what `status`, `logs` and
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.core.errors import JobNotFound
+from toren_action.core.paths import job_dir, remove_tree
 from toren_action.core.states import FINAL_STATES, JobState
 
 #: The error a job shows while `toren cancel` waits for it to stop (the request itself is ``cancel_requested_at``).
@@ -305,7 +307,7 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self._conn.execute(sql, args)]
 
-    def reap_lost(self, job_id: str | None = None) -> list[str]:
+    def reap_lost(self, job_id: str | None = None) -> builtins.list[str]:  # `list` here is Store.list
         """Mark failed every unfinished job (or just ``job_id``) whose process is gone (killed, machine rebooted),
         after removing the secret files it left. Returns their ids."""
         lost = []
@@ -323,8 +325,6 @@ class Store:
             silent = row["heartbeat_at"] is not None and now - row["heartbeat_at"] > HEARTBEAT_TIMEOUT_S
             if not pid_alive(row["pid"]) or silent:
                 # a job killed while its agent ran left its secret files: they go before the end state is written
-                from toren_action.core.paths import job_dir, remove_tree
-
                 remove_tree(job_dir(self.path.parent, row["id"]) / "secrets")
                 why = "is gone" if not silent else f"stopped beating {now - row['heartbeat_at']:.0f}s ago"
                 if row["cancel_requested_at"] is not None:  # `toren cancel` got there first
@@ -340,7 +340,7 @@ class Store:
         return self._conn.execute(f"SELECT 1 FROM jobs WHERE state NOT IN ({placeholders}) LIMIT 1",  # noqa: S608  # nosec B608: column names from code, values bound
                                   tuple(FINAL_STATES)).fetchone() is not None
 
-    def queued(self, limit: int) -> list[Job]:
+    def queued(self, limit: int) -> builtins.list[Job]:
         """Queued jobs no process has taken yet, oldest first."""
         rows = self._conn.execute("SELECT * FROM jobs WHERE state = ? AND pid IS NULL ORDER BY id LIMIT ?",
                                   (JobState.QUEUED, limit)).fetchall()

@@ -22,9 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from toren_action.core.errors import UsageError
 from toren_action.core.paths import job_dir, log_path, write_private
 from toren_action.core.states import JobState
 from toren_action.jobs.store import Store
+from toren_action.sandbox import container
 
 LOCK_NAME = "worker.lock"
 ENV_FILE = "env.json"
@@ -43,8 +45,6 @@ def max_jobs_default() -> int:
 
 
 def max_jobs(environ: dict[str, str] | None = None) -> int:
-    from toren_action.core.errors import UsageError
-
     env = os.environ if environ is None else environ
     raw = env.get("TOREN_MAX_JOBS")
     if not raw:
@@ -226,8 +226,6 @@ def reap(store: Store) -> list[str]:
 
 def remove_containers(job_ids: list[str]) -> None:
     try:
-        from toren_action.sandbox import container
-
         client = container.client()
         for job_id in job_ids:
             container.remove_job_containers(client, job_id)
