@@ -15,8 +15,11 @@ import tarfile
 import time
 from collections.abc import Iterator
 
+from toren_action.config.validate import image_ref
 from toren_action.core.errors import UsageError
 from toren_action.core.redact import CREDENTIAL_NAME, TOKEN_RE, mask_tokens
+from toren_action.sandbox import container
+from toren_action.sandbox.container import _first_line
 
 #: Where credentials usually hide in an image; the same names under every /home/* are checked too.
 CREDENTIAL_PATHS = ("/root/.aws/credentials", "/root/.docker/config.json", "/root/.netrc", "/root/.git-credentials",
@@ -46,6 +49,11 @@ class _Node:
     def __init__(self, kind: str, mode: int, link: str = "") -> None:
         self.kind, self.mode, self.link = kind, mode, link  # kind: dir, reg, sym, lnk (hard link), other
         self.children: dict[str, _Node] | None = {} if kind == "dir" else None
+
+    def entries(self) -> dict[str, _Node]:
+        """A directory's children (the caller knows this node is a directory)."""
+        assert self.children is not None, f"a {self.kind} node has no entries"
+        return self.children
 
 
 class _Budget:
@@ -130,6 +138,8 @@ def _walk_save_stream(chunks: Iterator[bytes], budget: _Budget) -> tuple[dict, d
             if not m.isreg():
                 continue
             f = outer.extractfile(m)
+            if not isinstance(f, io.BufferedReader):  # never so for a regular member: tarfile.ExFileObject (peek)
+                continue
             # The old format names its layers; an OCI blob is a layer or a JSON document, told by its first byte.
             metadata = name.endswith((".json", "/json", "VERSION", "repositories", "oci-layout"))
             if not name.endswith("/layer.tar") and (metadata or f.peek(1)[:1] == b"{"):
@@ -151,11 +161,10 @@ def _layer_order(docs: dict, links: dict) -> list[str] | None:
     if isinstance(manifest, list) and manifest and isinstance(manifest[0], dict):
         names = manifest[0].get("Layers") or []
     else:  # OCI layout only: index.json -> manifest blob -> layer blobs
-        index = docs.get("index.json")
         try:
-            digest = index["manifests"][0]["digest"]  # type: ignore[index]
+            digest = docs["index.json"]["manifests"][0]["digest"]
             blob = docs["blobs/" + digest.replace(":", "/")]
-            names = ["blobs/" + layer["digest"].replace(":", "/") for layer in blob["layers"]]  # type: ignore[index]
+            names = ["blobs/" + layer["digest"].replace(":", "/") for layer in blob["layers"]]
         except (KeyError, IndexError, TypeError, AttributeError):
             return None
     out = []
@@ -191,15 +200,15 @@ def _apply(root: _Node, ops: list[tuple]) -> None:
             continue
         node = root
         for name in parts[:-1]:
-            child = node.children.get(name)
+            child = node.entries().get(name)
             if child is None or child.kind != "dir":
-                child = node.children[name] = _Node("dir", 0o755)
+                child = node.entries()[name] = _Node("dir", 0o755)
             node = child
-        old = node.children.get(parts[-1])
+        old = node.entries().get(parts[-1])
         if kind == "dir" and old is not None and old.kind == "dir":
             old.mode = mode
         else:
-            node.children[parts[-1]] = _Node(kind, mode, link)
+            node.entries()[parts[-1]] = _Node(kind, mode, link)
 
 
 def _lookup(root: _Node, parts: tuple[str, ...]) -> _Node | None:
@@ -215,7 +224,8 @@ def _resolve(root: _Node, path: str) -> tuple[list[_Node], list[str], bool]:
     """Follow `path` through the image's own tree, its symlinks included (absolute targets from the image root, `..`
     stops at it); the host's filesystem is never looked at. Returns the directories and node walked, their names,
     and whether the whole path exists."""
-    nodes, names = [root], []
+    nodes: list[_Node] = [root]
+    names: list[str] = []
     todo = [p for p in path.split("/") if p][::-1]
     hops = 0
     while todo:
@@ -316,9 +326,6 @@ def scan_image(ref: str) -> list[tuple[str, bool, str]]:
     world-writable directories on PATH; trivy or grype when installed."""
     import docker.errors
 
-    from toren_action.config.validate import image_ref
-    from toren_action.sandbox import container
-
     image_ref(ref, "--image")
     client = container.client()
     try:
@@ -362,8 +369,6 @@ def _look_inside(client, image_id: str, path_var: str) -> list[tuple[str, bool, 
     """The file checks, on the image's layers as the engine saves them (GET /images/{id}/get; nothing runs)."""
     import docker.errors
 
-    from toren_action.sandbox.container import _first_line
-
     budget = _Budget()
     note = ""
     layers: dict = {}
@@ -386,7 +391,7 @@ def _look_inside(client, image_id: str, path_var: str) -> list[tuple[str, bool, 
     if not note and (order is None or any(name not in layers for name in order)):
         note = ("the image's layer list was missing from what the engine sent" if order is None else
                 "some layers could not be read (a compression this scan does not read, such as zstd)")
-    if note:
+    if note or order is None:  # order is None only with a note
         seen = sorted({"/" + "/".join(op[1]) for ops in layers.values() for op in ops
                        if op[0] == "put" and _is_credential_path(op[1])})
         return [("files", False, f"{note}: credential files, setuid binaries and PATH were not fully checked"),

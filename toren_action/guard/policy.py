@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from toren_action.core.errors import GitError, UsageError
 from toren_action.core.redact import LITERAL_RE, TOKEN_PATTERNS, mask_tokens
+from toren_action.git import workspace
 
 _NAMED = [(name, re.compile(p)) for name, p in TOKEN_PATTERNS.items()]
 _ASSIGNED = re.compile(r"""(?i)(?:key|token|secret|passw(?:or)?d|credential)s?["']?\s*[:=]\s*["']([^"'\s]{20,})["']""")
@@ -133,15 +134,13 @@ def check(git: Callable[..., str], base: str, head: str | None, workdir: str, po
     there, as workspace.git does: fixed options, output decoded with surrogateescape); ``head`` None means what
     is staged in the index (a pre-commit hook). Blob contents are read from the git directory ``git`` reports,
     so the ownership decision is the one ``git`` made."""
-    from toren_action.git.workspace import Blobs
-
     changes = _changes(git, base, head)
     protected = protected_patterns(policy.protected_paths)
     findings: list[Finding] = []
     for change in changes:
         findings += _path_findings(change, protected, redact)
     git_dir = git("rev-parse", "--absolute-git-dir").rstrip("\n")
-    with Blobs(git_dir) as blobs:
+    with workspace.Blobs(git_dir) as blobs:
         findings += _symlink_findings(git, base, changes, blobs, redact)
         for change in changes:
             if change.status != "D" and change.new_mode in ("100644", "100755") \
@@ -249,8 +248,9 @@ def _content_findings(change: _Change, blobs, policy: Policy, redact: Callable[[
                                                              f"job's secrets (over {SCAN_LIMIT >> 20} MiB)"))
             return found
         if size <= DIFF_LIMIT:
-            data: bytes | None = b"".join(chunks)
-            first = data
+            whole = b"".join(chunks)
+            data: bytes | None = whole
+            first = whole
         else:  # streamed while the object is open; every line counts as added
             data, first = None, next(chunks, b"")
         binary = b"\0" in first[:BINARY_PROBE]
