@@ -300,7 +300,7 @@ class ProgressComment:
         self._last_edit = -1e9
         self._stages: list[tuple[JobState, str]] = []
         self._turns = 0
-        self._timer = None
+        self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._closed = False
         self.failures = 0
