@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from toren_action.core.states import JobState
 from toren_action.core.texts import one_line, terminal
+from toren_action.job.usage import usage_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status
 
 
 class ConsoleReporter:
@@ -21,8 +26,8 @@ class ConsoleReporter:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.started = time.monotonic()
-        self._status = None
-        self._console = None
+        self._status: Status | None = None
+        self._console: Console | None = None
         if _interactive(self.stream):
             from rich.console import Console
 
@@ -85,8 +90,6 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
         w(f"{state.mark} {state} in {outcome.duration_s:.1f}s: "
           f"{terminal(outcome.message)}\n")
     if outcome.usage:
-        from toren_action.job.usage import usage_text
-
         w(f"  usage   {usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source)}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
 
