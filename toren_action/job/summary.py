@@ -11,8 +11,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from toren_action.agents.base import Usage
+from toren_action.agents.pricing import cost_usd
 from toren_action.core.errors import TorenError
 
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -65,6 +68,18 @@ def facts_text(facts: dict[str, Any], events: list[dict[str, Any]], diff: str | 
     return "\n".join(parts)
 
 
+def _httpx() -> ModuleType:
+    """The HTTP client library the installed SDK is built on."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:  # pragma: no cover - older SDKs
+        import httpx
+
+        return httpx
+
+
 def ai_summary(facts: dict[str, Any], events: list[dict[str, Any]], diff: str | None, model: str | None = None,
                environ: dict[str, str] | None = None, prices: dict | None = None) -> AISummary:
     """Ask the model. Raises TorenError with one line when the API refuses or cannot be reached."""
@@ -74,11 +89,7 @@ def ai_summary(facts: dict[str, Any], events: list[dict[str, Any]], diff: str | 
         raise TorenError("no Anthropic key (ANTHROPIC_API_KEY or ANTHROPIC_API_KEY_FILE) for an AI summary")
     import anthropic
 
-    try:  # the HTTP client library the installed SDK is built on
-        import httpx2 as httpx
-    except ImportError:  # pragma: no cover - older SDKs
-        import httpx
-
+    httpx = _httpx()
     kwargs: dict[str, Any] = {"api_key": key, "max_retries": 2, "timeout": 60.0}
     if env.get("ANTHROPIC_UNIX_SOCKET"):
         kwargs["http_client"] = httpx.Client(transport=httpx.HTTPTransport(uds=env["ANTHROPIC_UNIX_SOCKET"]))
@@ -96,10 +107,7 @@ def ai_summary(facts: dict[str, Any], events: list[dict[str, Any]], diff: str | 
         raise TorenError(f"the Anthropic API answered {exc.status_code} to the AI summary request") from None
     except anthropic.APIConnectionError as exc:
         raise TorenError(f"cannot reach the Anthropic API for the AI summary ({exc.__class__.__name__})") from None
-    text = "".join(b.text for b in msg.content if getattr(b, "type", "") == "text").strip()
-    from toren_action.agents.base import Usage
-    from toren_action.agents.pricing import cost_usd
-
+    text = "".join(b.text for b in msg.content if isinstance(b, anthropic.types.TextBlock)).strip()
     usage = Usage(model=msg.model or model, input_tokens=msg.usage.input_tokens,
                   output_tokens=msg.usage.output_tokens)
     cost, _ = cost_usd(usage, prices)
