@@ -217,10 +217,8 @@ def run() -> int:
 
 def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     from toren_action.config.settings import Settings
-    from toren_action.core.paths import job_dir, log_path, toren_home
-    from toren_action.job.plan import make_plan
-    from toren_action.job.run import run_job
-    from toren_action.jobs.store import Store, new_job_id
+    from toren_action.core.paths import job_dir, log_path
+    from toren_action.job.submit import run_in_foreground, submit
 
     core = _core()
     if os.environ.get("INPUT_CLAUDE_CREDENTIALS", "").strip():
@@ -261,21 +259,15 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
         flags.pop("actor")  # whoever may dispatch a workflow already has write access
     flags = {k: v for k, v in flags.items() if v is not None}
 
-    settings = Settings.load(flags)
-    job_id = new_job_id()
-    plan = make_plan(settings, job_id)
-    home = toren_home()
-    store = Store(home)
-    store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
-                     model=settings.model, base_image=settings.base_image,
-                     inputs={**settings.to_record(), "_cwd": os.getcwd()})
+    submitted = submit(Settings.load(flags), background=False)  # as `toren run --disable-daemon` does
+    home, job_id = submitted.home, submitted.job_id
     core.set_output("job-id", job_id)
     reporter = ActionsReporter()
     try:
-        outcome = run_job(plan, store, home, job_id, reporter)
+        outcome = run_in_foreground(submitted, reporter)
     finally:
         reporter.close()
-    job = store.get(job_id)
+    job = submitted.store.get(job_id)
     artifacts = _artifacts(home, job_id, job, job_dir, log_path)
     pr_number = re.search(r"/pull/(\d+)", outcome.pr_url or "")
     outputs = {"status": outcome.state, "branch": outcome.branch or "", "pr-url": outcome.pr_url or "",

@@ -105,15 +105,15 @@ def test_a_lost_worker_is_its_own_exception_on_the_ctrl_c_path():
 def test_a_termination_signal_in_a_worker_job_whose_worker_died_raises_worker_lost(monkeypatch):
     import signal
 
-    from toren_action.cli import commands
+    from toren_action.jobs import process
 
     handlers = {}
     monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.setdefault(signum, handler))
-    commands._stop_on_termination(parent=os.getppid() + 1)  # not our parent: the worker is gone
+    process.stop_on_termination(parent=os.getppid() + 1)  # not our parent: the worker is gone
     with pytest.raises(errors.WorkerLost):
         handlers[signal.SIGTERM](signal.SIGTERM, None)
     handlers.clear()
-    commands._stop_on_termination(parent=os.getppid())
+    process.stop_on_termination(parent=os.getppid())
     with pytest.raises(KeyboardInterrupt) as caught:
         handlers[signal.SIGTERM](signal.SIGTERM, None)
     assert not isinstance(caught.value, errors.WorkerLost) and str(caught.value) == "SIGTERM"

@@ -14,70 +14,33 @@ from pathlib import Path
 
 from toren_action.cli.parser import run_flags
 from toren_action.cli.ui import print_json
-from toren_action.core.errors import Interrupted, TorenError, UsageError, WorkerLost
+from toren_action.core.errors import Interrupted, TorenError, UsageError
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
-from toren_action.jobs.store import Store, new_job_id, pid_alive
-
-
-def _stop_on_termination(parent: int | None = None) -> None:
-    """SIGTERM and SIGHUP take the same path as Ctrl-C: container removed, job marked cancelled. In a job
-    started by the worker (``parent``), a SIGTERM that comes because the worker died marks it worker lost."""
-    import signal
-
-    def interrupt(signum, _frame):
-        if parent is not None and os.getppid() != parent:
-            raise WorkerLost()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
+from toren_action.jobs.store import Store, pid_alive
 
 
 def cmd_run(args: Namespace) -> int:
     from toren_action.config.settings import Settings
-    from toren_action.job.plan import make_plan
-    from toren_action.job.run import run_job
-    from toren_action.sandbox import container
+    from toren_action.job.submit import run_in_foreground, submit
 
     settings = Settings.load(run_flags(args), config_file=args.config)
+    job = submit(settings, background=not args.disable_daemon)
     if not args.disable_daemon:
-        from toren_action.jobs.worker import max_jobs
-
-        max_jobs()  # a bad TOREN_MAX_JOBS is refused now, not by a worker that could then run nothing
-    job_id = new_job_id()
-    plan = make_plan(settings, job_id)
-    docker = container.client()  # the engine must answer before a job exists
-    home = toren_home()
-    store = Store(home)
-    inputs = {**settings.to_record(), "_cwd": os.getcwd()}
-    if not args.disable_daemon:  # saved before the job exists, so the worker never sees a job without it
-        from toren_action.jobs.worker import save_job_env
-
-        save_job_env(home, job_id, dict(os.environ), inputs)
-    from toren_action.core.redact import redact_data
-
-    # the record keeps the inputs with secret values and token formats masked (a --command holding a token)
-    store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
-                     model=settings.model, base_image=settings.base_image, inputs=redact_data(inputs, plan.redactor))
-
-    if not args.disable_daemon:
-        return _start_background(args, store, home, job_id)
+        return _start_background(args, job.store, job.home, job.job_id)
 
     from toren_action.cli.ui import ConsoleReporter, outcome_json, print_outcome
 
-    _stop_on_termination()
-    _heartbeat(home, job_id)
     reporter = ConsoleReporter(quiet=args.quiet)
     try:
-        outcome = run_job(plan, store, home, job_id, reporter, docker=docker)
+        outcome = run_in_foreground(job, reporter)
     finally:
         reporter.close()
-    job = store.get(job_id)
+    record = job.store.get(job.job_id)
     if args.json:
-        print_json(outcome_json(outcome, job))
+        print_json(outcome_json(outcome, record))
     else:
-        print_outcome(outcome, job)
+        print_outcome(outcome, record)
     return outcome.exit_code
 
 
@@ -103,9 +66,10 @@ def cmd_run_job(args: Namespace) -> int:
     from toren_action.config.settings import settings_from_record
     from toren_action.job.plan import make_plan
     from toren_action.job.run import run_job
+    from toren_action.jobs.process import heartbeat, stop_on_termination
     from toren_action.jobs.worker import take_job_env
 
-    _stop_on_termination(parent=os.getppid())
+    stop_on_termination(parent=os.getppid())
     home = toren_home()
     store = Store(home)
     job = store.get(args.job)
@@ -123,7 +87,7 @@ def cmd_run_job(args: Namespace) -> int:
     os.environ.update(env)
     if inputs.get("_cwd") and os.path.isdir(inputs["_cwd"]):
         os.chdir(inputs["_cwd"])
-    _heartbeat(home, job.id)
+    heartbeat(home, job.id)
     settings = settings_from_record(inputs)
     try:
         plan = make_plan(settings, job.id)
@@ -137,25 +101,6 @@ def cmd_run_job(args: Namespace) -> int:
         return run_job(plan, store, home, job.id).exit_code
     except TorenError as exc:  # Interrupted: the job is already marked cancelled
         return exc.exit_code
-
-
-def _heartbeat(home: Path, job_id: str) -> None:
-    """Beat into the store from a thread (its own connection) while this job's process lives."""
-    import threading
-
-    from toren_action.jobs.worker import HEARTBEAT_S
-
-    def beat():
-        store = None
-        while True:
-            try:
-                store = store or Store(home)
-                store.beat(job_id)
-            except Exception:  # noqa: BLE001,S110 - a busy database: beat next time
-                pass
-            time.sleep(HEARTBEAT_S)
-
-    threading.Thread(target=beat, daemon=True, name="heartbeat").start()
 
 
 def cmd_scan(args: Namespace) -> int:
