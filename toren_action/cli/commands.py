@@ -11,12 +11,14 @@ import sys
 import time
 from argparse import Namespace
 from pathlib import Path
+from typing import Any
 
 from toren_action.cli.parser import run_flags
 from toren_action.cli.ui import print_json
 from toren_action.core.errors import Interrupted, TorenError, UsageError
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
+from toren_action.core.texts import terminal
 from toren_action.jobs.store import Store, pid_alive
 
 
@@ -201,8 +203,6 @@ def cmd_logs(args: Namespace) -> int:
     path = log_path(home, job.id)
     if not path.exists():
         raise TorenError(f"job {job.id} has no log yet (it has not started)")
-    from toren_action.core.texts import terminal
-
     # the log holds the agent's output: its control characters are shown, never sent to the terminal (newline="":
     # a lone \r is kept, to be shown, not read as a line end)
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
@@ -230,7 +230,7 @@ def cmd_logs(args: Namespace) -> int:
 def cmd_summary(args: Namespace) -> int:
     store = Store(toren_home())
     job = store.resolve(args.job)
-    facts = {
+    facts: dict[str, Any] = {
         "job_id": job.id, "state": job.state, "repo": job.repo, "branch": job.branch, "agent": job.agent,
         "model": job.model, "task": job.inputs.get("spec") or job.inputs.get("issue"),
         "duration_s": job.duration, "files_changed": job.files_changed, "commit": job.result_commit,
@@ -247,22 +247,23 @@ def cmd_summary(args: Namespace) -> int:
     from toren_action.cli.ui import fmt_age
 
     if ai:
-        print(ai["text"])
+        print(terminal(ai["text"]))
         cost = f", ${ai['cost_usd']:.4f}" if ai.get("cost_usd") is not None else ""
         print(f"\n(summary by {ai['model']}{cost})\n")
     print(f"Job {job.id}: {job.state}, {job.agent} agent on {job.repo}, task {facts['task']}.")
     print("Stages: " + " → ".join(f"{name} (+{t:.1f}s)" for name, t in facts["stages"]) + ".")
     if job.result_commit:
-        print(f"Committed {job.result_commit[:10]} on {job.branch}, {len(job.files_changed)} file(s) changed: "
-              + ", ".join(job.files_changed[:20]))
+        print(terminal(f"Committed {job.result_commit[:10]} on {job.branch}, {len(job.files_changed)} file(s) "
+                       "changed: " + ", ".join(job.files_changed[:20])))  # names are the agent's: no escapes
         if job.diffstat:
-            print(job.diffstat)
+            print(terminal(job.diffstat))
     if job.error:
-        print(f"Reason: {job.error}")
+        print(terminal(f"Reason: {job.error}"))
     if job.usage:
         u = job.usage
-        cost = f"${job.cost_usd:.4f}" + (" (price table)" if job.cost_source == "price-table" else "") \
-            if job.cost_usd is not None else "an unknown cost"
+        from toren_action.job.usage import usage_parts
+
+        cost = usage_parts(u, job.cost_usd, job.cost_source)[1]
         tools = ", ".join(f"{name} ×{n}" for name, n in _counts(facts["tools"]))
         print(f"The agent ({u.get('model') or 'model unknown'}) took {u['turns']} turn(s) and {u['tool_calls']} tool "
               f"call(s){' (' + tools + ')' if tools else ''}, {u['input_tokens']} tokens in "
