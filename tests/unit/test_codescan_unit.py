@@ -161,3 +161,34 @@ def test_real_bandit_output_is_read(tmp_path):
     found, said = codescan.scan(tmp_path, ["app.py"])
     assert [(f.severity, f.line, f.test.split()[0]) for f in found] == [("HIGH", 5, "B602")]  # nosec ignored
     assert said == "bandit on 1 Python file(s): 1 medium or high finding(s)"
+
+
+def test_a_warm_bandit_finds_what_bandits_command_finds_and_is_used_once(tmp_path):
+    import time
+
+    from toren_action.guard import codescan
+
+    (tmp_path / "r.py").write_text("import subprocess\ndef f(x):\n    subprocess.call(x, shell=True)  # nosec\n")
+    cold = codescan.scan(tmp_path, ["r.py"])
+    warm = codescan.WarmBandit().start()
+    try:
+        assert warm.run(tmp_path, ["-q", "-f", "json", "--", "r.py"], timeout=60) is not None  # it answers once
+        assert warm.run(tmp_path, ["-q", "-f", "json", "--", "r.py"], timeout=60) is None  # then it is spent
+    finally:
+        warm.close()
+    warm = codescan.WarmBandit().start()
+    try:
+        time.sleep(0.2)
+        assert codescan.scan(tmp_path, ["r.py"], warm) == cold and cold[0][0].test.startswith("B602")
+    finally:
+        warm.close()
+
+
+def test_a_dead_warm_bandit_falls_back_to_bandits_command(tmp_path):
+    from toren_action.guard import codescan
+
+    (tmp_path / "r.py").write_text("import subprocess\ndef f(x):\n    subprocess.call(x, shell=True)\n")
+    warm = codescan.WarmBandit().start()
+    warm.close()  # gone before it was asked
+    found, said = codescan.scan(tmp_path, ["r.py"], warm)
+    assert found and "bandit on 1 Python file(s)" in said

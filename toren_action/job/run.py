@@ -32,6 +32,7 @@ from toren_action.core.errors import (
 from toren_action.core.paths import job_dir, log_path, remove_tree, write_private
 from toren_action.core.redact import mask_tokens, redact_data
 from toren_action.core.states import JobState
+from toren_action.guard.codescan import WarmBandit
 from toren_action.job import report
 from toren_action.job.log import JobLog, NullReporter, Reporter, Tee
 from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_SOCKETS, CONTAINER_TASK, Plan
@@ -65,6 +66,8 @@ class JobRun:
     outcome: Outcome
     progress: ProgressComment | None = None  # the comment on the issue, edited at each stage
     state: str = "queued"
+    #: bandit loading while the agent runs, for the code scan (codescan.WarmBandit); closed when the job ends
+    scanner: WarmBandit | None = None
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -161,6 +164,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         job.end(JobState.FAILED, f"{job.state}: internal error: {exc.__class__.__name__}: {exc}", 1)
         return outcome
     finally:
+        if job.scanner is not None:
+            job.scanner.close()
         outcome.duration_s = time.monotonic() - started
         if job.progress:
             job.progress.finish(outcome.state, [plan.redactor(x) for x in report.progress_lines(outcome, job_id)])
@@ -454,6 +459,7 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
     try:
         with agent_sandbox(job, prepared, image) as sandbox:
             job.enter("running", f"{plan.profile.name} agent in {image.tag} (network {plan.network})")
+            job.scanner = WarmBandit().start()  # its start-up hides behind the agent's run
             watch.started = True
             result = sandbox.run(watch.show, on_start=lambda cid: job.store.update(job.id, container_id=cid))
     finally:
@@ -624,7 +630,7 @@ def code_scan(job: JobRun, ws: Workspace, change: Change) -> list:
     plan = job.plan
     tree = _committed_tree(job.dir, ws, change, "scan-tree", change.files)
     try:
-        findings, what = codescan.scan(tree, change.files)
+        findings, what = codescan.scan(tree, change.files, job.scanner)
     finally:
         remove_tree(tree)
     job.log.line(f"code scan: {what}")
