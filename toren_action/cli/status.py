@@ -11,10 +11,11 @@ from toren_action.jobs.store import Store
 
 
 def cmd_status(args: Namespace) -> int:
-    from toren_action.jobs import worker
-
     store = Store(toren_home())
-    worker.reap(store) if store.has_unfinished() else None
+    if store.has_unfinished():  # the worker's code only when a job may have been lost
+        from toren_action.jobs import worker
+
+        worker.reap(store)
     jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
     if args.json:
         print_json([j.to_dict() for j in jobs])

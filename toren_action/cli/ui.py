@@ -165,5 +165,6 @@ def _short_repo(repo: str) -> str:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    """``data`` as indented JSON, written at once (json.dump would make one write per token: 130,000 for
+    `status --json --limit 1000`)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
