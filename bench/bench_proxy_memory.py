@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.fakes.base import drain_body  # noqa: E402
 from toren_action.core.redact import Secret  # noqa: E402
 from toren_action.sandbox.keyproxy import KeyProxy  # noqa: E402
 from toren_action.sandbox.sockets import MAX_BODY_BYTES  # noqa: E402
@@ -54,19 +55,7 @@ class Drop(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self):
-        n = 0
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                while size:
-                    got = len(self.rfile.read(min(size, 65536)))
-                    n, size = n + got, size - got
-                self.rfile.readline()
-            self.rfile.readline()
-        else:
-            left = int(self.headers.get("Content-Length") or 0)
-            while left:
-                got = len(self.rfile.read(min(left, 65536)))
-                n, left = n + got, left - got
+        n = drain_body(self)
         data = b'{"bytes": %d}' % n
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))

@@ -11,6 +11,25 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def drain_body(handler: BaseHTTPRequestHandler, chunk: int = 65536) -> int:
+    """Read a request's body (Content-Length or chunked) ``chunk`` bytes at a time, keeping none of it; its
+    size. For fakes that must take huge bodies without holding them."""
+    n = 0
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        while size := int(handler.rfile.readline().split(b";")[0], 16):
+            while size:
+                got = len(handler.rfile.read(min(size, chunk)))
+                n, size = n + got, size - got
+            handler.rfile.readline()
+        handler.rfile.readline()
+    else:
+        left = int(handler.headers.get("Content-Length") or 0)
+        while left:
+            got = len(handler.rfile.read(min(left, chunk)))
+            n, left = n + got, left - got
+    return n
+
+
 @dataclass
 class Recorded:
     method: str

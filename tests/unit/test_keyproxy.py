@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.fakes.base import drain_body
 from toren_action.core.redact import Secret
 from toren_action.sandbox.keyproxy import KeyProxy
 from toren_action.sandbox.sockets import MAX_BODY_BYTES
@@ -36,19 +37,7 @@ class Upstream:
                 pass
 
             def do_POST(self):
-                n = 0
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    while size := int(self.rfile.readline().split(b";")[0], 16):
-                        while size:
-                            got = len(self.rfile.read(min(size, 65536)))
-                            n, size = n + got, size - got
-                        self.rfile.readline()
-                    self.rfile.readline()
-                else:
-                    left = int(self.headers.get("Content-Length") or 0)
-                    while left:
-                        got = len(self.rfile.read(min(left, 65536)))
-                        n, left = n + got, left - got
+                n = drain_body(self)
                 up.requests.append({"path": self.path, "bytes": n, "headers": dict(self.headers)})
                 data = json.dumps({"bytes": n, "key": self.headers.get("x-api-key")}).encode()
                 self.send_response(200)
