@@ -23,3 +23,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   fi
   touch "$stamp"
 fi
+# The package's bytecode, as an installed package has it (pip compiles a wheel's modules at install): where
+# PYTHONDONTWRITEBYTECODE is set (this project's CI machines set it), an editable install would otherwise
+# compile every module again in each `toren` process. Quick when nothing changed; stale files are recompiled
+# by Python itself, never trusted.
+.venv/bin/python -m compileall -q toren_action >/dev/null

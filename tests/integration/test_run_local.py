@@ -239,6 +239,13 @@ def test_background_run_returns_at_once(workdir, repo, toren_home, spec):
     assert git("show", "toren/bg:bg.txt", cwd=repo) == "bg\n"
 
 
+def state_history(home: Path, job_id: str) -> list:
+    """The job's state events, oldest first (for an assertion's message)."""
+    with sqlite3.connect(home / "toren.db") as conn:
+        return conn.execute("SELECT ts, data FROM events WHERE job_id = ? AND kind = 'state' ORDER BY id",
+                            (job_id,)).fetchall()
+
+
 def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_home, docker_client):
     import signal
 
@@ -255,7 +262,10 @@ def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_h
     deadline, job_id, running = time.monotonic() + 60, None, []
     while time.monotonic() < deadline and not running:
         if job_id is None and (toren_home / "toren.db").exists():
-            rows = sqlite3.connect(toren_home / "toren.db").execute("SELECT id FROM jobs").fetchall()
+            try:
+                rows = sqlite3.connect(toren_home / "toren.db").execute("SELECT id FROM jobs").fetchall()
+            except sqlite3.OperationalError:  # the file exists a moment before its first migration commits
+                rows = []
             job_id = rows[0][0] if rows else None
         if job_id is not None:
             running = docker_client.containers.list(filters={"label": f"toren.job={job_id}", "status": "running"})
@@ -265,7 +275,7 @@ def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_h
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert not toren_containers(docker_client, job_id)
-    assert job_record(toren_home, job_id)["state"] == "cancelled"
+    assert job_record(toren_home, job_id)["state"] == "cancelled", (state_history(toren_home, job_id), err)
     assert "toren/interrupted" not in git("branch", "--list", cwd=repo)
 
 
@@ -314,7 +324,7 @@ def test_sigterm_to_a_background_job_cancels_it_and_removes_the_container(workdi
     os.kill(pid, signal.SIGTERM)
     while time.monotonic() < deadline and job_record(toren_home, job_id)["state"] != "cancelled":
         time.sleep(0.1)
-    assert job_record(toren_home, job_id)["state"] == "cancelled"
+    assert job_record(toren_home, job_id)["state"] == "cancelled", state_history(toren_home, job_id)
     assert not toren_containers(docker_client, job_id)
 
 

@@ -39,9 +39,10 @@ def submit(settings: Settings, *, background: bool) -> Submitted:
         from toren_action.jobs.worker import max_jobs
 
         max_jobs()  # a bad TOREN_MAX_JOBS is refused now, not by a worker that could then run nothing
+    connected = container.connect_soon()  # the SDK loads while the plan's checks wait for git
     job_id = new_job_id()
     plan = make_plan(settings, job_id)
-    docker = container.client()  # the engine must answer before a job exists
+    docker = connected()  # the engine must answer before a job exists
     home = toren_home()
     store = Store(home)
     inputs = {**settings.to_record(), "_cwd": os.getcwd()}

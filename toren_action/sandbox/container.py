@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 from toren_action.config.validate import Mount
@@ -40,6 +41,31 @@ def client():
         raise DockerError(
             f"no Docker engine answers ({_first_line(exc)}); start one with scripts/setup-docker.sh or set DOCKER_HOST"
         ) from None
+
+
+def connect_soon() -> Callable[[], Any]:
+    """Start :func:`client` in a thread and return the function that waits for it: its client, or its error.
+
+    Importing the Docker SDK (with requests and urllib3) is the largest part of a job's start-up; begun before
+    the planning's git work, most of it happens while this process waits for git."""
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = client()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits, raised there
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, name="toren-docker-connect", daemon=True)
+    thread.start()
+
+    def wait() -> Any:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["client"]
+
+    return wait
 
 
 @dataclass
