@@ -130,7 +130,7 @@ class Settings:
     # -- agent
     agent: str = _agent("claude", flags=("--agent", "--cli-type"), action_input="agent",
                         help="claude (default), gemini, codex, qwen or shell")
-    command: str | None = _agent(help="command the shell agent runs with /bin/sh -c")
+    command: str | None = _agent(help="command the shell agent runs with /bin/sh -c", action_input="command")
     # A name passed to the CLI as one argument (a leading '-' is refused, see _check_repository_values). It cannot
     # pick the CLI, the credential or the endpoint; the cost it causes is bounded by the host's max_cost_usd and
     # timeout_minutes, which the repository cannot set.

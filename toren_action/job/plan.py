@@ -140,7 +140,7 @@ def _agent_profile(s: Settings) -> AgentProfile:
     if profile.takes_command and not s.command:
         raise UsageError("--command", f"the {s.agent} agent needs a command; e.g. --command 'make fmt'")
     if s.command and not profile.takes_command:
-        raise UsageError("--command", "only the shell agent takes --command; drop it or use --agent shell")
+        raise UsageError("--command", "only the shell agent takes --command; drop it or use --agent 'shell'")
     return profile
 
 
