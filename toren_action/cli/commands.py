@@ -40,7 +40,7 @@ def cmd_run(args: Namespace) -> int:
         reporter.close()
     record = job.store.get(job.job_id)
     if args.json:
-        print_json(outcome_json(outcome, record))
+        print_json(outcome_json(outcome, record, log_path(job.home, job.job_id)))
     else:
         print_outcome(outcome, record)
     return outcome.exit_code
@@ -55,7 +55,9 @@ def _start_background(args: Namespace, store: Store, home: Path, job_id: str) ->
     log.touch()
     worker.ensure_worker(home)
     if args.json:
-        print_json({"job_id": job_id, "state": JobState.QUEUED, "log": str(log)})
+        from toren_action.cli.job_json import job_json
+
+        print_json(job_json(store.get(job_id), log))
     else:
         print(job_id)
         print(f"toren: job {job_id} started in the background; follow it with `toren logs {job_id} --follow`",
@@ -242,7 +244,10 @@ def cmd_summary(args: Namespace) -> int:
     }
     ai = _ai_summary(store, job, facts, args)
     if args.json:
-        print_json({**facts, "ai_summary": ai})
+        from toren_action.cli.job_json import job_json
+
+        print_json(job_json(job, log_path(toren_home(), job.id), ai_summary=ai, tools=facts["tools"],
+                            stages=facts["stages"]))
         return 0
     from toren_action.cli.ui import fmt_age
 

@@ -18,7 +18,11 @@ def cmd_status(args: Namespace) -> int:
         worker.reap(store)
     jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
     if args.json:
-        print_json([j.to_dict() for j in jobs])
+        from toren_action.cli.job_json import job_json
+        from toren_action.core.paths import log_path
+
+        home = toren_home()
+        print_json([job_json(j, log_path(home, j.id)) for j in jobs])
     elif not jobs:
         print("no jobs yet; start one with `toren run`")
     else:

@@ -94,25 +94,13 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
 
 
-def outcome_json(outcome, job) -> dict:
-    return {
-        "job_id": outcome.job_id,
-        "state": outcome.state,
-        "exit_code": outcome.exit_code,
-        "message": outcome.message,
-        "branch": outcome.branch,
-        "commit": outcome.commit,
-        "files_changed": outcome.files,
-        "diffstat": outcome.diffstat,
-        "duration_s": round(outcome.duration_s, 3),
-        "image": job.image if job else None,
-        "image_built": outcome.image_built,
-        "pushed_to": outcome.pushed_to,
-        "pr_url": outcome.pr_url,
-        "usage": outcome.usage,
-        "cost_usd": outcome.cost_usd,
-        "cost_source": outcome.cost_source,
-    }
+def outcome_json(outcome, job, log=None) -> dict:
+    """`toren run --disable-daemon --json`: the job's object (job_json) with the exit code the run returns (it
+    knows the error, e.g. 8 for a failed verification, where the record knows only the state) and its own keys."""
+    from toren_action.cli.job_json import job_json
+
+    return job_json(job, log, exit_code=outcome.exit_code, image_built=outcome.image_built,
+                    pushed_to=outcome.pushed_to, message=outcome.message)
 
 
 def fmt_age(seconds: float | None) -> str:
