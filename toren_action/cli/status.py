@@ -28,5 +28,12 @@ def cmd_status(args: Namespace) -> int:
     else:
         from toren_action.cli.ui import status_table
 
-        status_table(jobs)
+        status_table(jobs, wide=args.wide, total=_total(store, args, jobs))
     return 0
+
+
+def _total(store: Store, args: Namespace, jobs: list) -> int | None:
+    """How many jobs match when --limit may have hidden some (counted only then)."""
+    if args.limit and len(jobs) >= args.limit:
+        return store.count(state=args.state, repo=args.repo)
+    return None
