@@ -257,7 +257,8 @@ def _result(job, wide: bool) -> str:
         m = re.search(r"/([^/]+/[^/]+)/pull/(\d+)$", job.pr_url)
         return f"PR {m.group(1)}#{m.group(2)}" if m else job.pr_url
     if job.result_commit:
-        return job.result_commit[:10] + (f" ({len(job.files_changed)} files)" if job.files_changed else "")
+        n = len(job.files_changed or [])
+        return job.result_commit[:10] + (f" ({n} file{'' if n == 1 else 's'})" if n else "")
     return job.error or ""
 
 
