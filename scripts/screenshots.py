@@ -101,7 +101,8 @@ def live_svg(repo: Path, spec: Path) -> str:
             super().stage(state, detail)
             self.live = None if JobState(state).final else SpinnerLine(state, self.started)
 
-    command = "echo 'renaming old_name in src/'; sed -i s/old_name/new_name/g src/*.py; echo 'running the tests'; sleep 4"
+    command = ("echo 'renaming old_name in src/'; sed -i s/old_name/new_name/g src/*.py; "
+               "echo 'running the tests'; sleep 4")
     settings = Settings.load({"repo": str(repo), "spec": str(spec), "branch": "toren/live-run", "agent": "shell",
                               "command": command, "base_image": BASE_IMAGE, "pull": "never"})
     job = submit(settings, background=False)
