@@ -154,3 +154,25 @@ def test_health_says_when_the_machine_is_a_cloud_one(tmp_path):
         assert cloud_vendor(str(dmi), {}) == cloud
         (dmi / file).unlink()
     assert cloud_vendor(str(dmi), {"RUNNER_ENVIRONMENT": "github-hosted"}) == "GitHub-hosted runner"
+
+
+def test_logs_of_a_queued_job_is_one_line_and_exit_0_as_docs_cli_says(tmp_path, monkeypatch, capsys):
+    from toren_action.core.paths import log_path
+    from toren_action.jobs.store import Store
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("TOREN_HOME", str(home))
+    store = Store(home)
+    queued = store.create_job(repo="/r", branch="b", agent="shell", model=None, base_image="i", inputs={})
+    log = log_path(home, queued)
+    log.parent.mkdir(parents=True)
+    log.touch()  # as `toren run` leaves it for the worker
+    assert main(["logs", queued]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"toren: job {queued} is queued: nothing logged yet; `toren logs {queued} "
+                                 "--follow` waits for it\n")
+    log.unlink()  # never given a log: still a queued job, not an error
+    assert main(["logs", queued]) == 0 and "is queued" in capsys.readouterr().err
+    store.set_state(queued, "running")
+    assert main(["logs", queued]) == 1  # a job that started without a log is one
+    assert capsys.readouterr().err == f"toren: job {queued} is running but has no log file ({log} is missing)\n"

@@ -203,8 +203,13 @@ def cmd_logs(args: Namespace) -> int:
     store = Store(home)
     job = store.resolve(args.job)
     path = log_path(home, job.id)
+    nothing_yet = job.state is JobState.QUEUED and (not path.exists() or path.stat().st_size == 0)
+    if nothing_yet and not args.follow:  # waiting for the worker: nothing to show, and no error
+        print(f"toren: job {job.id} is queued: nothing logged yet; `toren logs {job.id} --follow` waits for it",
+              file=sys.stderr)
+        return 0
     if not path.exists():
-        raise TorenError(f"job {job.id} has no log yet (it has not started)")
+        raise TorenError(f"job {job.id} is {job.state} but has no log file ({path} is missing)")
     # the log holds the agent's output: its control characters are shown, never sent to the terminal (newline="":
     # a lone \r is kept, to be shown, not read as a line end)
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
