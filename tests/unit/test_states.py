@@ -152,7 +152,7 @@ def test_the_status_table_colours_every_state_as_the_table_says():
             for i, s in enumerate(JobState)]
     table = status_renderable(jobs)
     cells = list(table.columns[1].cells)
-    assert cells == [f"[{s.colour}]{s.mark} {s.value}[/]" for s in JobState]
+    assert [(c.plain, c.style) for c in cells] == [(f"{s.mark} {s.value}", s.colour) for s in JobState]
     assert JobState.BLOCKED_BY_POLICY.colour == "red"  # the old table had none: it showed as running
     Console(file=io.StringIO(), width=200).print(table)  # each colour is one rich knows
 

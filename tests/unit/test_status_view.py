@@ -111,3 +111,10 @@ def test_the_live_line_shows_the_stage_and_the_jobs_elapsed_time():
     assert str(line) == "running … 5.0s (job 1m10s)"
     now[0] = 165.0
     assert render(line, 80) == ["running … 1m05s (job 2m10s)"]  # made again at each refresh
+
+
+def test_a_cell_is_shown_as_written_never_as_markup_or_escapes(store):
+    add(store, "failed", branch="[red]toren/x[/red]", error="[bold]boom[/] \x1b[2J\nsecond line")
+    (line,) = render(status_renderable(store.list(), width=160), 160)[1:]
+    assert "[red]toren/x[/red]" in line and "[bold]boom[/]" in line
+    assert "\x1b" not in line and "second line" in line  # control characters shown, one line

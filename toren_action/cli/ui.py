@@ -166,8 +166,9 @@ def status_renderable(jobs, *, wide: bool = False, total: int | None = None, now
     """The table for a terminal ``width`` columns wide; under it "showing N of M jobs" when ``total`` says more
     jobs match than are shown. Every cell keeps to one line: the short columns keep their width, the long ones
     (_FLEXIBLE) share what is left and end in "…" when cut; a header is never cut."""
-    from rich.markup import escape
+    from rich.cells import cell_len
     from rich.table import Table
+    from rich.text import Text
 
     caption = None
     if total is not None and total > len(jobs):
@@ -177,14 +178,15 @@ def status_renderable(jobs, *, wide: bool = False, total: int | None = None, now
     now = time.time() if now is None else now
     columns = WIDE_COLUMNS if wide else NARROW_COLUMNS
     rows = [_status_cells(j, now, wide) for j in jobs]
-    natural = {c: max([len(c)] + [len(_plain(r[c])) for r in rows]) for c in columns}
+    natural = {c: max([len(c)] + [cell_len(r[c]) for r in rows]) for c in columns}
     widths = _fit(natural, width - 2 * (len(columns) - 1)) if width else natural
     for col in columns:  # each cell on one line: a long one ends in "…"; a header is never cut
         table.add_column(col, no_wrap=True, width=widths[col], overflow="ellipsis")
     for j, r in zip(jobs, rows, strict=True):
         if "REPO:BRANCH" in columns:
-            r["REPO:BRANCH"] = escape(_repo_branch(_repo_name(j.repo), one_line(j.branch), widths["REPO:BRANCH"]))
-        table.add_row(*(r[c] for c in columns))
+            r["REPO:BRANCH"] = _repo_branch(_repo_name(j.repo), one_line(j.branch), widths["REPO:BRANCH"])
+        # Text, never markup: a branch or an error holding "[red]" is shown as it is
+        table.add_row(*(Text(r[c], style=JobState(j.state).colour if c == "STATE" else "") for c in columns))
     return table
 
 
@@ -193,22 +195,20 @@ _FLEXIBLE = ("REPO:BRANCH", "RESULT", "REPO", "BRANCH", "AGENT")
 
 
 def _status_cells(j, now: float, wide: bool) -> dict[str, str]:
-    """One job's cells (rich markup; every text from the job escaped and on one line)."""
-    from rich.markup import escape
-
+    """One job's cells, as plain text on one line (every text from the job through one_line)."""
     state = JobState(j.state)
     return {
         "ID": j.id,
-        "STATE": f"[{state.colour}]{state.mark} {state}[/]",
+        "STATE": f"{state.mark} {state}",
         "AGE": fmt_age(now - j.created_at),
         "TOOK": fmt_age(j.duration if j.finished_at or j.started_at is None else now - j.started_at),
-        "REPO:BRANCH": escape(one_line(f"{_repo_name(j.repo)}:{j.branch}")),
-        "REPO": escape(one_line(_short_repo(j.repo))),
-        "BRANCH": escape(one_line(j.branch)),
-        "AGENT": escape(one_line(j.agent + (f"/{j.model}" if j.model else ""))),
+        "REPO:BRANCH": one_line(f"{_repo_name(j.repo)}:{j.branch}"),
+        "REPO": one_line(_short_repo(j.repo)),
+        "BRANCH": one_line(j.branch),
+        "AGENT": one_line(j.agent + (f"/{j.model}" if j.model else "")),
         "TURNS": str(j.turns or "-"),
         "COST": f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-",
-        "RESULT": escape(one_line(_result(j, wide))[:RESULT_CHARS]),
+        "RESULT": one_line(_result(j, wide))[:RESULT_CHARS],
     }
 
 
@@ -239,12 +239,6 @@ def _repo_branch(repo: str, branch: str, width: int) -> str:
         return f"{repo[:width - len(branch) - 2]}…:{branch}"
     keep = width - 1
     return branch[:keep - keep // 2] + "…" + branch[len(branch) - keep // 2:] if keep > 1 else "…"
-
-
-def _plain(markup: str) -> str:
-    from rich.text import Text
-
-    return Text.from_markup(markup).plain
 
 
 def _result(job, wide: bool) -> str:
