@@ -117,6 +117,22 @@ def test_a_moved_toren_is_one_line_saying_how_to_fix_the_hook(repo, tmp_path, go
     assert "settings.py" in git("diff", "--cached", "--name-only", cwd=repo)
 
 
+def test_a_toren_under_a_hostile_path_is_quoted_in_the_hook(repo, tmp_path):
+    """The path is the hook's data, never its code: quotes, spaces, $(...) and backticks in it stay text."""
+    marker = tmp_path / "pwned"
+    weird = tmp_path / f"it's a \"dir\" $(touch {marker}) `touch {marker}`" / "bin"
+    script = _toren_copy(weird, sys.executable)
+    proc = install_hook(repo, path=f"{script.parent}:{BARE_PATH}")
+    assert proc.returncode == 0, proc.stderr
+    stage_a_token(repo)
+    blocked = commit_without_toren_on_path(repo, "with a token")
+    assert blocked.returncode != 0 and "secret-pattern: settings.py:1" in blocked.stdout + blocked.stderr
+    script.unlink()
+    gone = commit_without_toren_on_path(repo, "with a token")
+    assert gone.returncode == 1 and f"toren pre-commit hook: {script} is gone" in gone.stderr
+    assert not marker.exists()
+
+
 def test_the_hook_is_not_installed_without_a_toren_to_run(repo, tmp_path):
     probe = subprocess.run(["python3", "-c", "import toren_action"], cwd="/", capture_output=True,
                            env={k: v for k, v in env_with_toren().items() if k != "PYTHONPATH"} | {"PATH": BARE_PATH})

@@ -8,6 +8,8 @@ import time
 from argparse import Namespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from toren_action.cli import main
@@ -118,3 +120,19 @@ def test_a_cell_is_shown_as_written_never_as_markup_or_escapes(store):
     (line,) = render(status_renderable(store.list(), width=160), 160)[1:]
     assert "[red]toren/x[/red]" in line and "[bold]boom[/]" in line
     assert "\x1b" not in line and "second line" in line  # control characters shown, one line
+
+
+@given(repo=st.text(min_size=1, max_size=40), branch=st.text(min_size=1, max_size=120),
+       width=st.integers(min_value=len("REPO:BRANCH"), max_value=200))
+def test_repo_branch_always_fits_and_keeps_the_branch_ends(repo, branch, width):
+    from toren_action.cli.ui import _repo_branch
+
+    text = _repo_branch(repo, branch, width)
+    assert len(text) <= width
+    if len(f"{repo}:{branch}") <= width:
+        assert text == f"{repo}:{branch}"
+    elif len(branch) + 3 <= width:
+        assert text.endswith(":" + branch)  # the whole branch; the repository's name gave way
+    else:
+        start, _, end = text.partition("…")
+        assert branch.startswith(start) and branch.endswith(end) and abs(len(start) - len(end)) <= 1

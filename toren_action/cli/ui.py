@@ -184,7 +184,7 @@ def status_renderable(jobs, *, wide: bool = False, total: int | None = None, now
         table.add_column(col, no_wrap=True, width=widths[col], overflow="ellipsis")
     for j, r in zip(jobs, rows, strict=True):
         if "REPO:BRANCH" in columns:
-            r["REPO:BRANCH"] = _repo_branch(_repo_name(j.repo), one_line(j.branch), widths["REPO:BRANCH"])
+            r["REPO:BRANCH"] = _repo_branch(one_line(_repo_name(j.repo)), one_line(j.branch), widths["REPO:BRANCH"])
         # Text, never markup: a branch or an error holding "[red]" is shown as it is
         table.add_row(*(Text(r[c], style=JobState(j.state).colour if c == "STATE" else "") for c in columns))
     return table
@@ -230,8 +230,7 @@ def _fit(natural: dict[str, int], room: int) -> dict[str, int]:
 
 def _repo_branch(repo: str, branch: str, width: int) -> str:
     """``repo:branch`` in ``width`` characters: the repository's name gives way first, then the middle of the
-    branch (its start and its end are what tell branches apart)."""
-    repo = one_line(repo)
+    branch (its start and its end are what tell branches apart). Both are already one line (texts.one_line)."""
     text = f"{repo}:{branch}"
     if len(text) <= width:
         return text
