@@ -121,7 +121,7 @@ def test_a_usage_error_after_parsing_points_at_the_commands_own_help(tmp_path, m
     assert capsys.readouterr().err.rstrip().endswith("(see `toren status --help`)")
     spec = tmp_path / "task.md"
     spec.write_text("x\n")
-    assert main(["run", "--spec", str(spec), "--timeout", "nope"]) == 2
+    assert main(["run", "--spec", str(spec), "--timeout", "0"]) == 2  # found by the settings, after parsing
     assert capsys.readouterr().err.rstrip().endswith("(see `toren run --help`)")
 
 
