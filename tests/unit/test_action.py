@@ -200,7 +200,9 @@ def test_a_shell_agent_mistake_names_the_workflow_inputs(monkeypatch, tmp_path, 
                      "GITHUB_API_URL": gh.api_url, "GITHUB_SERVER_URL": gh.server_url,
                      "INPUT_GITHUB_TOKEN": gh.token, "TOREN_HOME": str(tmp_path / "h"),
                      "RUNNER_TEMP": str(tmp_path), "INPUT_SPEC": "Format the code.", "INPUT_AGENT": agent,
-                     "INPUT_COMMAND": command, "ANTHROPIC_API_KEY": "sk-ant-test-0123456789"}.items():
+                     "INPUT_COMMAND": command, "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
+                     # were the mistake missed, the job would fail at once on this image, pulling nothing
+                     "INPUT_BASE_IMAGE": "toren-test/absent:1", "INPUT_PULL": "never"}.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("GITHUB_TOKEN", raising=False)
         code = action.main()
