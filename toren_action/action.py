@@ -323,7 +323,9 @@ def _artifacts(home: Path, job_id: str, job, job_dir, log_path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if log_path(home, job_id).is_file():
         shutil.copyfile(log_path(home, job_id), out / f"{job_id}.log")
-    record = {k: v for k, v in job.to_dict().items() if k != "inputs"}
+    from toren_action.jobs.job_json import job_json
+
+    record = {k: v for k, v in job_json(job, log_path(home, job_id)).items() if k != "inputs"}  # uploaded
     (out / f"{job_id}.json").write_text(json.dumps(record, indent=2, default=str), "utf-8")
     if (job_dir(home, job_id) / "pr.md").is_file():
         shutil.copyfile(job_dir(home, job_id) / "pr.md", out / f"{job_id}-pr.md")

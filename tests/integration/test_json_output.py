@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from tests.integration.test_run_local import run_shell, toren
-from toren_action.cli.job_json import DEPRECATED_ALIASES, SCHEMA
+from toren_action.jobs.job_json import DEPRECATED_ALIASES, SCHEMA
 
 pytestmark = pytest.mark.docker
 

@@ -8,8 +8,8 @@ import json
 import jsonschema
 import pytest
 
-from toren_action.cli.job_json import DEPRECATED_ALIASES, SCHEMA, job_json
 from toren_action.core.states import JobState
+from toren_action.jobs.job_json import DEPRECATED_ALIASES, SCHEMA, job_json
 from toren_action.jobs.store import Store
 
 
@@ -70,3 +70,18 @@ def test_the_function_and_the_schema_name_the_same_keys(store):
 def test_the_schema_refuses_a_wrong_object(store, broken):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema()).validate({**make(store, JobState.FAILED), **broken})
+
+
+def test_the_actions_record_is_the_same_object_without_the_inputs(store, tmp_path, monkeypatch):
+    from toren_action import action
+    from toren_action.core.paths import job_dir, log_path
+
+    monkeypatch.setenv("TOREN_ARTIFACTS", str(tmp_path / "artifacts"))
+    make(store, JobState.SUCCEEDED)
+    (job,) = store.list()
+    out = action._artifacts(tmp_path / "home", job.id, job, job_dir, log_path)
+    record = json.loads((out / f"{job.id}.json").read_text())
+    assert "inputs" not in record
+    assert record == {k: v for k, v in json.loads(json.dumps(job_json(job, log_path(tmp_path / "home", job.id))))
+                      .items() if k not in ("inputs", "duration_s")} | {"duration_s": record["duration_s"]}
+    jsonschema.Draft202012Validator(schema()).validate({**record, "inputs": {}})

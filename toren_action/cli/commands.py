@@ -55,7 +55,7 @@ def _start_background(args: Namespace, store: Store, home: Path, job_id: str) ->
     log.touch()
     worker.ensure_worker(home)
     if args.json:
-        from toren_action.cli.job_json import job_json
+        from toren_action.jobs.job_json import job_json
 
         print_json(job_json(store.get(job_id), log))
     else:
@@ -249,7 +249,7 @@ def cmd_summary(args: Namespace) -> int:
     }
     ai = _ai_summary(store, job, facts, args)
     if args.json:
-        from toren_action.cli.job_json import job_json
+        from toren_action.jobs.job_json import job_json
 
         print_json(job_json(job, log_path(toren_home(), job.id), ai_summary=ai, tools=facts["tools"],
                             stages=facts["stages"]))

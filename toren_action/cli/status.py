@@ -18,8 +18,8 @@ def cmd_status(args: Namespace) -> int:
         worker.reap(store)
     jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
     if args.json:
-        from toren_action.cli.job_json import job_json
         from toren_action.core.paths import log_path
+        from toren_action.jobs.job_json import job_json
 
         home = toren_home()
         print_json([job_json(j, log_path(home, j.id)) for j in jobs])

@@ -117,7 +117,7 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
 def outcome_json(outcome, job, log=None) -> dict:
     """`toren run --disable-daemon --json`: the job's object (job_json) with the exit code the run returns (it
     knows the error, e.g. 8 for a failed verification, where the record knows only the state) and its own keys."""
-    from toren_action.cli.job_json import job_json
+    from toren_action.jobs.job_json import job_json
 
     return job_json(job, log, exit_code=outcome.exit_code, image_built=outcome.image_built,
                     pushed_to=outcome.pushed_to, message=outcome.message)

@@ -1,6 +1,7 @@
-"""A job as JSON: the one object every command's ``--json`` prints for a job (`status`, `run`, `summary`), with
-one set of keys, described by ``schema/job.schema.json`` (docs/cli.md#json-output). A new key is one line here
-and one property in the schema; a consumer ignores keys it does not know (the schema allows more)."""
+"""A job as JSON: the one object every command's ``--json`` prints for a job (`status`, `run`, `summary`), and the
+Action's record of it, with one set of keys, described by ``schema/job.schema.json`` (docs/cli.md#json-output). A
+new key is one line here and one property in the schema; a consumer ignores keys it does not know (the schema
+allows more). Plain data from the record: no SDK, nothing but the states' table."""
 
 from __future__ import annotations
 
