@@ -85,3 +85,21 @@ def test_the_actions_record_is_the_same_object_without_the_inputs(store, tmp_pat
     assert record == {k: v for k, v in json.loads(json.dumps(job_json(job, log_path(tmp_path / "home", job.id))))
                       .items() if k not in ("inputs", "duration_s")} | {"duration_s": record["duration_s"]}
     jsonschema.Draft202012Validator(schema()).validate({**record, "inputs": {}})
+
+
+def test_an_ended_jobs_record_stops_changing_its_heartbeat_with_it(store, tmp_path, monkeypatch):
+    """What `run --json` printed at the end is what `status --json` shows later: no heartbeat after the end
+    (the foreground run's heartbeat thread used to beat on while its process lived)."""
+    from toren_action.jobs import process, worker
+
+    job_id = store.create_job(repo="/r", branch="b", agent="shell", model=None, base_image="i", inputs={})
+    store.set_state(job_id, "running")
+    assert store.beat(job_id) is True
+    store.set_state(job_id, "succeeded")
+    before = store.get(job_id).heartbeat_at
+    assert store.beat(job_id) is False and store.get(job_id).heartbeat_at == before
+    monkeypatch.setattr(worker, "HEARTBEAT_S", 0.01)
+    thread = process.heartbeat(tmp_path / "home", job_id)
+    thread.join(30)
+    assert not thread.is_alive()  # it saw the end and stopped
+    assert store.get(job_id).heartbeat_at == before

@@ -355,9 +355,14 @@ class Store:
                                   (JobState.QUEUED, limit)).fetchall()
         return [_job(r) for r in rows]
 
-    def beat(self, job_id: str) -> None:
+    def beat(self, job_id: str) -> bool:
+        """The job's process lives: its heartbeat, while the job is unfinished (an ended job's record no longer
+        changes). Returns whether the job is still unfinished."""
+        placeholders = ",".join("?" * len(FINAL_STATES))
         with self._tx() as conn:
-            conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time(), job_id))
+            cur = conn.execute(f"UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state NOT IN ({placeholders})",  # noqa: S608  # nosec B608: placeholders only
+                               (time.time(), job_id, *FINAL_STATES))
+            return cur.rowcount == 1
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as conn:
