@@ -233,11 +233,7 @@ def _add_setting_flags(run: argparse.ArgumentParser) -> None:
         group = run.add_argument_group(title)
         for key, spec in SETTINGS.items():
             if spec.flags and spec.group == title:
-                text = spec.help or ""
-                if "default" not in text and spec.default not in (None, False, (), ""):
-                    text += f" (default {spec.default:g})" if isinstance(spec.default, float) else \
-                        f" (default {spec.default})"
-                options: dict[str, Any] = {"dest": key, "help": text, **_FLAG_KINDS[spec.kind]}
+                options: dict[str, Any] = {"dest": key, "help": spec.help, **_FLAG_KINDS[spec.kind]}
                 if spec.metavar:
                     options["metavar"] = spec.metavar
                 if spec.choices:
