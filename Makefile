@@ -18,6 +18,7 @@ lint: bootstrap
 	.venv/bin/zizmor --quiet --min-severity medium .github/workflows action.yml
 	.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	.venv/bin/check-jsonschema --builtin-schema vendor.github-actions action.yml
+	.venv/bin/check-jsonschema --check-metaschema toren_action/jobs/schema/job.schema.json
 
 bench: bootstrap
 	.venv/bin/python bench/bench_run.py

@@ -209,9 +209,10 @@ def run() -> int:
 
         if isinstance(exc, ActorNotAllowed) and trigger.issue and get_bool("comment_on_refusal", True):
             _comment_refusal(trigger, str(exc))
-        core.error(terminal(f"Toren: {exc}"))
+        said = in_workflow_words(exc)
+        core.error(terminal(f"Toren: {said}"))
         core.set_output("status", "refused" if exc.refusal else "failed")
-        _summary([f"## Toren: {'refused' if exc.refusal else 'failed'}", "", inline(str(exc))])
+        _summary([f"## Toren: {'refused' if exc.refusal else 'failed'}", "", inline(said)])
         return exc.exit_code
 
 
@@ -322,7 +323,9 @@ def _artifacts(home: Path, job_id: str, job, job_dir, log_path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if log_path(home, job_id).is_file():
         shutil.copyfile(log_path(home, job_id), out / f"{job_id}.log")
-    record = {k: v for k, v in job.to_dict().items() if k != "inputs"}
+    from toren_action.jobs.job_json import job_json
+
+    record = {k: v for k, v in job_json(job, log_path(home, job_id)).items() if k != "inputs"}  # uploaded
     (out / f"{job_id}.json").write_text(json.dumps(record, indent=2, default=str), "utf-8")
     if (job_dir(home, job_id) / "pr.md").is_file():
         shutil.copyfile(job_dir(home, job_id) / "pr.md", out / f"{job_id}-pr.md")
@@ -364,11 +367,27 @@ def _summary(lines: list[str]) -> None:
             fh.write("\n".join(lines) + "\n")
 
 
+def in_workflow_words(exc: TorenError) -> str:
+    """A usage error as a workflow author reads it: the flags of settings that have an input named as inputs
+    (``--command: ...`` is ``input command: ...``; ``--command 'make fmt'`` is ``command: make fmt``)."""
+    if not isinstance(exc, UsageError):
+        return str(exc)
+    inputs = {flag: spec.action_input for spec in SETTINGS.values() if spec.action_input for flag in spec.flags}
+
+    def word(m: re.Match[str]) -> str:
+        name = inputs.get(m.group(1))
+        if name is None:
+            return m.group(0)
+        return f"`{name}: {m.group(2)[1:-1]}`" if m.group(2) else f"input {name}"
+
+    return re.sub(r"(?<![\w-])(--[a-z][a-z-]*)(?: ('[^'\n]*'))?", word, str(exc))
+
+
 def main() -> int:
     try:
         return run()
     except TorenError as exc:
-        _core().error(f"Toren: {exc}")
+        _core().error(f"Toren: {in_workflow_words(exc)}")
         return exc.exit_code
     finally:
         sys.stdout.flush()

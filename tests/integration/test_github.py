@@ -127,6 +127,41 @@ def test_no_pr_pushes_only(github, capsys):
     assert github.pulls(REPO) == [] and result["pr_url"] is None
 
 
+def _host_credential_helper(monkeypatch, password: str) -> None:
+    """The host's own git credentials, as `gh auth setup-git` would give them: a credential helper in git's
+    config (here in the environment's GIT_CONFIG_* entries)."""
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "credential.helper")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"!f() {{ echo username=x-access-token; echo password={password}; }}; f")
+
+
+def test_no_pr_without_a_token_pushes_with_the_hosts_git_credentials(github, capsys, toren_home, monkeypatch,
+                                                                       tmp_path):
+    monkeypatch.delenv("GITHUB_TOKEN")
+    _host_credential_helper(monkeypatch, TOKEN)
+    spec = tmp_path / "task.md"
+    spec.write_text("# Rename\n\nRename old_name.\n")
+    code, result, err = run(capsys, "--repo", REPO, "--spec", str(spec), "--branch", "toren/host-creds", "--no-pr",
+                            *SHELL)
+    assert code == 0, err
+    assert github.branch_sha(REPO, "toren/host-creds") == result["commit"]
+    assert github.pulls(REPO) == [] and result["pr_url"] is None
+    assert github.api_requests() == []  # nothing to ask GitHub's API: git alone, with the host's credentials
+
+
+def test_no_pr_without_a_token_or_host_credentials_is_refused_before_the_job(github, capsys, toren_home,
+                                                                            monkeypatch, tmp_path):
+    monkeypatch.delenv("GITHUB_TOKEN")
+    _host_credential_helper(monkeypatch, "wrong-password")
+    spec = tmp_path / "task.md"
+    spec.write_text("# Rename\n\nRename old_name.\n")
+    code, result, err = run(capsys, "--repo", REPO, "--spec", str(spec), "--no-pr", *SHELL)
+    assert code == 9 and result is None and err.count("\n") == 1, err
+    assert not (toren_home / "toren.db").exists()  # refused before any job exists
+    code, result, err = run(capsys, "--repo", REPO, "--spec", str(spec), *SHELL)  # a pull request needs the API
+    assert code == 15 and "needs a token to open the pull request" in err and err.count("\n") == 1, err
+
+
 def test_a_user_without_write_access_is_refused_before_anything_is_built(github, capsys, toren_home):
     code, result, err = run(capsys, "--issue", f"{REPO}#42", "--actor", "rita", *SHELL)
     assert code == 20

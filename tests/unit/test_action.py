@@ -172,3 +172,50 @@ def test_the_step_summary_holds_hostile_names_and_messages_as_text():
     text = re.sub(r"<code>.*?</code>", "", html, flags=re.S)
     assert not re.search(r"@[A-Za-z0-9]|#[0-9]|(?i:closes)\s*#", text.replace("/pull/5", "")), text
     assert "\x1b" not in md and "\u202e" not in md and "\n## " not in md.replace("\n## Toren", "")
+
+
+def test_the_command_input_reaches_the_shell_agent(monkeypatch):
+    monkeypatch.setenv("INPUT_AGENT", "shell")
+    monkeypatch.setenv("INPUT_COMMAND", "  make fmt && git add -A  ")
+    flags = action.setting_inputs()
+    assert flags["agent"] == "shell" and flags["command"] == "make fmt && git add -A"
+
+
+@pytest.mark.parametrize("agent,command,words", [
+    ("shell", "", "input command: the shell agent needs a command; e.g. `command: make fmt`"),
+    ("claude", "make fmt", "input command: only the shell agent takes input command; drop it or use `agent: shell`"),
+])
+def test_a_shell_agent_mistake_names_the_workflow_inputs(monkeypatch, tmp_path, capsys, agent, command, words):
+    """A workflow author is told about the inputs they can set, not about `toren run`'s flags."""
+    from tests.fakes.github import FakeGitHub
+
+    with FakeGitHub(tmp_path / "gh") as gh:
+        gh.add_repo("acme/widget", files={"a.txt": "a\n"})
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps({"sender": {"login": "alice"}}))
+        out_file = tmp_path / "output"
+        out_file.touch()
+        for k, v in {"GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event),
+                     "GITHUB_OUTPUT": str(out_file), "GITHUB_REPOSITORY": "acme/widget",
+                     "GITHUB_API_URL": gh.api_url, "GITHUB_SERVER_URL": gh.server_url,
+                     "INPUT_GITHUB_TOKEN": gh.token, "TOREN_HOME": str(tmp_path / "h"),
+                     "RUNNER_TEMP": str(tmp_path), "INPUT_SPEC": "Format the code.", "INPUT_AGENT": agent,
+                     "INPUT_COMMAND": command, "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
+                     # were the mistake missed, the job would fail at once on this image, pulling nothing
+                     "INPUT_BASE_IMAGE": "toren-test/absent:1", "INPUT_PULL": "never"}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        code = action.main()
+        out = capsys.readouterr().out
+        assert code == 2, out
+        (error,) = [ln for ln in out.splitlines() if ln.startswith("::error")]
+        assert error.endswith(f"Toren: {words}"), error
+        assert "--" not in error
+
+
+def test_only_flags_of_settings_with_an_input_are_renamed():
+    err = UsageError("--spec", "give either --spec or --issue, not --max-turns '3' with --no-pr or --no-pr-x")
+    assert action.in_workflow_words(err) == (
+        "--spec: give either --spec or --issue, not `max-turns: 3` with input no-pr or --no-pr-x")
+    assert action.in_workflow_words(UsageError("--base-branch", "'nosuch' does not exist")) == (
+        "input base-branch: 'nosuch' does not exist")

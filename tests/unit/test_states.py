@@ -147,11 +147,12 @@ def test_the_status_table_colours_every_state_as_the_table_says():
     from toren_action.cli.ui import status_renderable
 
     jobs = [SimpleNamespace(id=f"j{i}", state=s.value, repo="r", branch="b", agent="shell", model=None, pr_url=None,
-                            result_commit=None, error=None, created_at=0.0, duration=None, turns=None, cost_usd=None)
+                            result_commit=None, error=None, created_at=0.0, duration=None, turns=None, cost_usd=None,
+                            started_at=None, finished_at=None, files_changed=[])
             for i, s in enumerate(JobState)]
     table = status_renderable(jobs)
     cells = list(table.columns[1].cells)
-    assert cells == [f"[{s.colour}]{s.value}[/]" for s in JobState]
+    assert [(c.plain, c.style) for c in cells] == [(f"{s.mark} {s.value}", s.colour) for s in JobState]
     assert JobState.BLOCKED_BY_POLICY.colour == "red"  # the old table had none: it showed as running
     Console(file=io.StringIO(), width=200).print(table)  # each colour is one rich knows
 

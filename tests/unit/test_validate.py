@@ -176,3 +176,20 @@ def test_tilde_is_expanded(tmp_path, monkeypatch):
 def test_volume_destinations_are_normalised(tmp_path):
     (tmp_path / "d").mkdir()
     assert validate.volume_spec("d:/data//models/", str(tmp_path), "/nonexistent").target == "/data/models"
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("", "is empty; write the task in it"),
+    ("   \n\t\n", "holds only white space; write the task in it"),
+    ("\r\n\u00a0\u2003\n", "holds only white space"),  # no-break and em spaces
+    ("\ufeff\u200b\u200d\n", "holds only white space"),  # a BOM and zero-width characters show nothing either
+])
+def test_a_spec_with_no_task_in_it_is_refused(tmp_path, text, problem):
+    (tmp_path / "task.md").write_text(text, "utf-8")
+    with pytest.raises(UsageError, match=f"^--spec: task.md {problem}"):
+        validate.spec_file("task.md", str(tmp_path))
+
+
+def test_a_spec_with_one_visible_character_is_a_task(tmp_path):
+    (tmp_path / "task.md").write_text("\ufeff  x\n", "utf-8")
+    assert validate.spec_file("task.md", str(tmp_path)) == (tmp_path / "task.md").resolve()

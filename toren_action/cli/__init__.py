@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as exc:  # --help, --version, or a bad flag (already printed as one line)
             return exc.code if isinstance(exc.code, int) else UsageError.exit_code
-    if not args.command_name:
+    if not args.command_name:  # as `gh` does: the help, and success (asking for nothing is no error)
         build_parser().print_help()
-        return UsageError.exit_code
+        return 0
     try:
         if args.command_name == "status":  # the common quick look: none of the other commands' imports
             if args.watch and not args.json:
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                     "cleanup": commands.cmd_cleanup, "health": commands.cmd_health, "scan": commands.cmd_scan,
                     "action": commands.cmd_action}
         return handlers[args.command_name](args)
+    except UsageError as exc:  # the one path of a usage error found after parsing: it points at the command's help
+        print(f"toren: {exc} (see `toren {args.command_name} --help`)", file=sys.stderr)
+        return exc.exit_code
     except TorenError as exc:
         print(f"toren: {exc}", file=sys.stderr)
         return exc.exit_code

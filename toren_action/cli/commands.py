@@ -40,7 +40,7 @@ def cmd_run(args: Namespace) -> int:
         reporter.close()
     record = job.store.get(job.job_id)
     if args.json:
-        print_json(outcome_json(outcome, record))
+        print_json(outcome_json(outcome, record, log_path(job.home, job.job_id)))
     else:
         print_outcome(outcome, record)
     return outcome.exit_code
@@ -55,7 +55,9 @@ def _start_background(args: Namespace, store: Store, home: Path, job_id: str) ->
     log.touch()
     worker.ensure_worker(home)
     if args.json:
-        print_json({"job_id": job_id, "state": JobState.QUEUED, "log": str(log)})
+        from toren_action.jobs.job_json import job_json
+
+        print_json(job_json(store.get(job_id), log))
     else:
         print(job_id)
         print(f"toren: job {job_id} started in the background; follow it with `toren logs {job_id} --follow`",
@@ -201,8 +203,13 @@ def cmd_logs(args: Namespace) -> int:
     store = Store(home)
     job = store.resolve(args.job)
     path = log_path(home, job.id)
+    nothing_yet = job.state is JobState.QUEUED and (not path.exists() or path.stat().st_size == 0)
+    if nothing_yet and not args.follow:  # waiting for the worker: nothing to show, and no error
+        print(f"toren: job {job.id} is queued: nothing logged yet; `toren logs {job.id} --follow` waits for it",
+              file=sys.stderr)
+        return 0
     if not path.exists():
-        raise TorenError(f"job {job.id} has no log yet (it has not started)")
+        raise TorenError(f"job {job.id} is {job.state} but has no log file ({path} is missing)")
     # the log holds the agent's output: its control characters are shown, never sent to the terminal (newline="":
     # a lone \r is kept, to be shown, not read as a line end)
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
@@ -242,7 +249,10 @@ def cmd_summary(args: Namespace) -> int:
     }
     ai = _ai_summary(store, job, facts, args)
     if args.json:
-        print_json({**facts, "ai_summary": ai})
+        from toren_action.jobs.job_json import job_json
+
+        print_json(job_json(job, log_path(toren_home(), job.id), ai_summary=ai, tools=facts["tools"],
+                            stages=facts["stages"]))
         return 0
     from toren_action.cli.ui import fmt_age
 

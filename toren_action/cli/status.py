@@ -18,11 +18,22 @@ def cmd_status(args: Namespace) -> int:
         worker.reap(store)
     jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
     if args.json:
-        print_json([j.to_dict() for j in jobs])
+        from toren_action.core.paths import log_path
+        from toren_action.jobs.job_json import job_json
+
+        home = toren_home()
+        print_json([job_json(j, log_path(home, j.id)) for j in jobs])
     elif not jobs:
         print("no jobs yet; start one with `toren run`")
     else:
         from toren_action.cli.ui import status_table
 
-        status_table(jobs)
+        status_table(jobs, wide=args.wide, total=_total(store, args, jobs))
     return 0
+
+
+def _total(store: Store, args: Namespace, jobs: list) -> int | None:
+    """How many jobs match when --limit may have hidden some (counted only then)."""
+    if args.limit and len(jobs) >= args.limit:
+        return store.count(state=args.state, repo=args.repo)
+    return None

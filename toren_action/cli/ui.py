@@ -49,11 +49,13 @@ class ConsoleReporter:
             return
         if state.final:  # no spinner after it
             self.close()
-        elif self._status is None:
-            self._status = self._console.status(f"{state} …", spinner="dots")
+            return
+        line = SpinnerLine(state, self.started)
+        if self._status is None:
+            self._status = self._console.status(line, spinner="dots")
             self._status.start()
         else:
-            self._status.update(f"{state} …")
+            self._status.update(line)
 
     def line(self, text: str) -> None:
         if not self.quiet:
@@ -64,6 +66,24 @@ class ConsoleReporter:
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+
+class SpinnerLine:
+    """The text beside the live spinner, made again at each refresh: the stage and how long it and the whole
+    job have taken (``running … 1m05s (job 2m10s)``)."""
+
+    def __init__(self, state: str, job_started: float, clock=time.monotonic) -> None:
+        self.state, self.job_started, self.clock = state, job_started, clock
+        self.stage_started = clock()
+
+    def __str__(self) -> str:
+        now = self.clock()
+        return f"{self.state} … {fmt_age(now - self.stage_started)} (job {fmt_age(now - self.job_started)})"
+
+    def __rich__(self):
+        from rich.text import Text
+
+        return Text(str(self))
 
 
 def _interactive(stream) -> bool:
@@ -94,25 +114,13 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
 
 
-def outcome_json(outcome, job) -> dict:
-    return {
-        "job_id": outcome.job_id,
-        "state": outcome.state,
-        "exit_code": outcome.exit_code,
-        "message": outcome.message,
-        "branch": outcome.branch,
-        "commit": outcome.commit,
-        "files_changed": outcome.files,
-        "diffstat": outcome.diffstat,
-        "duration_s": round(outcome.duration_s, 3),
-        "image": job.image if job else None,
-        "image_built": outcome.image_built,
-        "pushed_to": outcome.pushed_to,
-        "pr_url": outcome.pr_url,
-        "usage": outcome.usage,
-        "cost_usd": outcome.cost_usd,
-        "cost_source": outcome.cost_source,
-    }
+def outcome_json(outcome, job, log=None) -> dict:
+    """`toren run --disable-daemon --json`: the job's object (job_json) with the exit code the run returns (it
+    knows the error, e.g. 8 for a failed verification, where the record knows only the state) and its own keys."""
+    from toren_action.jobs.job_json import job_json
+
+    return job_json(job, log, exit_code=outcome.exit_code, image_built=outcome.image_built,
+                    pushed_to=outcome.pushed_to, message=outcome.message)
 
 
 def fmt_age(seconds: float | None) -> str:
@@ -130,34 +138,131 @@ def fmt_age(seconds: float | None) -> str:
     return f"{seconds // 86400}d"
 
 
-def status_table(jobs, stream: TextIO | None = None) -> None:
+def status_table(jobs, stream: TextIO | None = None, *, wide: bool = False, total: int | None = None) -> None:
+    """The jobs as a table sized to the terminal (80 columns first; every column with ``wide``); to a pipe or a
+    file at 240 columns, so nothing is cut."""
     stream = stream or sys.stdout
     from rich.console import Console
 
-    console = Console(file=stream, soft_wrap=False)
-    if not console.is_terminal:
-        console = Console(file=stream, soft_wrap=False, width=240)
-    console.print(status_renderable(jobs))
+    console = Console(file=stream, soft_wrap=False, highlight=False)
+    if wide:  # as kubectl's -o wide: every cell whole, lines as long as they need
+        console = Console(file=stream, soft_wrap=False, highlight=False, width=10_000)
+        console.print(status_renderable(jobs, wide=True, total=total))
+        return
+    if not console.is_terminal:  # a pipe or a file: nothing cut
+        console = Console(file=stream, soft_wrap=False, highlight=False, width=240)
+    console.print(status_renderable(jobs, total=total, width=console.width))
 
 
-def status_renderable(jobs):
-    from rich.markup import escape
+#: The columns of `toren status`, by priority: the first ones fit 80 columns; `--wide` shows them all.
+NARROW_COLUMNS = ("ID", "STATE", "AGE", "TOOK", "REPO:BRANCH", "RESULT")
+WIDE_COLUMNS = ("ID", "STATE", "REPO", "BRANCH", "AGENT", "AGE", "TOOK", "TURNS", "COST", "RESULT")
+#: The longest RESULT kept (an error is one line of at most this; the terminal's width cuts it further).
+RESULT_CHARS = 300
+
+
+def status_renderable(jobs, *, wide: bool = False, total: int | None = None, now: float | None = None,
+                      width: int | None = None):
+    """The table for a terminal ``width`` columns wide; under it "showing N of M jobs" when ``total`` says more
+    jobs match than are shown. Every cell keeps to one line: the short columns keep their width, the long ones
+    (_FLEXIBLE) share what is left and end in "…" when cut; a header is never cut."""
+    from rich.cells import cell_len
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("JOB", "STATE", "REPO", "BRANCH", "AGENT", "AGE", "DURATION", "TURNS", "COST", "RESULT"):
-        table.add_column(col, no_wrap=col in ("JOB", "STATE"))
-    now = time.time()
-    for j in jobs:
-        agent = j.agent + (f"/{j.model}" if j.model else "")
-        result = j.pr_url or (j.result_commit or "")[:10] or (j.error or "")[:40]
-        table.add_row(
-            j.id, f"[{JobState(j.state).colour}]{j.state}[/]", escape(one_line(_short_repo(j.repo))),
-            escape(one_line(j.branch)), escape(one_line(agent)),
-            fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
-            f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-", escape(one_line(result)),
-        )
+    caption = None
+    if total is not None and total > len(jobs):
+        caption = f"showing {len(jobs)} of {total} jobs (--limit N for more, --limit 0 for all)"
+    table = Table(box=None, header_style="bold", pad_edge=False, caption=caption, caption_justify="left",
+                  caption_style="dim")
+    now = time.time() if now is None else now
+    columns = WIDE_COLUMNS if wide else NARROW_COLUMNS
+    rows = [_status_cells(j, now, wide) for j in jobs]
+    natural = {c: max([len(c)] + [cell_len(r[c]) for r in rows]) for c in columns}
+    widths = _fit(natural, width - 2 * (len(columns) - 1)) if width else natural
+    for col in columns:  # each cell on one line: a long one ends in "…"; a header is never cut
+        table.add_column(col, no_wrap=True, width=widths[col], overflow="ellipsis")
+    for j, r in zip(jobs, rows, strict=True):
+        if "REPO:BRANCH" in columns:
+            r["REPO:BRANCH"] = _repo_branch(one_line(_repo_name(j.repo)), one_line(j.branch), widths["REPO:BRANCH"])
+        # Text, never markup: a branch or an error holding "[red]" is shown as it is
+        table.add_row(*(Text(r[c], style=JobState(j.state).colour if c == "STATE" else "") for c in columns))
     return table
+
+
+#: The columns that give way (cut with "…") when the terminal is too narrow for the table.
+_FLEXIBLE = ("REPO:BRANCH", "RESULT", "REPO", "BRANCH", "AGENT")
+
+
+def _status_cells(j, now: float, wide: bool) -> dict[str, str]:
+    """One job's cells, as plain text on one line (every text from the job through one_line)."""
+    state = JobState(j.state)
+    return {
+        "ID": j.id,
+        "STATE": f"{state.mark} {state}",
+        "AGE": fmt_age(now - j.created_at),
+        "TOOK": fmt_age(j.duration if j.finished_at or j.started_at is None else now - j.started_at),
+        "REPO:BRANCH": one_line(f"{_repo_name(j.repo)}:{j.branch}"),
+        "REPO": one_line(_short_repo(j.repo)),
+        "BRANCH": one_line(j.branch),
+        "AGENT": one_line(j.agent + (f"/{j.model}" if j.model else "")),
+        "TURNS": str(j.turns or "-"),
+        "COST": f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-",
+        "RESULT": one_line(_result(j, wide))[:RESULT_CHARS],
+    }
+
+
+def _fit(natural: dict[str, int], room: int) -> dict[str, int]:
+    """Column widths in ``room`` characters: the short columns as wide as their text, the long ones what is
+    left, shared out fairly (each at least its header; RESULT twice the share of the others)."""
+    widths = dict(natural)
+    flexible = [c for c in natural if c in _FLEXIBLE]
+    left = room - sum(w for c, w in natural.items() if c not in _FLEXIBLE)
+    weight = {c: 2 if c == "RESULT" else 1 for c in flexible}
+    pending = sorted(flexible, key=lambda c: natural[c] / weight[c])
+    while pending:  # the narrowest (for its weight) first: what it does not need goes to the others
+        share = left * weight[pending[0]] // sum(weight[c] for c in pending)
+        col = pending.pop(0)
+        widths[col] = max(len(col), min(natural[col], share))
+        left -= widths[col]
+    return widths
+
+
+def _repo_branch(repo: str, branch: str, width: int) -> str:
+    """``repo:branch`` in ``width`` characters: the repository's name gives way first, then the middle of the
+    branch (its start and its end are what tell branches apart). Both are already one line (texts.one_line)."""
+    text = f"{repo}:{branch}"
+    if len(text) <= width:
+        return text
+    if len(branch) + 3 <= width:  # at least a letter of the repository, "…" and ":"
+        return f"{repo[:width - len(branch) - 2]}…:{branch}"
+    keep = width - 1
+    return branch[:keep - keep // 2] + "…" + branch[len(branch) - keep // 2:] if keep > 1 else "…"
+
+
+def _result(job, wide: bool) -> str:
+    """The pull request (its number at 80 columns), else the commit, else the error."""
+    if job.pr_url:
+        if wide:
+            return job.pr_url
+        import re
+
+        m = re.search(r"/([^/]+/[^/]+)/pull/(\d+)$", job.pr_url)
+        return f"PR {m.group(1)}#{m.group(2)}" if m else job.pr_url
+    if job.result_commit:
+        n = len(job.files_changed or [])
+        return job.result_commit[:10] + (f" ({n} file{'' if n == 1 else 's'})" if n else "")
+    return job.error or ""
+
+
+def _repo_name(repo: str) -> str:
+    """A repository as short as it stays recognisable: owner/name, or a local path's last part."""
+    text = repo.rstrip("/").removesuffix(".git")
+    if "://" in text or text.startswith("git@"):
+        return "/".join(text.replace(":", "/").split("/")[-2:])
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):  # owner/name
+        return text
+    return text.rsplit("/", 1)[-1] or repo
 
 
 def _short_repo(repo: str) -> str:

@@ -24,19 +24,21 @@ def watch(store: Store, args: Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from toren_action.cli.ui import status_renderable
+    from toren_action.cli.status import _total
     from toren_action.jobs import worker
 
     if args.interval <= 0:
         raise UsageError("--interval", f"{args.interval:g} is not a positive number of seconds")
-    console = Console()
-    if not console.is_terminal:  # a pipe or a file: the table again every interval
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a pipe or a file: the header and the table again every interval
         from toren_action.cli.ui import status_table
 
         try:
             while True:
                 worker.reap(store) if store.has_unfinished() else None
-                status_table(store.list(limit=args.limit, state=args.state, repo=args.repo))
+                jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
+                print(header(args), flush=True)
+                status_table(jobs, wide=args.wide, total=_total(store, args, jobs))
                 sys.stdout.flush()
                 time.sleep(args.interval)
         except KeyboardInterrupt:
@@ -46,7 +48,25 @@ def watch(store: Store, args: Namespace) -> int:
             while True:
                 worker.reap(store) if store.has_unfinished() else None
                 jobs = store.list(limit=args.limit, state=args.state, repo=args.repo)
-                live.update(status_renderable(jobs), refresh=True)
+                live.update(frame(jobs, args, console.width, _total(store, args, jobs)), refresh=True)
                 time.sleep(args.interval)
         except KeyboardInterrupt:
             return 0
+
+
+def header(args: Namespace, now: float | None = None) -> str:
+    """The line above the table: what is shown, how often, the time of this refresh, how to stop."""
+    shown = "toren status" + "".join(f" --{k} {getattr(args, k)}" for k in ("state", "repo") if getattr(args, k))
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    return f"{shown} · every {args.interval:g}s · {clock} · Ctrl-C to quit"
+
+
+def frame(jobs: list, args: Namespace, width: int, total: int | None = None, now: float | None = None):
+    """One refresh of `status --watch` in a terminal: the header, then the table fitted to ``width``."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from toren_action.cli.ui import status_renderable
+
+    return Group(Text(header(args, now), style="dim", no_wrap=True, overflow="ellipsis"),
+                 status_renderable(jobs, wide=args.wide, total=total, now=now, width=width))

@@ -39,7 +39,8 @@ KINDS = ("str", "int", "float", "bool", "list", "map")
 class Setting:
     """What Toren knows about one setting besides its type and default (the dataclass field's own)."""
 
-    #: The help of its flag in ``toren run --help``; ``{default}`` is replaced by the default. None: no flag.
+    #: The help of its flag in ``toren run --help``; ``{default}`` is replaced by the default, and a help that does
+    #: not say its default gets "(default X)" at its end. None: no flag.
     help: str | None = None
     #: Its flag and aliases; default ``--`` + the name with '-' for '_' (only with ``help``).
     flags: tuple[str, ...] = ()
@@ -130,7 +131,7 @@ class Settings:
     # -- agent
     agent: str = _agent("claude", flags=("--agent", "--cli-type"), action_input="agent",
                         help="claude (default), gemini, codex, qwen or shell")
-    command: str | None = _agent(help="command the shell agent runs with /bin/sh -c")
+    command: str | None = _agent(help="command the shell agent runs with /bin/sh -c", action_input="command")
     # A name passed to the CLI as one argument (a leading '-' is refused, see _check_repository_values). It cannot
     # pick the CLI, the credential or the endpoint; the cost it causes is bounded by the host's max_cost_usd and
     # timeout_minutes, which the repository cannot set.
@@ -328,9 +329,11 @@ def _declare(cls: type) -> dict[str, Setting]:
             raise ValueError(f"setting {f.name}: a flag needs its help and one of the groups {GROUPS}")
         shown = f"{f.default:g}" if isinstance(f.default, (int, float)) and not isinstance(f.default, bool) \
             else str(f.default)
+        text = spec.help.replace("{default}", shown) if spec.help else None
+        if text and "default" not in text and f.default not in (None, False, (), ""):  # `toren run --help` shows it
+            text += f" (default {shown})"
         declared[f.name] = dataclasses.replace(
-            spec, name=f.name, kind=kind, nullable=type_ != base, default=f.default, flags=flags,
-            help=spec.help.replace("{default}", shown) if spec.help else None)
+            spec, name=f.name, kind=kind, nullable=type_ != base, default=f.default, flags=flags, help=text)
     return declared
 
 

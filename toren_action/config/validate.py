@@ -239,10 +239,16 @@ def spec_file(path: str, cwd: str) -> Path:
     if size > MAX_SPEC_BYTES:
         raise UsageError("--spec", f"{path} is larger than {MAX_SPEC_BYTES} bytes; shorten the task")
     try:
-        p.read_text("utf-8")
+        text = p.read_text("utf-8")
     except (UnicodeDecodeError, OSError) as exc:
         raise UsageError("--spec", f"{path} cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    if not text.translate(_INVISIBLE).strip():  # white space, a BOM, zero-width characters: no task either
+        raise UsageError("--spec", f"{path} holds only white space; write the task in it")
     return p.resolve()
+
+
+#: Characters that show nothing and that str.strip() keeps: a spec of only these is as empty as a blank one.
+_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u200c\u200d\u2060\u00ad"))
 
 
 def ca_bundle_file(path: str, origin: str) -> Path:

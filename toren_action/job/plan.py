@@ -120,7 +120,8 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     uid, gid = _agent_ids(s)
 
     gh = None
-    if target.endpoints is not None:  # the only part that talks to GitHub: after every local check
+    if target.endpoints is not None and not _push_with_host_credentials(s, issue, environ):
+        # the only part that talks to GitHub: after every local check
         gh, task = _github_plan(s, target.endpoints, environ, target.repo, issue, task)
         if profile.package and issue:
             _check_agent_limits(profile, s, task)
@@ -140,7 +141,7 @@ def _agent_profile(s: Settings) -> AgentProfile:
     if profile.takes_command and not s.command:
         raise UsageError("--command", f"the {s.agent} agent needs a command; e.g. --command 'make fmt'")
     if s.command and not profile.takes_command:
-        raise UsageError("--command", "only the shell agent takes --command; drop it or use --agent shell")
+        raise UsageError("--command", "only the shell agent takes --command; drop it or use --agent 'shell'")
     return profile
 
 
@@ -355,6 +356,17 @@ class GitHubPlan:
             return any(PR_MARKER in (pr.body or "") for pr in pulls)
 
 
+def _push_with_host_credentials(s: Settings, issue: IssueRef | None, environ: dict[str, str]) -> bool:
+    """A GitHub repository with --no-pr, no --issue, no --actor and no token: nothing to ask GitHub's API, so the
+    repository is a plain git remote and git pushes with the host's own credentials (a credential helper such
+    as `gh auth setup-git`, or the git config's), as for any other URL."""
+    if not s.no_pr or issue or s.actor:
+        return False
+    from toren_action.git.github import read_token
+
+    return read_token(environ, s.github_token_file) is None
+
+
 def _github_plan(s: Settings, endpoints: Endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
                  task: Task | None) -> tuple[GitHubPlan, Task]:
     """GitHub's side, with the token (required: it reads the issue, pushes and opens the pull request): a --repo
@@ -364,8 +376,10 @@ def _github_plan(s: Settings, endpoints: Endpoints, environ: dict[str, str], rep
 
     token = read_token(environ, s.github_token_file)
     if token is None:
-        raise MissingCredentials("GITHUB_TOKEN: GitHub needs a token to read the issue, push and open the pull "
-                                 "request; export GITHUB_TOKEN or GH_TOKEN, or pass --github-token-file")
+        needs = "read the issue" if issue else "check --actor" if s.actor else "open the pull request"
+        raise MissingCredentials(f"GITHUB_TOKEN: GitHub needs a token to {needs} (and to push, unless --no-pr "
+                                 "without --issue or --actor lets git use your own credentials); export "
+                                 "GITHUB_TOKEN or GH_TOKEN, or pass --github-token-file")
     api = GitHub(endpoints, token)
     base_repo = issue.repo if issue else repo.location
     target = api.repo(repo.location if repo.kind == "github" else base_repo)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -24,10 +25,9 @@ def stop_on_termination(parent: int | None = None) -> None:
     signal.signal(signal.SIGHUP, interrupt)
 
 
-def heartbeat(home: Path, job_id: str) -> None:
-    """Beat into the store from a thread (its own connection) while this job's process lives."""
-    import threading
-
+def heartbeat(home: Path, job_id: str) -> threading.Thread:
+    """Beat into the store from a thread (its own connection) while this job's process lives and the job has not
+    ended."""
     from toren_action.jobs.worker import HEARTBEAT_S
 
     def beat():
@@ -35,9 +35,12 @@ def heartbeat(home: Path, job_id: str) -> None:
         while True:
             try:
                 store = store or Store(home)
-                store.beat(job_id)
+                if not store.beat(job_id):  # the job ended (or is gone): nothing left to say
+                    return
             except Exception:  # noqa: BLE001,S110 - a busy database: beat next time
                 pass
             time.sleep(HEARTBEAT_S)
 
-    threading.Thread(target=beat, daemon=True, name="heartbeat").start()
+    thread = threading.Thread(target=beat, daemon=True, name="heartbeat")
+    thread.start()
+    return thread

@@ -164,6 +164,18 @@ class Job:
         return {**self.__dict__, "duration_s": self.duration}
 
 
+def _where(state: str | None, repo: str | None) -> tuple[str, builtins.list[str]]:
+    """The WHERE clause of ``Store.list`` and ``Store.count`` (values bound, never formatted in)."""
+    where, args = [], []
+    if state:
+        where.append("state = ?")
+        args.append(state)
+    if repo:
+        where.append("repo LIKE ?")
+        args.append(f"%{repo}%")
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 class Store:
     def __init__(self, home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -292,20 +304,17 @@ class Store:
         return _job(rows[0])
 
     def list(self, *, limit: int | None = 50, state: str | None = None, repo: str | None = None) -> list[Job]:
-        sql, args = "SELECT * FROM jobs", []
-        where = []
-        if state:
-            where.append("state = ?")
-            args.append(state)
-        if repo:
-            where.append("repo LIKE ?")
-            args.append(f"%{repo}%")
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
+        where, args = _where(state, repo)
+        sql = "SELECT * FROM jobs" + where + " ORDER BY id DESC"  # noqa: S608  # nosec B608: clauses from code, values bound
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_job(r) for r in self._conn.execute(sql, args)]
+
+    def count(self, *, state: str | None = None, repo: str | None = None) -> int:
+        """How many jobs ``list`` would return without a limit."""
+        where, args = _where(state, repo)
+        sql = "SELECT COUNT(*) FROM jobs" + where  # noqa: S608  # nosec B608: clauses from code, values bound
+        return self._conn.execute(sql, args).fetchone()[0]
 
     def reap_lost(self, job_id: str | None = None) -> builtins.list[str]:  # `list` here is Store.list
         """Mark failed every unfinished job (or just ``job_id``) whose process is gone (killed, machine rebooted),
@@ -346,9 +355,14 @@ class Store:
                                   (JobState.QUEUED, limit)).fetchall()
         return [_job(r) for r in rows]
 
-    def beat(self, job_id: str) -> None:
+    def beat(self, job_id: str) -> bool:
+        """The job's process lives: its heartbeat, while the job is unfinished (an ended job's record no longer
+        changes). Returns whether the job is still unfinished."""
+        placeholders = ",".join("?" * len(FINAL_STATES))
         with self._tx() as conn:
-            conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time(), job_id))
+            cur = conn.execute(f"UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state NOT IN ({placeholders})",  # noqa: S608  # nosec B608: placeholders only
+                               (time.time(), job_id, *FINAL_STATES))
+            return cur.rowcount == 1
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._tx() as conn:
