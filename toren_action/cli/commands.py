@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.cli.parser import run_flags
-from toren_action.cli.ui import print_json
+from toren_action.cli.ui import closed_pipe, print_json, silence_stdout
 from toren_action.core.errors import Interrupted, TorenError, UsageError
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
@@ -28,6 +28,8 @@ def cmd_run(args: Namespace) -> int:
 
     settings = Settings.load(run_flags(args), config_file=args.config)
     job = submit(settings, background=not args.disable_daemon)
+    for warning in job.plan.warnings:
+        print(f"toren: warning: {warning}", file=sys.stderr)
     if not args.disable_daemon:
         return _start_background(args, job.store, job.home, job.job_id)
 
@@ -39,10 +41,16 @@ def cmd_run(args: Namespace) -> int:
     finally:
         reporter.close()
     record = job.store.get(job.job_id)
-    if args.json:
-        print_json(outcome_json(outcome, record))
-    else:
-        print_outcome(outcome, record)
+    try:
+        if args.json:
+            print_json(outcome_json(outcome, record))
+        else:
+            print_outcome(outcome, record)
+        sys.stdout.flush()
+    except OSError as exc:  # `toren run ... | head`: the job has ended all the same; its exit code stands
+        if not closed_pipe(exc):
+            raise
+        silence_stdout()
     return outcome.exit_code
 
 
@@ -106,7 +114,10 @@ def cmd_run_job(args: Namespace) -> int:
 
 
 def cmd_scan(args: Namespace) -> int:
+    from toren_action.config.settings import check_layer
     from toren_action.guard import scan
+
+    check_layer({"allow_policy": list(args.allow_policy)}, "flags")  # the rules `toren run` takes, in its words
 
     if args.image:
         from toren_action.guard.imagescan import scan_image
@@ -405,6 +416,9 @@ def _prune_images(docker_client, dry_run: bool, home) -> None:
 
 
 def cmd_health(args: Namespace) -> int:
+    for flag, given in (("--security", args.security), ("--check-registry", args.check_registry)):
+        if given and not args.docker_image:
+            raise UsageError(flag, "looks at an image: give it with --docker-image IMAGE")
     checks: list[dict] = []
 
     def check(name: str, ok: bool, detail: str, required: bool = True) -> None:
@@ -440,9 +454,9 @@ def cmd_health(args: Namespace) -> int:
                                                       "(agent images take 0.5 to 1 GB each)", required=False)
         except OSError:  # a remote engine: its disk is not ours to see
             pass
-        runtimes = info.get("Runtimes") or {}
-        check("gpus", "nvidia" in runtimes, "NVIDIA runtime present" if "nvidia" in runtimes
-              else "no NVIDIA runtime: --gpus is unavailable on this engine", required=False)
+        gpu = container.has_gpu_runtime(info)
+        check("gpus", gpu, "NVIDIA runtime present" if gpu else "no NVIDIA runtime: --gpus is unavailable on this "
+                                                                 "engine", required=False)
     except TorenError as exc:
         check("docker", False, str(exc))
     vendor = cloud_vendor()

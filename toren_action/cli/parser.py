@@ -11,6 +11,7 @@ from typing import Any
 from toren_action import __version__
 from toren_action.config.settings import GROUPS, SETTINGS
 from toren_action.core.errors import UsageError
+from toren_action.core.states import JobState
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--watch", "-w", action="store_true", help="refresh the table until Ctrl-C")
     s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period with --watch")
-    s.add_argument("--state", help="only jobs in this state")
+    s.add_argument("--state", choices=[state.value for state in JobState], metavar="STATE",
+                   help="only jobs in this state: " + ", ".join(state.value for state in JobState))
     s.add_argument("--repo", help="only jobs whose repository contains this")
     s.add_argument("--limit", type=int, default=50)
 
@@ -105,7 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when --docker-image is not present locally, ask its registry whether it can be pulled")
     h.add_argument("--json", action="store_true")
 
+    _no_negative_numbers(p)
     return p
+
+
+def non_negative(convert: type) -> Any:
+    """An argparse type: a finite number of ``convert`` (int or float) that is not negative; every numeric flag
+    of every command gets it (``_no_negative_numbers``), so `logs --tail -3` and `cancel --wait -5` are refused."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            what = "a whole number" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a finite number")
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text[:40]} is negative; give 0 or more")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _no_negative_numbers(parser: argparse.ArgumentParser) -> None:
+    for action in _Parser._all_actions(parser):  # type: ignore[arg-type]
+        if action.type in (int, float):
+            action.type = non_negative(action.type)
 
 
 #: The settings that `toren run` takes a flag for, but the maps (run_flags parses those).

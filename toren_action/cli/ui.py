@@ -4,9 +4,12 @@ agent or the job passes ``texts.terminal`` (or ``one_line``): no escape sequence
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TextIO
 
 from toren_action.core.states import JobState
@@ -29,9 +32,7 @@ class ConsoleReporter:
         self._status: Status | None = None
         self._console: Console | None = None
         if _interactive(self.stream):
-            from rich.console import Console
-
-            self._console = Console(file=self.stream, highlight=False, markup=False, emoji=False)
+            self._console = console(file=self.stream, highlight=False, markup=False, emoji=False)
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self.started:6.1f}s"
@@ -62,8 +63,11 @@ class ConsoleReporter:
 
     def close(self) -> None:
         if self._status is not None:
-            self._status.stop()
-            self._status = None
+            status, self._status = self._status, None
+            try:
+                status.stop()
+            except OSError:  # the terminal went away; nothing left to clear
+                pass
 
 
 def _interactive(stream) -> bool:
@@ -132,12 +136,10 @@ def fmt_age(seconds: float | None) -> str:
 
 def status_table(jobs, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
-    from rich.console import Console
-
-    console = Console(file=stream, soft_wrap=False)
-    if not console.is_terminal:
-        console = Console(file=stream, soft_wrap=False, width=240)
-    console.print(status_renderable(jobs))
+    out = console(file=stream, soft_wrap=False)
+    if not out.is_terminal:
+        out = console(file=stream, soft_wrap=False, width=240)
+    out.print(status_renderable(jobs))
 
 
 def status_renderable(jobs):
@@ -168,3 +170,46 @@ def print_json(data: Any) -> None:
     """``data`` as indented JSON, written at once (json.dump would make one write per token: 130,000 for
     `status --json --limit 1000`)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def console(**options: Any) -> Console:
+    """A rich Console on which a closed pipe takes Toren's one path (a BrokenPipeError: cli.main exits quietly
+    with 0; a job's log drops its terminal and carries on), not rich's own SystemExit(1)."""
+    return _console_class()(**options)
+
+
+@lru_cache(maxsize=1)
+def _console_class() -> type[Console]:
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return _Console
+
+
+def closed_pipe(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write to a pipe whose reader has gone (EPIPE)."""
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
+
+
+def silence_stdout() -> None:
+    """Point stdout and stderr at /dev/null, so that Python's own flush at exit does not fail again on the closed
+    pipe (and print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def say(line: str) -> None:
+    """One line on stderr; dropped when stderr is a closed pipe."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass

@@ -253,17 +253,44 @@ def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = Non
 
 
 @dataclass(frozen=True)
+class RemoteHeads:
+    """The origin's branches and the one its HEAD names (None: a detached or missing HEAD), from one call."""
+
+    head: str | None
+    branches: dict[str, str]  # name -> commit
+
+
+def remote_heads(origin: str, env: dict[str, str] | None = None, redact: Callable[[str], str] = str) -> RemoteHeads:
+    """Every branch of ``origin`` and its default one: one ``git ls-remote``, before any job exists."""
+    out = git("ls-remote", "--symref", origin, "HEAD", "refs/heads/*", env=env, redact=redact)
+    head, branches = None, {}
+    for line in out.splitlines():
+        if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+            head = line[len("ref: refs/heads/"):-len("\tHEAD")]
+            continue
+        sha, _, ref = line.partition("\t")
+        if ref.startswith("refs/heads/"):
+            branches[ref[len("refs/heads/"):]] = sha
+    return RemoteHeads(head, branches)
+
+
+@dataclass(frozen=True)
 class Workspace:
     path: Path
     base_commit: str
     base_branch: str
 
 
-def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str) -> Workspace:
-    """A per-job clone sharing the mirror's objects, on a new branch from the base branch."""
+def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str,
+                 base_commit: str | None = None) -> Workspace:
+    """A per-job clone sharing the mirror's objects, on a new branch from the base branch (or from
+    ``base_commit``, --base-ref's commit, fetched into the mirror by its id)."""
     base = base_branch or default_branch(mirror)
+    if base_commit:
+        git("fetch", "--quiet", "--no-tags", "origin", base_commit, cwd=mirror, trusted=True)
     try:
-        commit = git("rev-parse", "--verify", f"refs/heads/{base}^{{commit}}", cwd=mirror, trusted=True).strip()
+        commit = git("rev-parse", "--verify", f"{base_commit or 'refs/heads/' + base}^{{commit}}", cwd=mirror,
+                     trusted=True).strip()
     except GitError:
         raise UsageError("--base-branch",
                          f"branch {base!r} does not exist in {origin}; name an existing branch") from None

@@ -197,9 +197,14 @@ def prepare_workspace(job: JobRun) -> Prepared:
     plan = job.plan
     job.enter("preparing", f"cloning {plan.origin} into the job workspace")
     mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor)
-    ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace", plan.settings.base_branch, plan.branch)
+    ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace",
+                                plan.base_branch or plan.settings.base_branch, plan.branch,
+                                base_commit=plan.base_commit)
     job.store.update(job.id, base_commit=ws.base_commit)
-    job.log.stage("preparing", f"branch {plan.branch} from {ws.base_branch} at {ws.base_commit[:10]}")
+    for warning in plan.warnings:
+        job.log.line(f"toren: warning: {warning}", show=False)  # the submitter showed it (cli, action)
+    start = f"--base-ref {plan.settings.base_ref}" if plan.base_commit else ws.base_branch
+    job.log.stage("preparing", f"branch {plan.branch} from {start} at {ws.base_commit[:10]}")
     workspace.give_tree_to(ws.path, plan.uid, plan.gid)
     return Prepared(ws, tuple(_job_mounts(plan, job.dir, ws.path)))
 
@@ -750,7 +755,7 @@ def open_pull_request(job: JobRun, ws: Workspace, text: PrText) -> None:
         s.reviewers, s.assignees)
     job.store.update(job.id, pr_url=job.outcome.pr_url)
     for warning in gh.api.warnings:
-        job.log.line(f"toren: warning: {warning}")
+        job.log.line(f"toren: warning: {warning}", show=False)  # the submitter showed it (cli, action)
     job.log.stage("pull_request", f"{'opened' if created else 'updated'} #{number}: {job.outcome.pr_url}")
 
 

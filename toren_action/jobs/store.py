@@ -166,8 +166,17 @@ class Job:
 
 class Store:
     def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = home / "toren.db"
+        try:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._open(home)
+        except (OSError, sqlite3.Error) as exc:  # a read-only or broken TOREN_HOME: one line, exit 23
+            from toren_action.core.paths import home_unusable
+
+            raise home_unusable(home, exc) from None
+        self._migrate()
+
+    def _open(self, home: Path) -> None:
         # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files (which hold job inputs) the
         # database's mode. Files an older Toren left readable are tightened.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
@@ -183,7 +192,6 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys = ON")
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self._conn.execute("PRAGMA journal_mode = WAL")
-        self._migrate()
 
     def close(self) -> None:
         self._conn.close()

@@ -67,6 +67,16 @@ class ContainerResult:
     duration_s: float
 
 
+def has_gpu_runtime(info: dict) -> bool:
+    """Whether the engine (its ``docker info``) has the NVIDIA runtime that --gpus needs."""
+    return "nvidia" in (info.get("Runtimes") or {})
+
+
+def network_exists(docker_client, name: str) -> bool:
+    """Whether the engine has a network called ``name`` (or with that id): one call."""
+    return any(n.name == name or n.id == name for n in docker_client.networks.list(names=[name]))
+
+
 def device_requests(gpus: str | None):
     if not gpus:
         return None
