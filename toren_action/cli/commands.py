@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.cli.parser import run_flags
-from toren_action.cli.ui import closed_pipe, print_json, silence_stdout
+from toren_action.cli.ui import closed_pipe, print_json, say, silence_stdout
 from toren_action.core.errors import Interrupted, TorenError, UsageError
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
@@ -29,7 +29,7 @@ def cmd_run(args: Namespace) -> int:
     settings = Settings.load(run_flags(args), config_file=args.config)
     job = submit(settings, background=not args.disable_daemon)
     for warning in job.plan.warnings:
-        print(f"toren: warning: {warning}", file=sys.stderr)
+        say(f"toren: warning: {warning}")  # a closed stderr must not stop the job that now exists
     if not args.disable_daemon:
         return _start_background(args, job.store, job.home, job.job_id)
 
@@ -157,7 +157,7 @@ def cmd_cancel(args: Namespace) -> int:
     store = Store(home)
     job = store.resolve(args.job)
     if job.state.final:
-        print(f"job {job.id} already ended: {job.state}")
+        print(f"toren: job {job.id} already ended: {job.state}", file=sys.stderr)
         return 0 if job.state is JobState.CANCELLED else 1
     if job.state is JobState.QUEUED and not job.pid:
         store.set_state(job.id, JobState.CANCELLED, error="cancelled before it started (toren cancel)")
@@ -279,7 +279,10 @@ def cmd_summary(args: Namespace) -> int:
         print(f"The agent ({u.get('model') or 'model unknown'}) took {u['turns']} turn(s) and {u['tool_calls']} tool "
               f"call(s){' (' + tools + ')' if tools else ''}, {u['input_tokens']} tokens in "
               f"({u['cache_read_tokens']} cached) and {u['output_tokens']} out, for {cost}.")
-    print(f"Took {fmt_age(job.duration)}.")
+    if job.duration is not None:
+        print(f"Took {fmt_age(job.duration)}{'' if job.state.final else ' so far'}.")
+    else:
+        print(f"Not started yet ({job.state} for {fmt_age(time.time() - job.created_at)}).")
     return 0
 
 

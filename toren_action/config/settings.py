@@ -621,8 +621,8 @@ TEST_VARIABLE_PREFIX = "TOREN_TEST_"
 
 
 def check_variables(environ: dict[str, str]) -> None:
-    """Refuse a TOREN_ variable that is neither a setting's nor one Toren reads otherwise (a typo such as
-    TOREN_TIMEOUT would be ignored), naming the closest one; and a map's, which is never read from a variable."""
+    """Refuse a TOREN_ variable that is neither a setting's nor one Toren reads otherwise (a typo would be
+    ignored), naming the closest one; and a map's, which is never read from a variable."""
     import difflib
 
     settings_vars = {"TOREN_" + key.upper(): key for key in SETTINGS}

@@ -95,8 +95,21 @@ def _failure(args: tuple[str, ...], stderr: bytes, stdout: bytes, code: int, cwd
             f"git refused {os.path.realpath(cwd) if cwd else 'the repository'}: it is owned by another user, and "
             "Toren does not run git in a repository it cannot trust (its config could run commands as you); run "
             "Toren as the repository's owner"))
-    detail = lines[-1] if lines else f"exit code {code}"
-    return GitError(redact(f"git {args[0]} failed: {detail}"))
+    return GitError(redact(f"git {args[0]} failed: {failure_detail(lines) or f'exit code {code}'}"))
+
+
+#: git's line for a ref the other side refused ("! [rejected] x -> x (fetch first)", "! [remote rejected] ...").
+_REJECTED = re.compile(r"^\s*!\s*\[(?:rejected|remote rejected)\]")
+
+
+def failure_detail(lines: list[str]) -> str | None:
+    """The line of git's output that says why it failed: a push's ``! [rejected] ... (fetch first)`` line when
+    there is one, else the last line that is not a ``hint:`` (advice, never the cause)."""
+    for line in lines:
+        if _REJECTED.match(line):
+            return " ".join(line.split())
+    causes = [ln for ln in lines if not ln.lstrip().startswith("hint:")]
+    return causes[-1].strip() if causes else None
 
 
 def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,

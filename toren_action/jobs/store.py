@@ -111,6 +111,8 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 HEARTBEAT_TIMEOUT_S = 120.0
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+#: How many jobs an ambiguous id prefix names.
+MAX_CANDIDATES = 5
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -291,12 +293,15 @@ class Store:
         if not prefix or any(c not in _CROCKFORD for c in prefix):
             raise JobNotFound(f"{prefix!r} is not a job id; `toren status` lists the jobs")
         rows = self._conn.execute(
-            "SELECT * FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2", (prefix, prefix + "~")
-        ).fetchall()
+            "SELECT * FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "~", MAX_CANDIDATES + 1)).fetchall()
         if not rows:
             raise JobNotFound(f"no job starts with {prefix!r}; `toren status` lists the jobs")
         if len(rows) > 1 and rows[0]["id"] != prefix:
-            raise JobNotFound(f"{prefix!r} matches several jobs; give more characters of the id")
+            shown = [r["id"] for r in rows[:MAX_CANDIDATES]]
+            more = " and more" if len(rows) > MAX_CANDIDATES else ""
+            raise JobNotFound(f"{prefix!r} matches several jobs ({', '.join(shown)}{more}); give more characters "
+                              "of the id")
         return _job(rows[0])
 
     def list(self, *, limit: int | None = 50, state: str | None = None, repo: str | None = None) -> list[Job]:
