@@ -65,7 +65,9 @@ def checkout(tmp_path) -> Path:
     return path
 
 
-RUN = ["run", "--spec", "../task.md", "--repo", ".", "--agent", "shell", "--command", "true", "--disable-daemon"]
+#: A run that never pulls (a regression that let it reach the engine would stop there, not ask a registry).
+RUN = ["run", "--spec", "../task.md", "--repo", ".", "--agent", "shell", "--command", "true", "--disable-daemon",
+       "--base-image", "toren/base:bookworm", "--pull", "never"]
 
 
 # -- 1. a TOREN_HOME that cannot hold the state: one line, exit 23, in every command --------------------------
@@ -224,8 +226,8 @@ def test_git_init_is_suggested_only_outside_any_repository(tmp_path, checkout, e
     (tmp_path / "plain").mkdir()
     line = one_line(toren(*RUN, cwd=tmp_path / "plain"))
     assert "run `git init` there" in line
-    proc = toren("run", "--spec", str(tmp_path / "task.md"), "--base-branch", "nosuch", "--agent", "shell",
-                 "--command", "true", cwd=checkout / "src" / "deep")
+    proc = toren("run", "--spec", str(tmp_path / "task.md"), "--base-branch", "nosuch", "--pull", "never",
+                 "--agent", "shell", "--command", "true", cwd=checkout / "src" / "deep")
     assert "git init" not in proc.stderr and "nosuch" in one_line(proc)  # it got past --repo, to the origin
 
 
