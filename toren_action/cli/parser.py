@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def non_negative(convert: type) -> Any:
     """An argparse type: a finite number of ``convert`` (int or float) that is not negative; every numeric flag
-    of every command gets it (``_no_negative_numbers``), so `logs --tail -3` and `cancel --wait -5` are refused."""
+    of every command that is not a setting gets it (``_no_negative_numbers``), so `logs --tail -3` and `cancel
+    --wait -5` are refused (a setting's flag is checked against the schema, which bounds every number)."""
     def parse(text: str) -> Any:
         try:
             value = convert(text)
@@ -131,8 +132,9 @@ def non_negative(convert: type) -> Any:
 
 
 def _no_negative_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every numeric flag that is not a setting (a setting's bounds are its schema's, in its own words)."""
     for action in _Parser._all_actions(parser):  # type: ignore[arg-type]
-        if action.type in (int, float):
+        if action.type in (int, float) and action.dest not in SETTINGS:
             action.type = non_negative(action.type)
 
 

@@ -773,7 +773,7 @@ def open_pull_request(job: JobRun, ws: Workspace, text: PrText) -> None:
         s.reviewers, s.assignees)
     job.store.update(job.id, pr_url=job.outcome.pr_url)
     for warning in gh.api.warnings:
-        job.log.line(f"toren: warning: {warning}", show=False)  # the submitter showed it (cli, action)
+        job.log.line(f"toren: warning: {warning}")
     job.log.stage("pull_request", f"{'opened' if created else 'updated'} #{number}: {job.outcome.pr_url}")
 
 
