@@ -470,3 +470,19 @@ def test_summary_of_a_queued_job_says_it_has_not_started(env):
     proc = toren("summary", job_id, "--plain")
     assert proc.returncode == 0, proc.stderr
     assert "Took -" not in proc.stdout and "Not started yet (queued for " in proc.stdout, proc.stdout
+
+
+def test_the_checkout_is_read_in_one_status(checkout):
+    """Modified, staged, untracked (a name with spaces and a newline), on a branch and detached."""
+    from toren_action.git.workspace import checkout_state
+
+    (checkout / "src" / "deep" / "a.py").write_text("changed\n")
+    (checkout / "staged file.txt").write_text("s\n")
+    git("add", "staged file.txt", cwd=checkout)
+    (checkout / "new\nline.txt").write_text("n\n")
+    state = checkout_state(checkout)
+    assert state is not None and state.branch == "main"
+    assert state.head == git("rev-parse", "HEAD", cwd=checkout).strip()
+    assert sorted(state.changed) == sorted(["src/deep/a.py", "staged file.txt", "new\nline.txt"])
+    git("checkout", "-q", "--detach", cwd=checkout)
+    assert checkout_state(checkout).branch is None  # type: ignore[union-attr]

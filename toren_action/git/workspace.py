@@ -288,6 +288,40 @@ def remote_heads(origin: str, env: dict[str, str] | None = None, redact: Callabl
 
 
 @dataclass(frozen=True)
+class Checkout:
+    """What a user's checkout has checked out: the commit, the branch (None: a detached HEAD) and the paths that
+    are modified, staged or untracked (not ignored), in git's order."""
+
+    head: str | None
+    branch: str | None
+    changed: list[str]
+
+
+def checkout_state(path: str | Path) -> Checkout | None:
+    """The checkout at ``path`` from one ``git status`` (porcelain v2 with the branch header, NUL-separated);
+    None for a bare repository or one git refuses."""
+    try:
+        out = git("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--no-renames",
+                  cwd=path)
+    except GitError:
+        return None
+    head = branch = None
+    changed = []
+    for entry in out.split("\0"):
+        if entry.startswith("# branch.oid "):
+            oid = entry[len("# branch.oid "):]
+            head = oid if oid != "(initial)" else None
+        elif entry.startswith("# branch.head "):
+            name = entry[len("# branch.head "):]
+            branch = name if name != "(detached)" else None
+        elif entry.startswith(("1 ", "u ")):  # ordinary and unmerged: the path is the last field
+            changed.append(entry.split(" ", 8 if entry[0] == "1" else 10)[-1])
+        elif entry.startswith("? "):
+            changed.append(entry[2:])
+    return Checkout(head, branch, changed)
+
+
+@dataclass(frozen=True)
 class Workspace:
     path: Path
     base_commit: str

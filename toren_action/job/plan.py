@@ -375,7 +375,9 @@ MAX_LISTED_PATHS = 5
 def _local_checkout(s: Settings, repo: RepoRef, base: str, heads: RemoteHeads) -> tuple[str | None, tuple[str, ...]]:
     """For a local checkout: --base-ref's commit, and warnings about what the job does not start from (the
     uncommitted work the agent will not see; a checked-out commit that is not the base branch's tip)."""
+    from toren_action.config.settings import shown
     from toren_action.core.errors import GitError
+    from toren_action.core.texts import one_line
     from toren_action.git import workspace
 
     if repo.kind != "local":
@@ -393,12 +395,12 @@ def _local_checkout(s: Settings, repo: RepoRef, base: str, heads: RemoteHeads) -
             base_commit = workspace.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}",
                                         cwd=path).strip()
         except GitError:
-            raise UsageError(s.source_of("base_ref"), f"{_shown(ref)} is not a commit of {path}; give a commit, "
+            raise UsageError(s.source_of("base_ref"), f"{shown(ref)} is not a commit of {path}; give a commit, "
                                                       "a branch or HEAD") from None
-    head = _git_or_empty(path, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
-    on = _git_or_empty(path, "symbolic-ref", "--quiet", "--short", "HEAD")
+    checkout = workspace.checkout_state(path)  # one `git status`: the commit, the branch, what is uncommitted
+    head, on = (checkout.head, checkout.branch) if checkout else (None, None)
     start = base_commit or heads.branches[base]
-    start_text = f"{base_commit[:10]} (--base-ref {_shown(s.base_ref or '')})" if base_commit else \
+    start_text = f"{base_commit[:10]} (--base-ref {shown(s.base_ref or '')})" if base_commit else \
         f"{base} at {start[:10]}"
     warnings = []
     if head and not base_commit and head != start:
@@ -408,41 +410,13 @@ def _local_checkout(s: Settings, repo: RepoRef, base: str, heads: RemoteHeads) -
         elif not s.base_branch and on != base:
             warnings.append(f"you are on branch {on}; the job starts from {start_text} (pass --base-branch {on}, "
                             "or --base-ref HEAD for the checked-out commit)")
-    left = _uncommitted(path)
+    left = [one_line(name)[:100] for name in checkout.changed] if checkout else []
     if left:
         names = ", ".join(left[:MAX_LISTED_PATHS]) + (f" and {len(left) - MAX_LISTED_PATHS} more"
                                                       if len(left) > MAX_LISTED_PATHS else "")
         warnings.append(f"{len(left)} uncommitted path(s) in {path} are left out (the agent sees only commits): "
                         f"{names}; the job starts from {start_text}")
     return base_commit, tuple(warnings)
-
-
-def _git_or_empty(path: str, *args: str) -> str:
-    from toren_action.core.errors import GitError
-    from toren_action.git import workspace
-
-    try:
-        return workspace.git(*args, cwd=path).strip()
-    except GitError:
-        return ""
-
-
-def _uncommitted(path: str) -> list[str]:
-    """The paths ``git status`` shows as modified, staged or untracked in the user's checkout (ignored ones not)."""
-    from toren_action.core.errors import GitError
-    from toren_action.core.texts import one_line
-    from toren_action.git import workspace
-
-    try:
-        out = workspace.git("status", "--porcelain=v1", "-z", "--untracked-files=normal", "--no-renames", cwd=path)
-    except GitError:
-        return []
-    return [one_line(entry[3:])[:100] for entry in out.split("\0") if len(entry) > 3]
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    """A value as an error message quotes it: at most ``limit`` characters, with how many were left out."""
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text) - limit} more characters)"
 
 
 def _push_lease(s: Settings, origin: str, branch: str, gh: GitHubPlan | None, existing: str | None) -> str | None:
