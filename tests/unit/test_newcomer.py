@@ -486,3 +486,14 @@ def test_the_checkout_is_read_in_one_status(checkout):
     assert sorted(state.changed) == sorted(["src/deep/a.py", "staged file.txt", "new\nline.txt"])
     git("checkout", "-q", "--detach", cwd=checkout)
     assert checkout_state(checkout).branch is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", ["line\nbreak", "esc\x1b[2Jape"])
+def test_an_error_is_one_line_whatever_it_quotes(name, tmp_path, env):
+    """A TOREN_HOME (or a variable's name) holding a newline or an escape still makes one plain line."""
+    (tmp_path / name).write_text("x")
+    proc = toren("status", env={"TOREN_HOME": str(tmp_path / name)})
+    assert proc.returncode == 23 and "\x1b" not in proc.stderr
+    assert "is a file" in one_line(proc)
+    proc = toren(*RUN, env={"TOREN_" + name.upper(): "1"}, cwd=tmp_path)
+    assert proc.returncode == 2 and "\x1b" not in proc.stderr and "not a Toren setting" in one_line(proc)

@@ -12,6 +12,7 @@ import sys
 from toren_action.cli.parser import RUN_SETTING_FLAGS, build_parser, run_flags
 from toren_action.cli.ui import closed_pipe, print_json, say, silence_stdout
 from toren_action.core.errors import INTERNAL_ERROR_EXIT, Interrupted, TorenError, UsageError
+from toren_action.core.texts import one_line
 
 __all__ = ["RUN_SETTING_FLAGS", "build_parser", "main", "print_json", "run_flags"]
 
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         return UsageError.exit_code
     try:
         return _dispatch(args)
-    except TorenError as exc:
-        say(f"toren: {exc}")
+    except TorenError as exc:  # one line whatever it quotes (a path or a name holding a newline, an escape)
+        say(f"toren: {one_line(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
         say("toren: interrupted")
