@@ -258,13 +258,6 @@ def default_branch(mirror: Path) -> str:
         return "main"
 
 
-def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = None,
-                      redact: Callable[[str], str] = str) -> str | None:
-    """The commit ``branch`` points to in ``origin``, or None when it does not exist there."""
-    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}", env=env, redact=redact)
-    return out.split()[0] if out.strip() else None
-
-
 @dataclass(frozen=True)
 class RemoteHeads:
     """The origin's branches and the one its HEAD names (None: a detached or missing HEAD), from one call."""
