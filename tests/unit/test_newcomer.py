@@ -365,6 +365,7 @@ def test_every_toren_variable_the_code_reads_is_declared():
     root = Path(__file__).resolve().parents[2]
     sources = [p.read_text("utf-8") for p in (root / "toren_action").rglob("*.py")]
     sources += [p.read_text("utf-8") for p in (root / "scripts").glob("*.sh")]
+    sources += [(root / "action.yml").read_text("utf-8"), (root / "Makefile").read_text("utf-8")]
     named = {v for v in re.findall(r"\bTOREN_[A-Z][A-Z0-9_]*[A-Z0-9]\b", "\n".join(sources))
              if not v.startswith("TOREN_TEST_")}
     not_variables = {"TOREN_DIR", "TOREN_PROMPT", "TOREN_COMMIT_MSG"}  # a directory name, a placeholder, a file

@@ -604,6 +604,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "TOREN_PYPI_URL": "the package index Node is fetched from (sandbox/toolchain.py)",
     "TOREN_SEMGREP_CONFIG": "semgrep's rules for the code scan (guard/codescan.py)",
     "TOREN_ARTIFACTS": "where the Action writes its artifacts (action.py)",
+    "TOREN_SOURCE": "what the Action installs Toren from (action.yml)",
     "TOREN_PLAIN": "plain output, no spinner (cli/ui.py)",
     "TOREN_ATTEMPT": "the attempt of a job that is run again",
     "TOREN_RACE_ID": "the race a job belongs to",
