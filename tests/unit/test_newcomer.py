@@ -175,10 +175,12 @@ def one_job(env) -> str:
     return job_id
 
 
-@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["logs", "{id}"], ["logs", "{id}", "--tail",
-                                     "10"], ["summary", "{id}"], ["summary", "{id}", "--json"], ["health", "--json"],
-                                     ["cleanup", "--all", "--dry-run"]],
-                         ids=lambda c: " ".join(c))
+READERS = [["status"], ["status", "--json"], ["logs", "{id}"], ["logs", "{id}", "--tail", "10"],
+           ["logs", "{id}", "--follow"], ["summary", "{id}"], ["summary", "{id}", "--json"], ["health", "--json"],
+           ["cleanup", "--all", "--dry-run"]]
+
+
+@pytest.mark.parametrize("command", READERS, ids=lambda c: " ".join(c))
 def test_a_reader_of_a_closed_pipe_exits_quietly(command, one_job, env):
     proc = closed_pipe_run(*[a.replace("{id}", one_job) for a in command], env={"TOREN_PLAIN": "1"})
     assert proc.returncode == 0, proc.stderr
