@@ -262,6 +262,8 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
 
     submitted = submit(Settings.load(flags), background=False)  # as `toren run --disable-daemon` does
     home, job_id = submitted.home, submitted.job_id
+    for warning in submitted.plan.warnings:  # a local checkout's uncommitted work or detached HEAD
+        print(f"toren: warning: {warning}", file=sys.stderr)
     core.set_output("job-id", job_id)
     reporter = ActionsReporter()
     try:

@@ -491,3 +491,29 @@ def test_every_cli_works_under_an_egress_allow_list(name, workdir, repo, toren_h
                                       network="none")
     assert code == 0, err
     assert git("show", f"toren/egress-{name}:hello.txt", cwd=repo) == Script().content
+
+
+@pytest.mark.parametrize("name", list(VENDORS))
+def test_an_unreachable_model_url_fails_within_seconds_saying_why(name, workdir, repo, toren_home, capsys,
+                                                                   docker_client, agent_env):
+    """ANTHROPIC_BASE_URL where nothing listens (issue 14): the key proxy answers at once with a status the CLI
+    does not retry, and the job fails saying "connection refused" and the URL, not a minute of retried 502s."""
+    import socket
+    import time
+
+    vendor = VENDORS[name]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    agent_env.setenv(vendor.key_var, "sk-test-" + secrets.token_hex(8))
+    agent_env.setenv(vendor.url_var, f"http://127.0.0.1:{port}{vendor.url_suffix}")
+    started = time.monotonic()
+    code, result, err = run_agent(capsys, vendor, branch=f"toren/{name}-unreachable", network="none")
+    took = time.monotonic() - started
+    assert code == 6, err
+    assert result["state"] == "failed"
+    assert "connection refused" in result["message"] and f"127.0.0.1:{port}" in result["message"], result["message"]
+    assert vendor.url_var in result["message"]
+    assert took < 45, took  # the old code retried 502s for a minute and more
+    assert git("branch", "--list", f"toren/{name}-unreachable", cwd=repo).strip() == ""

@@ -343,3 +343,4 @@ def test_a_streamed_answer_passes_as_it_comes_and_outlives_the_idle_timeout():
     finally:
         proxy.stop()
         up.stop()
+

@@ -174,16 +174,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_an_unreachable_model_api_is_a_502_that_never_shows_the_key():
-    proxy = KeyProxy(f"http://127.0.0.1:{free_port()}", Secret("K", KEY)).start()
+def test_an_unreachable_model_api_is_answered_at_once_with_the_cause_and_never_shows_the_key():
+    """Connection refused at the model API: no 502 that the CLI would retry for a minute (issue 14), but at once
+    a status CLIs do not retry, saying "connection refused" and the URL; the proxy keeps the cause for the job."""
+    from toren_action.sandbox.keyproxy import UNREACHABLE_STATUS
+
+    port = free_port()
+    proxy = KeyProxy(f"http://127.0.0.1:{port}", Secret("K", KEY)).start()
     try:
         answer = exchange(proxy, REQUEST)
     finally:
         proxy.stop()
-    assert status_of(answer) == 502 and b"Connection: close" in answer
+    assert status_of(answer) == UNREACHABLE_STATUS and b"Connection: close" in answer
+    assert 400 <= UNREACHABLE_STATUS < 500 and UNREACHABLE_STATUS not in (408, 409, 429)  # what CLIs retry
     error = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert error["error"]["type"] == "proxy_error"
-    assert error["error"]["message"] == "the key proxy cannot reach the model API (ConnectionRefusedError)"
+    assert error["error"]["message"] == ("the key proxy cannot connect to the model API: connection refused "
+                                         f"(http://127.0.0.1:{port})")
+    assert proxy.unreachable == f"connection refused (http://127.0.0.1:{port})"
     assert KEY.encode() not in answer
 
 

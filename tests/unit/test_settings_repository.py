@@ -23,7 +23,8 @@ from toren_action.core.errors import ConfigError
 #: One value of the right type for every host-only key, so the refusal cannot hide behind a schema error.
 HOST_ONLY_VALUES = {
     "repo": '"/other/private/repo"', "spec": '"/etc/passwd"', "issue": '"acme/other#1"', "branch": '"main"',
-    "base_branch": '"release"', "force_branch": "true", "base_image": '"evil/image:latest"', "pull": '"never"',
+    "base_branch": '"release"', "base_ref": '"HEAD~3"', "force_branch": "true",
+    "base_image": '"evil/image:latest"', "pull": '"never"',
     "agent": '"gemini"', "command": '"true"', "agent_version": '"1.0.0"', "push_partial": "true",
     "prices": '{"claude-sonnet-4-5" = {input = 0, output = 0}}', "key_proxy": '"off"', "egress": '"allow=evil.com"',
     "fail_on": '"none"', "allow_policy": '["secret-pattern"]', "allow_workflow_changes": "true",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.cli.parser import run_flags
-from toren_action.cli.ui import print_json
+from toren_action.cli.ui import closed_pipe, print_json, say, silence_stdout
 from toren_action.core.errors import Interrupted, TorenError, UsageError
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
@@ -28,6 +28,8 @@ def cmd_run(args: Namespace) -> int:
 
     settings = Settings.load(run_flags(args), config_file=args.config)
     job = submit(settings, background=not args.disable_daemon)
+    for warning in job.plan.warnings:
+        say(f"toren: warning: {warning}")  # a closed stderr must not stop the job that now exists
     if not args.disable_daemon:
         return _start_background(args, job.store, job.home, job.job_id)
 
@@ -39,10 +41,16 @@ def cmd_run(args: Namespace) -> int:
     finally:
         reporter.close()
     record = job.store.get(job.job_id)
-    if args.json:
-        print_json(outcome_json(outcome, record, log_path(job.home, job.job_id)))
-    else:
-        print_outcome(outcome, record)
+    try:
+        if args.json:
+            print_json(outcome_json(outcome, record, log_path(job.home, job.job_id)))
+        else:
+            print_outcome(outcome, record)
+        sys.stdout.flush()
+    except OSError as exc:  # `toren run ... | head`: the job has ended all the same; its exit code stands
+        if not closed_pipe(exc):
+            raise
+        silence_stdout()
     return outcome.exit_code
 
 
@@ -108,7 +116,10 @@ def cmd_run_job(args: Namespace) -> int:
 
 
 def cmd_scan(args: Namespace) -> int:
+    from toren_action.config.settings import check_layer
     from toren_action.guard import scan
+
+    check_layer({"allow_policy": list(args.allow_policy)}, "flags")  # the rules `toren run` takes, in its words
 
     if args.image:
         from toren_action.guard.imagescan import scan_image
@@ -148,7 +159,7 @@ def cmd_cancel(args: Namespace) -> int:
     store = Store(home)
     job = store.resolve(args.job)
     if job.state.final:
-        print(f"job {job.id} already ended: {job.state}")
+        print(f"toren: job {job.id} already ended: {job.state}", file=sys.stderr)
         return 0 if job.state is JobState.CANCELLED else 1
     if job.state is JobState.QUEUED and not job.pid:
         store.set_state(job.id, JobState.CANCELLED, error="cancelled before it started (toren cancel)")
@@ -278,7 +289,10 @@ def cmd_summary(args: Namespace) -> int:
         print(f"The agent ({u.get('model') or 'model unknown'}) took {u['turns']} turn(s) and {u['tool_calls']} tool "
               f"call(s){' (' + tools + ')' if tools else ''}, {u['input_tokens']} tokens in "
               f"({u['cache_read_tokens']} cached) and {u['output_tokens']} out, for {cost}.")
-    print(f"Took {fmt_age(job.duration)}.")
+    if job.duration is not None:
+        print(f"Took {fmt_age(job.duration)}{'' if job.state.final else ' so far'}.")
+    else:
+        print(f"Not started yet ({job.state} for {fmt_age(time.time() - job.created_at)}).")
     return 0
 
 
@@ -415,6 +429,9 @@ def _prune_images(docker_client, dry_run: bool, home) -> None:
 
 
 def cmd_health(args: Namespace) -> int:
+    for flag, given in (("--security", args.security), ("--check-registry", args.check_registry)):
+        if given and not args.docker_image:
+            raise UsageError(flag, "looks at an image: give it with --docker-image IMAGE")
     checks: list[dict] = []
 
     def check(name: str, ok: bool, detail: str, required: bool = True) -> None:
@@ -450,9 +467,9 @@ def cmd_health(args: Namespace) -> int:
                                                       "(agent images take 0.5 to 1 GB each)", required=False)
         except OSError:  # a remote engine: its disk is not ours to see
             pass
-        runtimes = info.get("Runtimes") or {}
-        check("gpus", "nvidia" in runtimes, "NVIDIA runtime present" if "nvidia" in runtimes
-              else "no NVIDIA runtime: --gpus is unavailable on this engine", required=False)
+        gpu = container.has_gpu_runtime(info)
+        check("gpus", gpu, "NVIDIA runtime present" if gpu else "no NVIDIA runtime: --gpus is unavailable on this "
+                                                                 "engine", required=False)
     except TorenError as exc:
         check("docker", False, str(exc))
     vendor = cloud_vendor()

@@ -11,6 +11,7 @@ from typing import Any
 from toren_action import __version__
 from toren_action.config.settings import GROUPS, SETTINGS
 from toren_action.core.errors import UsageError
+from toren_action.core.states import JobState
 
 #: Where the full reference is (in Toren's source and its installed docs).
 DOCS = "docs/cli.md"
@@ -143,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the jobs as a JSON list (docs/cli.md#json-output)")
     s.add_argument("--watch", "-w", action="store_true", help="refresh the table until Ctrl-C")
     s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period with --watch")
-    s.add_argument("--state", help="only jobs in this state")
+    s.add_argument("--state", choices=[state.value for state in JobState], metavar="STATE",
+                   help="only jobs in this state: " + ", ".join(state.value for state in JobState))
     s.add_argument("--repo", help="only jobs whose repository contains this")
     s.add_argument("--limit", type=int, default=50, metavar="N", help="at most N jobs, newest first; 0 for all")
     s.add_argument("--wide", action="store_true", help="every column (agent, duration, turns, cost, full result)")
@@ -215,7 +217,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when --docker-image is not present locally, ask its registry whether it can be pulled")
     h.add_argument("--json", action="store_true", help="print the checks as JSON")
 
+    _no_negative_numbers(p)
     return p
+
+
+def non_negative(convert: type) -> Any:
+    """An argparse type: a finite number of ``convert`` (int or float) that is not negative; every numeric flag
+    of every command that is not a setting gets it (``_no_negative_numbers``), so `logs --tail -3` and `cancel
+    --wait -5` are refused (a setting's flag is checked against the schema, which bounds every number)."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            what = "a whole number" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a finite number")
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text[:40]} is negative; give 0 or more")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _no_negative_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every numeric flag that is not a setting (a setting's bounds are its schema's, in its own words)."""
+    for action in _Parser._all_actions(parser):  # type: ignore[arg-type]
+        if action.type in (int, float) and action.dest not in SETTINGS:
+            action.type = non_negative(action.type)
 
 
 #: The settings that `toren run` takes a flag for, but the maps (run_flags parses those).

@@ -4,9 +4,12 @@ agent or the job passes ``texts.terminal`` (or ``one_line``): no escape sequence
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TextIO
 
 from toren_action.core.states import JobState
@@ -29,9 +32,7 @@ class ConsoleReporter:
         self._status: Status | None = None
         self._console: Console | None = None
         if _interactive(self.stream):
-            from rich.console import Console
-
-            self._console = Console(file=self.stream, highlight=False, markup=False, emoji=False)
+            self._console = console(file=self.stream, highlight=False, markup=False, emoji=False)
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self.started:6.1f}s"
@@ -64,8 +65,11 @@ class ConsoleReporter:
 
     def close(self) -> None:
         if self._status is not None:
-            self._status.stop()
-            self._status = None
+            status, self._status = self._status, None
+            try:
+                status.stop()
+            except OSError:  # the terminal went away; nothing left to clear
+                pass
 
 
 class SpinnerLine:
@@ -142,16 +146,14 @@ def status_table(jobs, stream: TextIO | None = None, *, wide: bool = False, tota
     """The jobs as a table sized to the terminal (80 columns first; every column with ``wide``); to a pipe or a
     file at 240 columns, so nothing is cut."""
     stream = stream or sys.stdout
-    from rich.console import Console
-
-    console = Console(file=stream, soft_wrap=False, highlight=False)
+    out = console(file=stream, soft_wrap=False, highlight=False)
     if wide:  # as kubectl's -o wide: every cell whole, lines as long as they need
-        console = Console(file=stream, soft_wrap=False, highlight=False, width=10_000)
-        console.print(status_renderable(jobs, wide=True, total=total))
+        out = console(file=stream, soft_wrap=False, highlight=False, width=10_000)
+        out.print(status_renderable(jobs, wide=True, total=total))
         return
-    if not console.is_terminal:  # a pipe or a file: nothing cut
-        console = Console(file=stream, soft_wrap=False, highlight=False, width=240)
-    console.print(status_renderable(jobs, total=total, width=console.width))
+    if not out.is_terminal:  # a pipe or a file: nothing cut
+        out = console(file=stream, soft_wrap=False, highlight=False, width=240)
+    out.print(status_renderable(jobs, total=total, width=out.width))
 
 
 #: The columns of `toren status`, by priority: the first ones fit 80 columns; `--wide` shows them all.
@@ -273,3 +275,46 @@ def print_json(data: Any) -> None:
     """``data`` as indented JSON, written at once (json.dump would make one write per token: 130,000 for
     `status --json --limit 1000`)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def console(**options: Any) -> Console:
+    """A rich Console on which a closed pipe takes Toren's one path (a BrokenPipeError: cli.main exits quietly
+    with 0; a job's log drops its terminal and carries on), not rich's own SystemExit(1)."""
+    return _console_class()(**options)
+
+
+@lru_cache(maxsize=1)
+def _console_class() -> type[Console]:
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return _Console
+
+
+def closed_pipe(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write to a pipe whose reader has gone (EPIPE)."""
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
+
+
+def silence_stdout() -> None:
+    """Point stdout and stderr at /dev/null, so that Python's own flush at exit does not fail again on the closed
+    pipe (and print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def say(line: str) -> None:
+    """One line on stderr; dropped when stderr is a closed pipe."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass

@@ -21,15 +21,15 @@ def cmd_watch(args: Namespace) -> int:
 
 
 def watch(store: Store, args: Namespace) -> int:
-    from rich.console import Console
     from rich.live import Live
 
     from toren_action.cli.status import _total
+    from toren_action.cli.ui import console as make_console
     from toren_action.jobs import worker
 
     if args.interval <= 0:
         raise UsageError("--interval", f"{args.interval:g} is not a positive number of seconds")
-    console = Console(highlight=False)
+    console = make_console(highlight=False)
     if not console.is_terminal:  # a pipe or a file: the header and the table again every interval
         from toren_action.cli.ui import status_table
 

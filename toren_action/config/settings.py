@@ -126,6 +126,9 @@ class Settings:
     branch: str | None = _task(help="branch to create (default: toren/<job id>)", action_input="branch")
     base_branch: str | None = _task(help="branch to start from (default: the repository's default branch)",
                                     action_input="base-branch")
+    #: A commit of the local --repo to start from (HEAD: the checked-out one, detached or not), resolved when planned.
+    base_ref: str | None = _task(metavar="REF", help="commit to start from instead of the base branch's tip, e.g. "
+                                                     "HEAD (the commit checked out in a local --repo)")
     force_branch: bool = _task(False, help="overwrite the branch if it already exists upstream")
 
     # -- agent
@@ -456,12 +459,56 @@ def check_layer(layer: dict[str, Any], origin: str) -> None:
         msg = f"unknown setting {unknown[0]!r}; known settings are: {known}"
         path = unknown[0]
     else:
-        msg = err.message
+        msg = _in_words(err, path.split(".")[0])
     if origin == "flags":
         raise UsageError(flag_name(path.split(".")[0]), msg)
     if origin == "env":
         raise UsageError("TOREN_" + path.split(".")[0].upper(), msg)
     raise ConfigError(f"{origin}: {path}: {msg}; fix the value or remove it")
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as an error quotes it: at most ``limit`` characters, and how many more there were."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return f"{text[:limit]!r}… ({len(text) - limit} more characters)"
+
+
+_TYPE_WORDS = {"string": "a string", "boolean": "true or false", "integer": "a whole number", "number": "a number",
+               "array": "a list", "object": "a table", "null": "empty"}
+
+
+def _in_words(err: Any, key: str) -> str:
+    """A schema error as a user reads it: what is wrong with the value and what to give instead; the value
+    quoted shortly (never a 20,000-character text whole), no schema jargon."""
+    value, rule = err.instance, err.validator_value
+    if err.validator == "pattern" and key == "memory":
+        return f"{shown(value).strip(chr(39))} is not a size; use a number with b, k, m or g, e.g. 4g"
+    number = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else shown(value)
+    if err.validator == "exclusiveMinimum":
+        return f"{number} must be greater than {rule:g}"
+    if err.validator == "minimum":
+        return f"{number} must be at least {rule:g}"
+    if err.validator == "maximum":
+        return f"{number} must be at most {rule:g}"
+    if err.validator == "enum":
+        if key == "allow_policy" and value == "secret-value":
+            return "secret-value findings can never be allowed (a real secret is never pushed)"
+        return f"{shown(value)} is not one of {', '.join(str(v) for v in rule)}"
+    if err.validator == "type":
+        names = rule if isinstance(rule, list) else [rule]
+        return f"{shown(value)} is not {' or '.join(_TYPE_WORDS.get(n) or str(n) for n in names)}"
+    if err.validator == "minLength":
+        return "is empty; give a value or leave it out" if rule <= 1 else f"is shorter than {rule} characters"
+    if err.validator == "maxLength":
+        return f"is {len(value)} characters long; at most {rule} are allowed"
+    if err.validator == "uniqueItems":
+        return "names the same value twice"
+    if err.validator == "pattern":
+        about = schema()["properties"].get(key, {}).get("description", "")
+        return f"{shown(value)} is not a valid value" + (f" ({about.rstrip('.')})" if about else "")
+    return " ".join(err.message.split())[:200]
 
 
 _JSON_TYPES: dict[str, Any] = {
@@ -548,8 +595,63 @@ def parse_bool(text: str) -> bool | None:
     return None
 
 
+#: The TOREN_ variables that are not settings, each read somewhere on purpose (the rest of TOREN_* must be a
+#: setting's TOREN_<KEY>: any other is refused, with the closest name). Keep this list to what the code reads.
+OTHER_VARIABLES: dict[str, str] = {
+    "TOREN_HOME": "where Toren keeps its state (core/paths.py)",
+    "TOREN_CONFIG": "the settings file, like --config",
+    "TOREN_MAX_JOBS": "how many background jobs run at once (jobs/worker.py)",
+    "TOREN_WORKER_IDLE_S": "how long an idle background worker stays (jobs/worker.py)",
+    "TOREN_CACHE_DIR": "the Node runtimes' cache (sandbox/toolchain.py)",
+    "TOREN_NODE_WHEEL": "a downloaded Node wheel (sandbox/toolchain.py)",
+    "TOREN_PYPI_URL": "the package index Node is fetched from (sandbox/toolchain.py)",
+    "TOREN_SEMGREP_CONFIG": "semgrep's rules for the code scan (guard/codescan.py)",
+    "TOREN_ARTIFACTS": "where the Action writes its artifacts (action.py)",
+    "TOREN_SOURCE": "what the Action installs Toren from (action.yml)",
+    "TOREN_PLAIN": "plain output, no spinner (cli/ui.py)",
+    "TOREN_ATTEMPT": "the attempt of a job that is run again",
+    "TOREN_RACE_ID": "the race a job belongs to",
+    "TOREN_JOB_ID": "set by Toren in the agent's container",
+    "TOREN_TASK_FILE": "set by Toren in the agent's container",
+    "TOREN_SECRETS_DIR": "set by Toren in the agent's container",
+    "TOREN_DEMO_DIR": "scripts/demo.sh",
+    "TOREN_DOCKERD_LOG": "scripts/setup-docker.sh",
+    "TOREN_DOCKERD_WAIT": "scripts/setup-docker.sh",
+    "TOREN_DEBIAN_MIRROR": "scripts/build-base-image.sh",
+    "TOREN_BASE_SUITE": "scripts/build-base-image.sh",
+}
+#: Variables of Toren's own test suite (TOREN_TEST_BASE_IMAGE, ...).
+TEST_VARIABLE_PREFIX = "TOREN_TEST_"
+
+
+def check_variables(environ: dict[str, str]) -> None:
+    """Refuse a TOREN_ variable that is neither a setting's nor one Toren reads otherwise (a typo would be
+    ignored), naming the closest one; and a map's, which is never read from a variable."""
+    import difflib
+
+    settings_vars = {"TOREN_" + key.upper(): key for key in SETTINGS}
+    for var in sorted(v for v in environ if v.startswith("TOREN_")):
+        if var in OTHER_VARIABLES or var.startswith(TEST_VARIABLE_PREFIX):
+            continue
+        key = settings_vars.get(var)
+        if key is not None:
+            if SETTINGS[key].kind == "map":
+                where = f"{flag_name(key)} or " if SETTINGS[key].flags else ""
+                raise UsageError(var, f"{key} is not read from a variable; set it with {where}a file named by "
+                                      "--config, and unset " + var)
+            continue
+        known = [v for v in settings_vars if SETTINGS[settings_vars[v]].kind != "map"] + list(OTHER_VARIABLES)
+        shown = var if len(var) <= 60 else var[:60] + "…"
+        longer = sorted(v for v in known if v.startswith(var + "_"))
+        close = longer[:1] or difflib.get_close_matches(var, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "unset it (docs/configuration.md lists the variables)"
+        raise UsageError(shown, f"not a Toren setting or variable; {hint}")
+
+
 def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
-    """Scalar settings from TOREN_<KEY> variables, converted to the schema's type."""
+    """Scalar settings from TOREN_<KEY> variables, converted to the schema's type (an unknown TOREN_ variable
+    refused first: check_variables)."""
+    check_variables(environ)
     layer: dict[str, Any] = {}
     props = schema()["properties"]
     for key, prop in props.items():
@@ -593,6 +695,9 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             base = hinted if hinted.is_dir() else Path(cwd)
         except OSError:  # an impossible --repo path: validation reports it
             base = Path(cwd)
+        from toren_action.config.validate import repo_top_level
+
+        base = repo_top_level(base) or base  # from a subdirectory: the repository's own file, at its top
         candidates = [base / "toren.toml", base / "pyproject.toml"]
     for path in candidates:
         if not path.is_file():

@@ -61,9 +61,16 @@ def _stat_kind(path: Path, option: str) -> str | None:
 
 
 def branch_name(name: str, option: str = "--branch") -> str:
-    """git check-ref-format rules for a branch, plus a length cap."""
+    """git check-ref-format rules for a branch (``git check-ref-format --branch``), plus a length cap; a full
+    ``refs/heads/NAME`` is understood as NAME, any other ``refs/`` name refused. Returns the branch's name."""
     problem = None
-    if not name:
+    if name.startswith("refs/heads/"):
+        name = name[len("refs/heads/"):]
+    if name == "HEAD" and "BASE" in option.upper():
+        raise UsageError(option, "HEAD is not a branch; to start from the checked-out commit pass --base-ref HEAD")
+    if name.startswith("refs/"):
+        problem = "is a ref other than a branch (refs/heads/NAME or plain NAME)"
+    elif not name:
         problem = "is empty"
     elif len(name) > MAX_BRANCH_LENGTH:
         problem = f"is longer than {MAX_BRANCH_LENGTH} characters"
@@ -82,7 +89,8 @@ def branch_name(name: str, option: str = "--branch") -> str:
     elif any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
         problem = "has a component starting with '.' or ending with '.lock'"
     if problem:
-        raise UsageError(option, f"branch name {name!r} {problem}; use a name like toren/fix-parser")
+        shown = repr(name) if len(name) <= 60 else f"{name[:60]!r}… ({len(name) - 60} more characters)"
+        raise UsageError(option, f"branch name {shown} {problem}; use a name like toren/fix-parser")
     return name
 
 
@@ -101,9 +109,11 @@ def repo_spec(spec: str, cwd: str) -> RepoRef:
     if kind is not None:
         if kind != "dir":
             raise UsageError("--repo", f"{spec} is a file, not a repository directory")
-        if not ((path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())):
-            raise UsageError("--repo", f"{spec} is not a git repository; run `git init` there or pick another path")
-        return RepoRef("local", str(path.resolve()))
+        top = repo_top_level(path)
+        if top is None:
+            raise UsageError("--repo", f"{spec} is not a git repository (nor inside one); run `git init` there or "
+                                       "pick another path")
+        return RepoRef("local", str(top))
     if _GIT_URL.match(spec):
         if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", spec) or re.match(r"^https?://[^/@]+@", spec):
             raise UsageError("--repo", "the URL carries a credential; remove it and let a git credential helper "
@@ -112,6 +122,34 @@ def repo_spec(spec: str, cwd: str) -> RepoRef:
     if _GITHUB_NAME.match(spec) and not spec.startswith((".", "/")):
         return RepoRef("github", spec)
     raise UsageError("--repo", f"{spec!r} is neither an existing directory, a git URL nor owner/name")
+
+
+def _is_repository(path: Path) -> bool:
+    """A work tree's top level (``.git``, a directory or a worktree's file) or a bare repository."""
+    try:
+        return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
+    except OSError:
+        return False
+
+
+def repo_top_level(path: Path) -> Path | None:
+    """The repository ``path`` is in, as git finds it: ``path`` itself or the nearest parent holding ``.git``
+    (a subdirectory of a checkout is that checkout), not crossing into another file system (git's default).
+    None when there is none."""
+    try:
+        here = path.resolve()
+        device = here.stat().st_dev
+    except OSError:
+        return None
+    for candidate in (here, *here.parents):
+        try:
+            if candidate.stat().st_dev != device:
+                return None
+        except OSError:
+            return None
+        if _is_repository(candidate):
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -220,6 +258,23 @@ def network_spec(text: str) -> str:
     if _NETWORK.match(text) and not text.startswith("container"):
         return text
     raise UsageError("--network", f"{text!r} is not a network; use bridge, host, none or a network name")
+
+
+#: Docker's smallest memory limit for a container (its daemon refuses less when the container is created).
+MIN_MEMORY_BYTES = 6 * 1024 * 1024
+_SIZE = re.compile(r"^([0-9]+)([bkmg]?)$", re.I)
+
+
+def memory_size(text: str, option: str = "--memory") -> int:
+    """A Docker memory size (4g, 512m, 1073741824) in bytes, at least Docker's minimum of 6 MB."""
+    m = _SIZE.match(text)
+    if not m:
+        raise UsageError(option, f"{text[:40]} is not a size; use a number with b, k, m or g, e.g. 4g")
+    size = int(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " ") if m.group(2).lower() != "b" \
+        else int(m.group(1))
+    if size < MIN_MEMORY_BYTES:
+        raise UsageError(option, f"{text} is below Docker's minimum of 6m; give at least 6m (e.g. 4g)")
+    return size
 
 
 def positive_number(value: float, option: str, maximum: float | None = None) -> float:

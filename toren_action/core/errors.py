@@ -1,9 +1,9 @@
 """Every error Toren raises on purpose, each with its own process exit code.
 
-The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; anything else is a bug
-and exits 1 with a traceback in the job log only. An error that ends a job in a state of its own names it
-(``state``) and takes that state's exit code; a refusal (``refusal``) is bad input or a caller who may not
-start a job: nothing was started.
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; anything else is a bug: one
+line naming the file its traceback was written to, exit ``INTERNAL_ERROR_EXIT``, never a traceback on the
+terminal. An error that ends a job in a state of its own names it (``state``) and takes that state's exit
+code; a refusal (``refusal``) is bad input or a caller who may not start a job: nothing was started.
 """
 
 from __future__ import annotations
@@ -172,6 +172,14 @@ class Interrupted(TorenError):
     state = JobState.CANCELLED  # and its exit code
 
 
+class HomeUnusable(TorenError):
+    """TOREN_HOME (or the default data directory) cannot hold Toren's state: it is a file, lies under a file,
+    cannot be created, is read-only, or its database cannot be opened. Nothing was started (not a refusal of
+    the input: the host's state directory is broken)."""
+
+    exit_code = 23
+
+
 class WorkerLost(KeyboardInterrupt):
     """A job's process is stopped because its worker died (the SIGTERM of PR_SET_PDEATHSIG): the job ends
     ``failed`` (worker lost), not ``cancelled``. A KeyboardInterrupt, so it takes the Ctrl-C path."""
@@ -179,6 +187,9 @@ class WorkerLost(KeyboardInterrupt):
     def __init__(self) -> None:
         super().__init__(WORKER_LOST)
 
+
+#: The exit code of an unexpected exception (a bug): cli.main prints one line and where its traceback went.
+INTERNAL_ERROR_EXIT = 1
 
 #: WorkerLost's text (the job's message says "worker lost: ..."); job/ tells it apart by its type.
 WORKER_LOST = "worker lost"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: this module also runs alone (tests/unit/test_paths.py)
+    from toren_action.core.errors import HomeUnusable
 
 #: Directories under TOREN_HOME that hold job state and private code: 0700 like TOREN_HOME itself.
 PRIVATE_DIRS = ("jobs", "mirrors")
@@ -11,7 +16,8 @@ PRIVATE_DIRS = ("jobs", "mirrors")
 
 def toren_home(environ: dict[str, str] | None = None) -> Path:
     """TOREN_HOME (or the platform's data directory), made private: 0700, with jobs/ and mirrors/ 0700 too, an
-    existing one tightened; one owned by another user is refused (its owner could read every job's state)."""
+    existing one tightened; one owned by another user is refused (its owner could read every job's state). One
+    that cannot hold the state (a file, under a file, not creatable, read-only) is HomeUnusable (exit 23)."""
     env = os.environ if environ is None else environ
     if env.get("TOREN_HOME"):
         home = Path(env["TOREN_HOME"]).expanduser().absolute()
@@ -19,18 +25,59 @@ def toren_home(environ: dict[str, str] | None = None) -> Path:
         from platformdirs import user_data_dir
 
         home = Path(user_data_dir("toren", appauthor=False))
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = home.stat()
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = home.stat()
+    except OSError as exc:
+        raise home_unusable(home, exc) from None
     if info.st_uid != os.geteuid():
         from toren_action.core.errors import UsageError
 
         raise UsageError("TOREN_HOME", f"{home} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
                                        "point TOREN_HOME at a directory of your own")
-    for path in (home, *(home / name for name in PRIVATE_DIRS)):
-        path.mkdir(exist_ok=True, mode=0o700)
-        if os.lstat(path).st_mode & 0o077:
-            os.chmod(path, 0o700)
+    try:
+        for path in (home, *(home / name for name in PRIVATE_DIRS)):
+            path.mkdir(exist_ok=True, mode=0o700)
+            if os.lstat(path).st_mode & 0o077:
+                os.chmod(path, 0o700)
+        if not os.access(home, os.W_OK | os.X_OK):  # a read-only mount: the database could not be written
+            raise PermissionError(errno.EROFS if _read_only_fs(home) else errno.EACCES, "not writable")
+    except OSError as exc:
+        raise home_unusable(home, exc) from None
     return home
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def home_unusable(home: Path, exc: BaseException) -> HomeUnusable:
+    """The one-line error for a TOREN_HOME that cannot hold Toren's state, naming what is wrong with it."""
+    from toren_action.core.errors import HomeUnusable
+
+    fix = "point TOREN_HOME at a directory"
+    shown = str(home)[:200]
+    for part in (home, *home.parents):  # the path itself, or the first file in the way
+        try:
+            if part.exists() and not part.is_dir():
+                if part == home:
+                    return HomeUnusable(f"TOREN_HOME: {shown} is a file; {fix}")
+                return HomeUnusable(f"TOREN_HOME: {shown} lies under {str(part)[:200]}, which is a file; {fix}")
+        except OSError:
+            continue
+    errno_ = getattr(exc, "errno", None)
+    if errno_ == errno.EROFS or (home.is_dir() and _read_only_fs(home)):
+        return HomeUnusable(f"TOREN_HOME: {shown} is on a read-only file system; {fix} you can write")
+    if errno_ in (errno.EACCES, errno.EPERM):
+        return HomeUnusable(f"TOREN_HOME: {shown} is not writable by you; {fix} you can write")
+    if isinstance(exc, OSError) and exc.strerror:
+        why = exc.strerror.lower()
+    else:
+        why = " ".join(str(exc).split())[:120] or exc.__class__.__name__
+    return HomeUnusable(f"TOREN_HOME: cannot use {shown} ({why}); {fix} you can write")
 
 
 def job_dir(home: Path, job_id: str) -> Path:

@@ -95,8 +95,21 @@ def _failure(args: tuple[str, ...], stderr: bytes, stdout: bytes, code: int, cwd
             f"git refused {os.path.realpath(cwd) if cwd else 'the repository'}: it is owned by another user, and "
             "Toren does not run git in a repository it cannot trust (its config could run commands as you); run "
             "Toren as the repository's owner"))
-    detail = lines[-1] if lines else f"exit code {code}"
-    return GitError(redact(f"git {args[0]} failed: {detail}"))
+    return GitError(redact(f"git {args[0]} failed: {failure_detail(lines) or f'exit code {code}'}"))
+
+
+#: git's line for a ref the other side refused ("! [rejected] x -> x (fetch first)", "! [remote rejected] ...").
+_REJECTED = re.compile(r"^\s*!\s*\[(?:rejected|remote rejected)\]")
+
+
+def failure_detail(lines: list[str]) -> str | None:
+    """The line of git's output that says why it failed: a push's ``! [rejected] ... (fetch first)`` line when
+    there is one, else the last line that is not a ``hint:`` (advice, never the cause)."""
+    for line in lines:
+        if _REJECTED.match(line):
+            return " ".join(line.split())
+    causes = [ln for ln in lines if not ln.lstrip().startswith("hint:")]
+    return causes[-1].strip() if causes else None
 
 
 def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
@@ -245,11 +258,60 @@ def default_branch(mirror: Path) -> str:
         return "main"
 
 
-def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = None,
-                      redact: Callable[[str], str] = str) -> str | None:
-    """The commit ``branch`` points to in ``origin``, or None when it does not exist there."""
-    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}", env=env, redact=redact)
-    return out.split()[0] if out.strip() else None
+@dataclass(frozen=True)
+class RemoteHeads:
+    """The origin's branches and the one its HEAD names (None: a detached or missing HEAD), from one call."""
+
+    head: str | None
+    branches: dict[str, str]  # name -> commit
+
+
+def remote_heads(origin: str, env: dict[str, str] | None = None, redact: Callable[[str], str] = str) -> RemoteHeads:
+    """Every branch of ``origin`` and its default one: one ``git ls-remote``, before any job exists."""
+    out = git("ls-remote", "--symref", origin, "HEAD", "refs/heads/*", env=env, redact=redact)
+    head, branches = None, {}
+    for line in out.splitlines():
+        if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+            head = line[len("ref: refs/heads/"):-len("\tHEAD")]
+            continue
+        sha, _, ref = line.partition("\t")
+        if ref.startswith("refs/heads/"):
+            branches[ref[len("refs/heads/"):]] = sha
+    return RemoteHeads(head, branches)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What a user's checkout has checked out: the commit, the branch (None: a detached HEAD) and the paths that
+    are modified, staged or untracked (not ignored), in git's order."""
+
+    head: str | None
+    branch: str | None
+    changed: list[str]
+
+
+def checkout_state(path: str | Path) -> Checkout | None:
+    """The checkout at ``path`` from one ``git status`` (porcelain v2 with the branch header, NUL-separated);
+    None for a bare repository or one git refuses."""
+    try:
+        out = git("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--no-renames",
+                  cwd=path)
+    except GitError:
+        return None
+    head = branch = None
+    changed = []
+    for entry in out.split("\0"):
+        if entry.startswith("# branch.oid "):
+            oid = entry[len("# branch.oid "):]
+            head = oid if oid != "(initial)" else None
+        elif entry.startswith("# branch.head "):
+            name = entry[len("# branch.head "):]
+            branch = name if name != "(detached)" else None
+        elif entry.startswith(("1 ", "u ")):  # ordinary and unmerged: the path is the last field
+            changed.append(entry.split(" ", 8 if entry[0] == "1" else 10)[-1])
+        elif entry.startswith("? "):
+            changed.append(entry[2:])
+    return Checkout(head, branch, changed)
 
 
 @dataclass(frozen=True)
@@ -259,11 +321,16 @@ class Workspace:
     base_branch: str
 
 
-def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str) -> Workspace:
-    """A per-job clone sharing the mirror's objects, on a new branch from the base branch."""
+def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str,
+                 base_commit: str | None = None) -> Workspace:
+    """A per-job clone sharing the mirror's objects, on a new branch from the base branch (or from
+    ``base_commit``, --base-ref's commit, fetched into the mirror by its id)."""
     base = base_branch or default_branch(mirror)
+    if base_commit:
+        git("fetch", "--quiet", "--no-tags", "origin", base_commit, cwd=mirror, trusted=True)
     try:
-        commit = git("rev-parse", "--verify", f"refs/heads/{base}^{{commit}}", cwd=mirror, trusted=True).strip()
+        commit = git("rev-parse", "--verify", f"{base_commit or 'refs/heads/' + base}^{{commit}}", cwd=mirror,
+                     trusted=True).strip()
     except GitError:
         raise UsageError("--base-branch",
                          f"branch {base!r} does not exist in {origin}; name an existing branch") from None

@@ -3,6 +3,7 @@ Action's log, the progress comment on the issue)."""
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Protocol
@@ -61,9 +62,13 @@ class JobLog:
     def stage(self, state: str, detail: str) -> None:
         detail = texts.one_line(self._redact(detail))  # redacted first: an escape could hide a secret's value
         self._fh.write(f"[{time.monotonic() - self._started:7.2f}s] == {state}: {detail}\n")
-        self._reporter.stage(state, detail)
+        try:
+            self._reporter.stage(state, detail)
+        except OSError as exc:
+            self._lost(exc)
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, show: bool = True) -> None:
+        """One line of the log; ``show``: also to the reporter (False: the caller has already shown it)."""
         if self._left <= 0:
             return
         text = texts.terminal(self._redact(text))  # no control sequence reaches a terminal that shows the log
@@ -72,7 +77,21 @@ class JobLog:
             text = (f"toren: the log reached its cap of {self._max // (1024 * 1024)} MiB here; the rest of the "
                     "agent's output is not kept (stages and the outcome still are)")
         self._fh.write(text + "\n")
-        self._reporter.line(text)
+        if not show:
+            return
+        try:
+            self._reporter.line(text)
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        """The terminal went away (a closed pipe: `toren run ... | head`; a hung-up terminal): the job carries on
+        to its end and its log stays complete; only what would have been shown is dropped, from now on."""
+        if not (isinstance(exc, BrokenPipeError) or exc.errno in (errno.EPIPE, errno.EIO)):
+            raise exc
+        self._fh.write(f"[{time.monotonic() - self._started:7.2f}s] toren: the terminal's output was closed "
+                       f"({exc.strerror or exc.__class__.__name__}); the job carries on and this log is complete\n")
+        self._reporter = NullReporter()
 
     def close(self) -> None:
         self._fh.close()

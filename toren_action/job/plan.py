@@ -22,6 +22,7 @@ from toren_action.core.redact import CREDENTIAL_NAME, Redactor, Secret
 
 if TYPE_CHECKING:
     from toren_action.git.github import Endpoints, GitHub
+    from toren_action.git.workspace import RemoteHeads
 
 CONTAINER_SECRETS = "/run/toren/secrets"
 CONTAINER_TASK = "/run/toren/task"
@@ -64,6 +65,12 @@ class Plan:
     key_proxy_upstream: str | None = None
     #: --egress: the only hosts the agent may reach, through the host's filtering proxy (egress.py).
     egress_hosts: tuple[str, ...] = ()
+    #: The branch the job starts from: --base-branch, else the origin's default branch (checked to exist).
+    base_branch: str | None = None
+    #: --base-ref's commit in the local repository (the job starts from it instead of the base branch's tip).
+    base_commit: str | None = None
+    #: What the user should know before the job starts (uncommitted work left out, a detached HEAD): one line each.
+    warnings: tuple[str, ...] = ()
 
     @property
     def redactor(self) -> Redactor:
@@ -105,9 +112,14 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     cwd = cwd or os.getcwd()
     home_dir = environ.get("HOME", str(Path.home()))
 
+    s = _branch_names(s)
     profile = _agent_profile(s)
+    unused = _unused_by_agent(s, profile)
     issue, task = _task_source(s, cwd)
     target = _target(s, cwd, environ, issue)
+    if s.actor and target.endpoints is None:
+        raise UsageError(s.source_of("actor"), "only a job whose result goes to GitHub checks who started it; drop "
+                                               "--actor for a local repository or a plain git URL")
     branch = _check_values(s, job_id)
     network, egress_hosts = _network(s, profile)
     env = _agent_env(s, profile)
@@ -126,13 +138,48 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
         if profile.package and issue:
             _check_agent_limits(profile, s, task)
     assert task is not None
-    lease = _push_lease(s, target.origin, branch, gh)
+    heads = _origin_heads(target.origin, gh)
+    base = _base_branch(s, target.origin, heads)
+    base_commit, warnings = _local_checkout(s, target.repo, base, heads)
+    warnings = unused + warnings
+    lease = _push_lease(s, target.origin, branch, gh, heads.branches.get(branch))
     return Plan(settings=s, repo=target.repo, origin=target.origin, task=task, profile=profile, branch=branch,
                 mounts=mounts + access.mounts, env=env, secrets=secrets + access.secrets, network=network,
                 ca_bundle=ca_bundle, timeout_s=s.timeout_minutes * 60, uid=uid, gid=gid,
                 credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
-                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts)
+                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, base_branch=base,
+                base_commit=base_commit, warnings=warnings)
+
+
+#: Networks every Docker engine has; any other name in --network is looked up (one call) before the job exists.
+BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
+
+
+def check_engine(plan: Plan, docker_client) -> None:
+    """What only the engine knows, checked once it answers and before the job exists: that --network names a
+    network it has, that --gpus has its NVIDIA runtime. No call at all when neither option is used."""
+    from toren_action.sandbox import container
+
+    s = plan.settings
+    if plan.network not in BUILTIN_NETWORKS and not container.network_exists(docker_client, plan.network):
+        raise UsageError(s.source_of("network"), f"the Docker engine has no network {plan.network!r}; create it "
+                                                 f"(docker network create {plan.network}) or use bridge, host or "
+                                                 "none")
+    if s.gpus and not container.has_gpu_runtime(docker_client.info()):
+        raise UsageError(s.source_of("gpus"), "the Docker engine has no NVIDIA runtime, so no GPU can be given to "
+                                              "the agent; install the NVIDIA Container Toolkit or drop --gpus "
+                                              "(`toren health` shows it)")
+
+
+def _branch_names(s: Settings) -> Settings:
+    """--branch and --base-branch checked as git does, a full ``refs/heads/NAME`` taken as NAME."""
+    import dataclasses
+
+    branch = validate.branch_name(s.branch) if s.branch else None
+    base = validate.branch_name(s.base_branch, "--base-branch") if s.base_branch else None
+    return s if (branch, base) == (s.branch, s.base_branch) else dataclasses.replace(s, branch=branch,
+                                                                                      base_branch=base)
 
 
 def _agent_profile(s: Settings) -> AgentProfile:
@@ -143,6 +190,30 @@ def _agent_profile(s: Settings) -> AgentProfile:
     if s.command and not profile.takes_command:
         raise UsageError("--command", "only the shell agent takes --command; drop it or use --agent 'shell'")
     return profile
+
+
+#: The settings only an agent CLI uses (the shell agent runs its --command and nothing else).
+CLI_ONLY_SETTINGS = ("model", "max_turns", "max_cost_usd", "allowed_tools", "disallowed_tools",
+                     "append_system_prompt", "agent_version")
+
+
+def _unused_by_agent(s: Settings, profile: AgentProfile) -> tuple[str, ...]:
+    """The shell agent uses no model: a CLI-only setting given as a flag or a TOREN_ variable is refused; one a
+    settings file holds (written for the CLI agents too, like a repository's toren.toml) is warned about."""
+    from toren_action.config.settings import flag_name
+
+    if profile.package:
+        return ()
+    warnings = []
+    for key in CLI_ONLY_SETTINGS:
+        if getattr(s, key) in (None, ()):
+            continue
+        source = s.source_of(key)
+        if source.startswith(("--", "TOREN_")):
+            raise UsageError(source, f"the {profile.name} agent runs its --command and uses no model, so "
+                                     f"{flag_name(key)} would be ignored; drop it or use a CLI agent")
+        warnings.append(f"{source} is ignored: the {profile.name} agent runs its --command and uses no model")
+    return tuple(warnings)
 
 
 def _task_source(s: Settings, cwd: str) -> tuple[IssueRef | None, Task | None]:
@@ -191,8 +262,7 @@ def _target(s: Settings, cwd: str, environ: dict[str, str], issue: IssueRef | No
 def _check_values(s: Settings, job_id: str) -> str:
     """The branch names, the base image, the timeout, the cost cap and the GPUs; returns the job's branch."""
     branch = validate.branch_name(s.branch or f"toren/{job_id}")
-    if s.base_branch:
-        validate.branch_name(s.base_branch, "--base-branch")
+    validate.memory_size(s.memory, s.source_of("memory"))
     validate.image_ref(s.base_image)
     validate.positive_number(s.timeout_minutes, "--timeout", 10080)
     if s.max_cost_usd is not None:
@@ -270,16 +340,90 @@ def _agent_ids(s: Settings) -> tuple[int, int]:
     return uid, gid
 
 
-def _push_lease(s: Settings, origin: str, branch: str, gh: GitHubPlan | None) -> str | None:
-    """Refuse a branch that exists at the origin, unless --force-branch or it is the branch of an open pull
-    request Toren opened: then the commit it points to now, which the push may replace only if it still does."""
+def _origin_heads(origin: str, gh: GitHubPlan | None) -> RemoteHeads:
+    """The origin's branches and default branch, read once (one ``git ls-remote``); an origin with none has no
+    commit to start from."""
     from toren_action.git import workspace
 
-    if s.force_branch:
-        return None
-    existing = workspace.remote_branch_sha(origin, branch, env=gh.git_env if gh else {},
-                                           redact=Redactor(gh.host_secrets if gh else ()))
-    if not existing:
+    heads = workspace.remote_heads(origin, env=gh.git_env if gh else {}, redact=Redactor(gh.host_secrets if gh
+                                                                                       else ()))
+    if not heads.branches:
+        raise UsageError("--repo", f"{origin} has no commits yet; commit something first (a job starts from a "
+                                   "commit of a branch)")
+    return heads
+
+
+def _base_branch(s: Settings, origin: str, heads: RemoteHeads) -> str:
+    """--base-branch, else the origin's default branch (its HEAD; main or master when HEAD is detached), which
+    must be one of the origin's branches."""
+    base = s.base_branch or heads.head or next((b for b in ("main", "master") if b in heads.branches), None)
+    if base in heads.branches:
+        return base
+    names = sorted(heads.branches)
+    listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    if s.base_branch:
+        raise UsageError(s.source_of("base_branch"), f"branch {base!r} does not exist in {origin}; its branches "
+                                                     f"are {listed}")
+    why = f"its default branch {base!r} does not exist" if base else "its HEAD names no branch"
+    raise UsageError("--base-branch", f"{origin}: {why}; name the branch to start from with --base-branch (its "
+                                      f"branches are {listed})")
+
+
+#: How many of the user's uncommitted paths a warning names (then a count of the rest).
+MAX_LISTED_PATHS = 5
+
+
+def _local_checkout(s: Settings, repo: RepoRef, base: str, heads: RemoteHeads) -> tuple[str | None, tuple[str, ...]]:
+    """For a local checkout: --base-ref's commit, and warnings about what the job does not start from (the
+    uncommitted work the agent will not see; a checked-out commit that is not the base branch's tip)."""
+    from toren_action.config.settings import shown
+    from toren_action.core.errors import GitError
+    from toren_action.core.texts import one_line
+    from toren_action.git import workspace
+
+    if repo.kind != "local":
+        if s.base_ref:
+            raise UsageError(s.source_of("base_ref"), "only a local --repo has a checked-out commit to start from; "
+                                                      "use --base-branch for a remote one")
+        return None, ()
+    path = repo.location
+    base_commit = None
+    if s.base_ref:
+        ref = s.base_ref
+        try:
+            if ref.startswith("-"):
+                raise GitError(ref)
+            base_commit = workspace.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}",
+                                        cwd=path).strip()
+        except GitError:
+            raise UsageError(s.source_of("base_ref"), f"{shown(ref)} is not a commit of {path}; give a commit, "
+                                                      "a branch or HEAD") from None
+    checkout = workspace.checkout_state(path)  # one `git status`: the commit, the branch, what is uncommitted
+    head, on = (checkout.head, checkout.branch) if checkout else (None, None)
+    start = base_commit or heads.branches[base]
+    start_text = f"{base_commit[:10]} (--base-ref {shown(s.base_ref or '')})" if base_commit else \
+        f"{base} at {start[:10]}"
+    warnings = []
+    if head and not base_commit and head != start:
+        if not on:
+            warnings.append(f"HEAD is detached at {head[:10]}; the job starts from {start_text}, not from HEAD (pass "
+                            "--base-ref HEAD to start from the checked-out commit)")
+        elif not s.base_branch and on != base:
+            warnings.append(f"you are on branch {on}; the job starts from {start_text} (pass --base-branch {on}, "
+                            "or --base-ref HEAD for the checked-out commit)")
+    left = [one_line(name)[:100] for name in checkout.changed] if checkout else []
+    if left:
+        names = ", ".join(left[:MAX_LISTED_PATHS]) + (f" and {len(left) - MAX_LISTED_PATHS} more"
+                                                      if len(left) > MAX_LISTED_PATHS else "")
+        warnings.append(f"{len(left)} uncommitted path(s) in {path} are left out (the agent sees only commits): "
+                        f"{names}; the job starts from {start_text}")
+    return base_commit, tuple(warnings)
+
+
+def _push_lease(s: Settings, origin: str, branch: str, gh: GitHubPlan | None, existing: str | None) -> str | None:
+    """Refuse a branch that exists at the origin, unless --force-branch or it is the branch of an open pull
+    request Toren opened: then the commit it points to now, which the push may replace only if it still does."""
+    if s.force_branch or not existing:
         return None
     if gh and gh.open_pr_from(branch):
         return existing  # the branch of a pull request Toren opened: this run updates it, if nobody pushed

@@ -68,6 +68,8 @@ class JobRun:
     state: str = "queued"
     #: bandit loading while the agent runs, for the code scan (codescan.WarmBandit); closed when the job ends
     scanner: WarmBandit | None = None
+    #: The key proxy while the agent runs (why the model API was unreachable, if it was)
+    key_proxy: object | None = None
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -149,6 +151,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
     except KeyboardInterrupt as exc:
         if isinstance(exc, WorkerLost):
             job.end(JobState.FAILED, "worker lost: the background worker died; the container was removed", 1)
+        elif _cancel_requested(store, job_id):
+            job.end(JobState.CANCELLED, "cancelled (toren cancel); the container was removed", Interrupted.exit_code)
         else:
             job.end(JobState.CANCELLED, "interrupted (Ctrl-C or a termination signal); the container was removed",
                     Interrupted.exit_code)
@@ -170,6 +174,14 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         if job.progress:
             job.progress.finish(outcome.state, [plan.redactor(x) for x in report.progress_lines(outcome, job_id)])
         job.log.close()
+
+
+def _cancel_requested(store: Store, job_id: str) -> bool:
+    """Whether `toren cancel` asked this job to stop (its SIGTERM is then no Ctrl-C of the user's)."""
+    try:
+        return store.get(job_id).cancel_requested_at is not None
+    except Exception:  # noqa: BLE001 - a busy database: say interrupted rather than fail to end the job
+        return False
 
 
 def _open_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporter | None,
@@ -197,9 +209,14 @@ def prepare_workspace(job: JobRun) -> Prepared:
     plan = job.plan
     job.enter("preparing", f"cloning {plan.origin} into the job workspace")
     mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor)
-    ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace", plan.settings.base_branch, plan.branch)
+    ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace",
+                                plan.base_branch or plan.settings.base_branch, plan.branch,
+                                base_commit=plan.base_commit)
     job.store.update(job.id, base_commit=ws.base_commit)
-    job.log.stage("preparing", f"branch {plan.branch} from {ws.base_branch} at {ws.base_commit[:10]}")
+    for warning in plan.warnings:
+        job.log.line(f"toren: warning: {warning}", show=False)  # the submitter showed it (cli, action)
+    start = f"--base-ref {plan.settings.base_ref}" if plan.base_commit else ws.base_branch
+    job.log.stage("preparing", f"branch {plan.branch} from {start} at {ws.base_commit[:10]}")
     workspace.give_tree_to(ws.path, plan.uid, plan.gid)
     return Prepared(ws, tuple(_job_mounts(plan, job.dir, ws.path)))
 
@@ -352,6 +369,7 @@ def _start_key_proxy(job: JobRun, stack: ExitStack) -> _Wiring:
     proxy = KeyProxy(upstream, plan.proxy_key, kp.header, owner=(plan.uid, plan.gid), value=kp.value,
                      keep_path=kp.socket_env is not None).start()
     stack.callback(proxy.stop)
+    job.key_proxy = proxy
     target = f"{CONTAINER_SOCKETS}/model-api.sock"
     mount = Mount(str(proxy.socket_path), target, False)
     job.log.stage("building", f"model API key kept on the host: the agent reaches {upstream} through Toren's "
@@ -466,7 +484,12 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
         if watch.started:
             _record_usage(job, watch)
     job.store.update(job.id, exit_code=result.exit_code)
-    return AgentRun(result.exit_code, watch.stopped[0] if watch.stopped else watch.parser.verdict, sandbox.spec)
+    verdict = watch.stopped[0] if watch.stopped else watch.parser.verdict
+    unreachable = getattr(job.key_proxy, "unreachable", None)
+    if unreachable and result.exit_code != 0 and (verdict is None or verdict.kind == "error"):
+        env = plan.profile.key_proxy.base_url_env if plan.profile.key_proxy else "the base URL"
+        verdict = Verdict("error", f"the model API cannot be reached: {unreachable}; check {env}")
+    return AgentRun(result.exit_code, verdict, sandbox.spec)
 
 
 def _budget_verdict(plan: Plan, parser, prices) -> Verdict | None:

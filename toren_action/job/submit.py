@@ -13,7 +13,7 @@ from toren_action.config.settings import Settings
 from toren_action.core.paths import toren_home
 from toren_action.core.redact import redact_data
 from toren_action.job.log import Reporter
-from toren_action.job.plan import Plan, make_plan
+from toren_action.job.plan import Plan, check_engine, make_plan
 from toren_action.job.report import Outcome
 from toren_action.jobs.store import Store, new_job_id
 
@@ -43,6 +43,7 @@ def submit(settings: Settings, *, background: bool) -> Submitted:
     job_id = new_job_id()
     plan = make_plan(settings, job_id)
     docker = connected()  # the engine must answer before a job exists
+    check_engine(plan, docker)  # its networks and runtimes (only when --network or --gpus ask for them)
     home = toren_home()
     store = Store(home)
     inputs = {**settings.to_record(), "_cwd": os.getcwd()}

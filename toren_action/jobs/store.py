@@ -111,6 +111,8 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 HEARTBEAT_TIMEOUT_S = 120.0
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+#: How many jobs an ambiguous id prefix names.
+MAX_CANDIDATES = 5
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -178,8 +180,17 @@ def _where(state: str | None, repo: str | None) -> tuple[str, builtins.list[str]
 
 class Store:
     def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = home / "toren.db"
+        try:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._open(home)
+        except (OSError, sqlite3.Error) as exc:  # a read-only or broken TOREN_HOME: one line, exit 23
+            from toren_action.core.paths import home_unusable
+
+            raise home_unusable(home, exc) from None
+        self._migrate()
+
+    def _open(self, home: Path) -> None:
         # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files (which hold job inputs) the
         # database's mode. Files an older Toren left readable are tightened.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
@@ -195,7 +206,6 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys = ON")
         if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self._conn.execute("PRAGMA journal_mode = WAL")
-        self._migrate()
 
     def close(self) -> None:
         self._conn.close()
@@ -295,12 +305,15 @@ class Store:
         if not prefix or any(c not in _CROCKFORD for c in prefix):
             raise JobNotFound(f"{prefix!r} is not a job id; `toren status` lists the jobs")
         rows = self._conn.execute(
-            "SELECT * FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2", (prefix, prefix + "~")
-        ).fetchall()
+            "SELECT * FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "~", MAX_CANDIDATES + 1)).fetchall()
         if not rows:
             raise JobNotFound(f"no job starts with {prefix!r}; `toren status` lists the jobs")
         if len(rows) > 1 and rows[0]["id"] != prefix:
-            raise JobNotFound(f"{prefix!r} matches several jobs; give more characters of the id")
+            shown = [r["id"] for r in rows[:MAX_CANDIDATES]]
+            more = " and more" if len(rows) > MAX_CANDIDATES else ""
+            raise JobNotFound(f"{prefix!r} matches several jobs ({', '.join(shown)}{more}); give more characters "
+                              "of the id")
         return _job(rows[0])
 
     def list(self, *, limit: int | None = 50, state: str | None = None, repo: str | None = None) -> list[Job]:

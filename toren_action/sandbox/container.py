@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from toren_action.config.validate import Mount
 from toren_action.core.errors import DockerError, JobTimedOut
@@ -91,6 +91,16 @@ class ContainerResult:
     exit_code: int
     container_id: str
     duration_s: float
+
+
+def has_gpu_runtime(info: dict) -> bool:
+    """Whether the engine (its ``docker info``) has the NVIDIA runtime that --gpus needs."""
+    return "nvidia" in (info.get("Runtimes") or {})
+
+
+def network_exists(docker_client, name: str) -> bool:
+    """Whether the engine has a network called ``name`` (or with that id): one call."""
+    return any(n.name == name or n.id == name for n in docker_client.networks.list(names=[name]))
 
 
 def device_requests(gpus: str | None):

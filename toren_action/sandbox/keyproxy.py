@@ -41,6 +41,30 @@ METHODS = {"GET", "POST", "PUT", "DELETE"}
 UPSTREAM_IDLE_TIMEOUT_S = 600.0
 
 
+#: The status of an answer when the model API cannot even be connected to: a 4xx that CLIs do not retry (they
+#: retry 5xx, 408, 409 and 429 for a minute or more), so the agent stops within seconds and the job says why.
+UNREACHABLE_STATUS = 421
+#: Seconds a connect to the model API may take (a host that drops packets).
+CONNECT_TIMEOUT_S = 30.0
+
+
+def connect_failure(exc: BaseException) -> str:
+    """A connect failure in words: "connection refused", "no such host", "timed out", a TLS failure."""
+    import socket
+
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "no such host"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "connection timed out"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {getattr(exc, 'reason', None) or exc.__class__.__name__}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return exc.__class__.__name__
+
+
 class KeyProxy(UnixSocketService):
     """A threaded HTTP/1.1 server on a unix socket that adds the key and forwards to one origin.
 
@@ -60,15 +84,20 @@ class KeyProxy(UnixSocketService):
             raise ValueError(f"not an http(s) URL: {upstream}")
         hostname = parts.hostname
         self.requests = 0
+        #: Why the model API could not be connected to (refused, no such host, TLS), the last time it was not:
+        #: such a failure is answered at once with a status no CLI retries, and the job reports this cause.
+        self.unreachable: str | None = None
         proxy = self
         base_path = parts.path if keep_path else ""
         allowed_prefix = ALLOWED_PATH_PREFIX if keep_path else (parts.path.rstrip("/") + "/" if parts.path else "/")
 
         def connect() -> http.client.HTTPConnection:
+            """A connection to the model API, not yet connected: its connect waits CONNECT_TIMEOUT_S at most."""
+            timeout = min(CONNECT_TIMEOUT_S, upstream_timeout)
             if parts.scheme == "https":
-                return http.client.HTTPSConnection(hostname, parts.port or 443, timeout=upstream_timeout,
+                return http.client.HTTPSConnection(hostname, parts.port or 443, timeout=timeout,
                                                    context=ssl.create_default_context())
-            return http.client.HTTPConnection(hostname, parts.port or 80, timeout=upstream_timeout)
+            return http.client.HTTPConnection(hostname, parts.port or 80, timeout=timeout)
 
         def error_body(message: str) -> bytes:
             return json.dumps({"type": "error", "error": {"type": "proxy_error", "message": message}}).encode()
@@ -106,6 +135,16 @@ class KeyProxy(UnixSocketService):
                 proxy.requests += 1
                 conn = connect()
                 try:
+                    try:
+                        conn.connect()
+                        assert conn.sock is not None
+                        conn.sock.settimeout(upstream_timeout)  # from now on an idle read's limit
+                    except (OSError, http.client.HTTPException) as exc:  # nothing was sent: no point retrying
+                        proxy.unreachable = f"{connect_failure(exc)} ({parts.scheme}://{parts.netloc})"
+                        client.refuse(UNREACHABLE_STATUS, error_body(f"the key proxy cannot connect to the model "
+                                                                     f"API: {proxy.unreachable}"),
+                                      "application/json")
+                        return False
                     try:
                         conn.request(head.method, base_path + head.target, headers=headers,
                                      body=client.body(framing, max_body_bytes) if framing is not None else None,

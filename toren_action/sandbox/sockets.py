@@ -64,8 +64,8 @@ class ClientGone(Exception):
 
 
 REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 413: "Content Too Large",
-           431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",
-           503: "Service Unavailable"}
+           421: "Misdirected Request", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+           502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 @dataclass
