@@ -91,6 +91,11 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
           f"{terminal(outcome.message)}\n")
     if outcome.usage:
         w(f"  usage   {usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source)}\n")
+    verification = getattr(outcome, "verification", None)
+    if verification:
+        from toren_action.job.verify import verification_line
+
+        w(f"  verify  {terminal(verification_line(verification))}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
 
 
@@ -112,6 +117,7 @@ def outcome_json(outcome, job) -> dict:
         "usage": outcome.usage,
         "cost_usd": outcome.cost_usd,
         "cost_source": outcome.cost_source,
+        "verification": getattr(outcome, "verification", None),
     }
 
 

@@ -64,6 +64,8 @@ class Plan:
     key_proxy_upstream: str | None = None
     #: --egress: the only hosts the agent may reach, through the host's filtering proxy (egress.py).
     egress_hosts: tuple[str, ...] = ()
+    #: What a failed job's change becomes: discard, branch or draft (--on-failure; draft by default with --issue).
+    on_failure: str = "discard"
 
     @property
     def redactor(self) -> Redactor:
@@ -131,7 +133,14 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                 ca_bundle=ca_bundle, timeout_s=s.timeout_minutes * 60, uid=uid, gid=gid,
                 credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
-                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts)
+                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, on_failure=_on_failure(s))
+
+
+def _on_failure(s: Settings) -> str:
+    """--on-failure as given (flag, variable or file); else draft for a job on an issue, discard otherwise."""
+    if "on_failure" in dict(s.sources):
+        return s.on_failure
+    return "draft" if s.issue else s.on_failure
 
 
 def _agent_profile(s: Settings) -> AgentProfile:
@@ -198,7 +207,30 @@ def _check_values(s: Settings, job_id: str) -> str:
         validate.positive_number(s.max_cost_usd, "--max-cost-usd")
     if s.gpus:
         validate.gpus_spec(s.gpus)
+    _check_verify(s)
     return branch
+
+
+#: The settings that only mean something with --verify.
+VERIFY_OPTIONS = ("verify_junit", "verify_baseline", "verify_allow_preexisting", "verify_timeout", "verify_retries")
+
+
+def _check_verify(s: Settings) -> None:
+    """--verify-junit, --verify-baseline, ... need --verify; the glob stays in the repository; --verify-allow-
+    preexisting needs a baseline to compare with."""
+    from toren_action.job.verify import check_junit_glob
+
+    if not s.verify:
+        for key in VERIFY_OPTIONS:
+            if getattr(s, key):
+                raise UsageError(s.source_of(key), "needs --verify (the command whose results it is about); "
+                                                   "add --verify CMD or drop it")
+        return
+    if s.verify_junit:
+        check_junit_glob(s.verify_junit, s.source_of("verify_junit"))
+    if s.verify_allow_preexisting and not s.verify_baseline:
+        raise UsageError(s.source_of("verify_allow_preexisting"), "needs --verify-baseline (the base commit's "
+                                                                  "failures are what it allows); add it or drop this")
 
 
 def _network(s: Settings, profile: AgentProfile) -> tuple[str, tuple[str, ...]]:

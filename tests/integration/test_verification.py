@@ -1,0 +1,211 @@
+"""--verify as test results, end to end with the shell agent on a small unittest project whose one failing test
+comes from a real bug (the base image has python3 but no pytest): --verify-baseline's fixed and broken tests,
+JUnit files the project writes itself, --on-failure branch and draft, --verify-retries."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_IMAGE, git
+from toren_action.cli import main
+
+pytestmark = pytest.mark.docker
+
+TEXTOPS = '''def slug(text):
+    """'Hello World' -> 'hello-world'."""
+    return text.lower().replace(" ", "_")
+
+
+def words(text):
+    return text.split(" ")
+'''
+TESTS = '''import unittest
+
+import textops
+
+
+class TestSlug(unittest.TestCase):
+    def test_slug_uses_dashes(self):
+        self.assertEqual(textops.slug("Hello World"), "hello-world")
+
+    def test_slug_lowercases(self):
+        self.assertEqual(textops.slug("ABC"), "abc")
+
+
+class TestWords(unittest.TestCase):
+    def test_words_split_on_spaces(self):
+        self.assertEqual(textops.words("a b"), ["a", "b"])
+'''
+# A runner that writes JUnit XML itself (the project's own choice of report), then exits as unittest did.
+JUNIT_RUNNER = '''import sys
+import unittest
+from xml.sax.saxutils import quoteattr
+
+suite = unittest.defaultTestLoader.discover(".")
+result = unittest.TestResult()
+cases = []
+
+
+def walk(s):
+    for t in s:
+        if isinstance(t, unittest.TestSuite):
+            walk(t)
+        else:
+            cases.append(t)
+
+
+walk(suite)
+for case in cases:
+    case.run(result)
+bad = {t.id(): tb for t, tb in result.failures + result.errors}
+import os
+os.makedirs("reports", exist_ok=True)
+with open("reports/junit.xml", "w") as fh:
+    fh.write('<?xml version="1.0"?><testsuites><testsuite name="textops">')
+    for case in cases:
+        cls, _, name = case.id().rpartition(".")
+        fh.write(f"<testcase classname={quoteattr(cls)} name={quoteattr(name)}>")
+        if case.id() in bad:
+            fh.write(f"<failure message={quoteattr(bad[case.id()].splitlines()[-1])}></failure>")
+        fh.write("</testcase>")
+    fh.write("</testsuite></testsuites>")
+print(f"{len(cases)} tests, {len(bad)} failed")
+sys.exit(1 if bad else 0)
+'''
+FIX = "sed -i 's/\"_\"/\"-\"/' textops.py"
+BREAK_WORDS = "sed -i 's/split(\" \")/split(\"-\")/' textops.py"
+VERIFY = "python3 -m unittest -v"
+
+
+@pytest.fixture
+def textops(tmp_path: Path) -> Path:
+    path = tmp_path / "textops"
+    path.mkdir()
+    (path / "textops.py").write_text(TEXTOPS)
+    (path / "test_textops.py").write_text(TESTS)
+    (path / "run_tests.py").write_text(JUNIT_RUNNER)
+    (path / ".gitignore").write_text("__pycache__/\n")
+    git("init", "-q", "-b", "main", cwd=path)
+    git("add", "-A", cwd=path)
+    git("-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-q", "-m", "textops", cwd=path)
+    return path
+
+
+def run(capsys, repo: Path, command: str, branch: str, *extra: str) -> tuple[int, dict]:
+    code = main(["run", "--repo", str(repo), "--spec", "task.md", "--branch", branch, "--agent", "shell",
+                 "--command", command, "--base-image", BASE_IMAGE, "--pull", "never", "--disable-daemon", "--json",
+                 *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def stored(home: Path, job_id: str) -> dict:
+    conn = sqlite3.connect(home / "toren.db")
+    (value,) = conn.execute("SELECT verification FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return json.loads(value)
+
+
+ID_DASHES = "test_textops.TestSlug.test_slug_uses_dashes"
+ID_WORDS = "test_textops.TestWords.test_words_split_on_spaces"
+
+
+def test_a_fix_shows_one_test_fixed_and_none_broken(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, FIX, "toren/fix", "--verify", VERIFY, "--verify-baseline")
+    assert code == 0, result
+    v = result["verification"]
+    assert v["outcome"] == "passed" and v["source"] == "unittest"
+    assert v["fixed"] == [ID_DASHES] and v["broken"] == [] and v["still_failing"] == []
+    assert v["counts"] == {"passed": 3, "failed": 0, "skipped": 0, "total": 3, "fixed": 1, "broken": 0,
+                           "still_failing": 0, "still_passing": 2}
+    assert v["baseline"]["counts"]["failed"] == 1 and v["baseline"]["exit_code"] == 1
+    assert [r["outcome"] for r in v["rounds"]] == ["passed"]
+    assert stored(toren_home, result["job_id"]) == v  # the job record holds the same
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["verification"]["counts"]["fixed"] == 1
+    pr = (toren_home / "jobs" / result["job_id"] / "pr.md").read_text()
+    assert "1 fixed, 0 broken, 0 still failing, 2 still passing." in pr and f"`{ID_DASHES}`" in pr
+    assert main(["summary", result["job_id"], "--plain"]) == 0
+    assert "1 fixed, 0 broken" in capsys.readouterr().out
+    assert "toren/fix" in git("branch", "--list", cwd=textops)
+
+
+def test_a_fix_that_breaks_another_test_fails_naming_it_and_pushes_nothing(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, f"{FIX}; {BREAK_WORDS}", "toren/bad", "--verify", VERIFY,
+                       "--verify-baseline")
+    assert code == 8, result
+    assert result["state"] == "verification_failed"
+    assert ID_WORDS in result["message"] and "nothing was pushed" in result["message"]
+    v = result["verification"]
+    assert v["outcome"] == "failed" and v["broken"] == [ID_WORDS] and v["fixed"] == [ID_DASHES]
+    assert "toren/bad" not in git("branch", "--list", cwd=textops)
+    # allowing failures that already failed at the base does not allow a broken one
+    code, result = run(capsys, textops, f"{FIX}; {BREAK_WORDS}", "toren/bad2", "--verify", VERIFY,
+                       "--verify-baseline", "--verify-allow-preexisting")
+    assert code == 8 and result["verification"]["broken"] == [ID_WORDS]
+
+
+def test_allow_preexisting_passes_when_only_old_failures_remain(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, "echo '# note' >> textops.py", "toren/note", "--verify", VERIFY,
+                       "--verify-baseline", "--verify-allow-preexisting")
+    assert code == 0, result
+    v = result["verification"]
+    assert v["outcome"] == "passed" and v["still_failing"] == [ID_DASHES] and v["exit_code"] == 1
+    # without the flag the same change fails: the command fails
+    code, result = run(capsys, textops, "echo '# note' >> textops.py", "toren/note2", "--verify", VERIFY,
+                       "--verify-baseline")
+    assert code == 8 and result["verification"]["still_failing"] == [ID_DASHES]
+
+
+def test_junit_written_by_the_project_is_read_and_a_committed_report_does_not_count(workdir, textops, toren_home,
+                                                                                     capsys):
+    # the agent commits a forged report that says every test passed; only what the command writes counts
+    forged = ("mkdir -p reports; printf '<testsuite><testcase classname=\"x\" name=\"all_good\"/></testsuite>' "
+              "> reports/forged.xml")
+    code, result = run(capsys, textops, f"{FIX}; {BREAK_WORDS}; {forged}", "toren/junit", "--verify",
+                       "python3 run_tests.py", "--verify-junit", "reports/*.xml", "--verify-baseline")
+    assert code == 8, result
+    v = result["verification"]
+    assert v["source"] == "junit" and v["broken"] == [ID_WORDS] and v["fixed"] == [ID_DASHES]
+    assert v["counts"]["total"] == 3  # x.all_good is not among them
+
+
+def test_on_failure_branch_pushes_the_failed_change_and_keeps_the_state(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, f"{FIX}; {BREAK_WORDS}", "toren/kept", "--verify", VERIFY,
+                       "--verify-baseline", "--on-failure", "branch")
+    assert code == 8, result
+    assert result["state"] == "verification_failed" and "pushed to toren/kept" in result["message"]
+    assert git("show", "toren/kept:textops.py", cwd=textops).count('"-"') == 2
+
+
+def test_a_policy_block_is_never_pushed_whatever_on_failure_says(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, "mkdir -p .github/workflows; echo x > .github/workflows/ci.yml",
+                       "toren/policy", "--verify", VERIFY, "--on-failure", "branch")
+    assert code == 21, result
+    assert "toren/policy" not in git("branch", "--list", cwd=textops)
+
+
+RETRYING_AGENT = (f"if grep -q {ID_WORDS} \"$TOREN_TASK_FILE\"; then sed -i 's/split(\"-\")/split(\" \")/' "
+                  f"textops.py; cp \"$TOREN_TASK_FILE\" round2-prompt.md; else {FIX}; {BREAK_WORDS}; fi")
+
+
+def test_verify_retries_give_the_agent_the_failing_tests_in_another_round(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, RETRYING_AGENT, "toren/retry", "--verify", VERIFY, "--verify-baseline",
+                       "--verify-retries", "2")
+    assert code == 0, result
+    v = result["verification"]
+    assert [r["outcome"] for r in v["rounds"]] == ["failed", "passed"]
+    assert v["fixed"] == [ID_DASHES] and v["broken"] == []
+    prompt = git("show", "toren/retry:round2-prompt.md", cwd=textops)
+    assert "verification of your change failed" in prompt and ID_WORDS in prompt
+    # one commit on the base holds all of the agent's work
+    assert git("rev-list", "--count", "main..toren/retry", cwd=textops).strip() == "1"
+
+
+def test_verify_retries_stop_when_the_rounds_are_used_up(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, f"{FIX}; {BREAK_WORDS}", "toren/stubborn", "--verify", VERIFY,
+                       "--verify-baseline", "--verify-retries", "1")
+    assert code == 8, result
+    assert [r["outcome"] for r in result["verification"]["rounds"]] == ["failed", "failed"]
