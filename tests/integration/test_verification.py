@@ -209,3 +209,115 @@ def test_verify_retries_stop_when_the_rounds_are_used_up(workdir, textops, toren
                        "--verify-baseline", "--verify-retries", "1")
     assert code == 8, result
     assert [r["outcome"] for r in result["verification"]["rounds"]] == ["failed", "failed"]
+
+
+# -- on GitHub: --on-failure draft (the default for --issue) ---------------------------------------------------------
+
+GH_REPO = "acme/textops"
+GH_TOKEN = "ghp_" + "T0kenForTheFakeGitHub" + "v" * 15
+
+
+@pytest.fixture
+def github(tmp_path, monkeypatch, toren_home, docker_client):
+    from tests.fakes.github import FakeGitHub
+
+    with FakeGitHub(tmp_path / "github", token=GH_TOKEN) as fake:
+        fake.add_repo(GH_REPO, files={"textops.py": TEXTOPS, "test_textops.py": TESTS})
+        fake.add_issue(GH_REPO, 7, "slug() should use dashes", "`slug('Hello World')` gives `hello_world`.",
+                       author="alice")
+        fake.set_permission(GH_REPO, "alice", "maintain")
+        for var in ("GH_TOKEN", "GITHUB_TOKEN", "GITHUB_ACTOR", "GITHUB_RUN_ID"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("GITHUB_TOKEN", GH_TOKEN)
+        monkeypatch.setenv("GITHUB_API_URL", fake.api_url)
+        monkeypatch.setenv("GITHUB_SERVER_URL", fake.server_url)
+        monkeypatch.chdir(tmp_path)
+        yield fake
+
+
+def gh_run(capsys, *args: str) -> tuple[int, dict]:
+    code = main(["run", "--base-image", BASE_IMAGE, "--pull", "never", "--disable-daemon", "--json",
+                 "--agent", "shell", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_a_failed_job_on_an_issue_opens_a_draft_saying_why_with_the_table(github, capsys):
+    code, result = gh_run(capsys, "--issue", f"{GH_REPO}#7", "--branch", "toren/issue-7", "--command",
+                          f"{FIX}; {BREAK_WORDS}", "--verify", VERIFY, "--verify-baseline")
+    assert code == 8, result
+    assert result["state"] == "verification_failed" and "draft pull request" in result["message"]
+    (pr,) = github.pulls(GH_REPO)
+    assert pr["draft"] is True and pr["head"]["ref"] == "toren/issue-7"
+    body = pr["body"]
+    assert "## Why this is a draft" in body and "`verification_failed`" in body and ID_WORDS in body
+    assert "1 fixed, 1 broken, 0 still failing, 1 still passing." in body  # the table
+    assert "| base commit | 2 | 1 | 0 | 3 | 1 |" in body
+    assert "Logs: `toren logs" in body  # where the log is
+    assert "Closes #7" not in body and "this draft closes nothing" in body  # a failed change closes no issue
+    assert result["pr_url"] == pr["html_url"]
+    assert b'split("-")' in github.read_file(GH_REPO, "toren/issue-7", "textops.py")
+    # the progress comment on the issue shows the table too
+    comments = [h[-1] for h in github.comment_history(GH_REPO, 7) if "toren:progress -->" in h[-1]]
+    assert comments and "1 fixed, 1 broken" in comments[0]
+
+
+def test_on_failure_discard_on_an_issue_pushes_nothing(github, capsys):
+    code, result = gh_run(capsys, "--issue", f"{GH_REPO}#7", "--branch", "toren/issue-7b", "--command",
+                          f"{FIX}; {BREAK_WORDS}", "--verify", VERIFY, "--on-failure", "discard")
+    assert code == 8 and "nothing was pushed" in result["message"]
+    assert github.pulls(GH_REPO) == []
+
+
+def test_a_passing_job_on_an_issue_opens_a_ready_pull_request_with_the_table(github, capsys):
+    code, result = gh_run(capsys, "--issue", f"{GH_REPO}#7", "--branch", "toren/issue-7c", "--command", FIX,
+                          "--verify", VERIFY, "--verify-baseline")
+    assert code == 0, result
+    (pr,) = github.pulls(GH_REPO)
+    assert pr["draft"] is False and "Closes #7" in pr["body"]
+    assert "1 fixed, 0 broken" in pr["body"] and f"Fixed: `{ID_DASHES}`" in pr["body"]
+
+
+# A stand-in for pytest (the base image has none): it writes the JUnit file Toren asks for in PYTEST_ADDOPTS, as
+# pytest's --junitxml does, and says what it was asked in its output.
+FAKE_PYTEST = r'''#!/bin/sh
+echo "PYTEST_ADDOPTS=$PYTEST_ADDOPTS"
+out=${PYTEST_ADDOPTS##*--junitxml=}
+out=${out%% *}
+case "$MODE" in
+  link) ln -s /etc/passwd "$out" ;;
+  *) printf '<testsuites><testsuite name="pytest"><testcase classname="tests.test_x" name="test_a"/>
+<testcase classname="tests.test_x" name="test_b"><failure message="boom"/></testcase></testsuite></testsuites>' \
+       > "$out" ;;
+esac
+echo "1 failed, 1 passed in 0.01s"
+exit 1
+'''
+
+
+def test_toren_asks_pytest_for_junit_and_reads_only_a_regular_file(workdir, textops, toren_home, capsys):
+    (textops / "pytest").write_text(FAKE_PYTEST)
+    (textops / "pytest").chmod(0o755)
+    git("add", "pytest", cwd=textops)
+    git("-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-q", "-m", "fake pytest", cwd=textops)
+    code, result = run(capsys, textops, "echo '# x' >> textops.py", "toren/pt", "--verify", "./pytest -q",
+                       "--env", "PYTEST_ADDOPTS=-p no:cacheprovider")
+    assert code == 8, result
+    v = result["verification"]
+    assert v["source"] == "junit" and v["failing"] == ["tests.test_x.test_b"] and v["counts"]["total"] == 2
+    log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    # the user's own PYTEST_ADDOPTS first, Toren's --junitxml after it
+    assert "PYTEST_ADDOPTS=-p no:cacheprovider --junitxml=/run/toren/verify-results/pytest-junit.xml" in log
+    # a link in place of the file is not followed: the summary line is read instead
+    code, result = run(capsys, textops, "echo '# y' >> textops.py", "toren/pt2", "--verify", "MODE=link ./pytest")
+    assert code == 8, result
+    v = result["verification"]
+    assert v["source"] == "pytest" and (v["counts"]["passed"], v["counts"]["failed"]) == (1, 1)
+    assert "not a regular file" in v["notes"][0] and "root:" not in json.dumps(v)
+
+
+def test_verify_timeout_ends_the_job_verification_failed(workdir, textops, toren_home, capsys):
+    code, result = run(capsys, textops, FIX, "toren/slow", "--verify", "sleep 30", "--verify-timeout", "0.05")
+    assert code == 8, result
+    assert result["state"] == "verification_failed" and "--verify-timeout" in result["message"]
+    assert result["verification"]["outcome"] == "error"
+    assert "toren/slow" not in git("branch", "--list", cwd=textops)
