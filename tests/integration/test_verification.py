@@ -321,3 +321,48 @@ def test_verify_timeout_ends_the_job_verification_failed(workdir, textops, toren
     assert result["state"] == "verification_failed" and "--verify-timeout" in result["message"]
     assert result["verification"]["outcome"] == "error"
     assert "toren/slow" not in git("branch", "--list", cwd=textops)
+
+
+# -- --verify-retries with Claude Code against the fake model -----------------------------------------------------
+
+EXTRA_TEST = '''import unittest
+
+
+class TestExtra(unittest.TestCase):
+    def test_new_behaviour(self):
+        self.assertEqual(1, 2)
+'''
+ID_EXTRA = "test_extra.TestExtra.test_new_behaviour"
+
+
+def test_claude_gets_the_failing_tests_in_its_second_round(workdir, textops, toren_home, capsys, monkeypatch,
+                                                           tmp_path):
+    from tests.fakes.anthropic import FakeAnthropic
+    from tests.fakes.base import Script
+    from toren_action.sandbox.toolchain import cache_dir
+
+    monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir()))
+    for var in ("ANTHROPIC_API_KEY_FILE", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CREDENTIALS_FILE",
+                "ANTHROPIC_UNIX_SOCKET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    # the model adds a test that fails, in every round (its script does not change)
+    with FakeAnthropic(Script(file_path="/workspace/test_extra.py", content=EXTRA_TEST)) as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code = main(["run", "--repo", str(textops), "--spec", "task.md", "--branch", "toren/claude-retry",
+                     "--agent", "claude", "--model", "claude-sonnet-4-5", "--base-image", BASE_IMAGE, "--pull",
+                     "never", "--network", "host", "--timeout", "6", "--disable-daemon", "--json",
+                     "--verify", VERIFY, "--verify-baseline", "--verify-retries", "1"])
+        result = json.loads(capsys.readouterr().out)
+        bodies = [r.body.decode("utf-8", "replace") for r in fake.requests]
+    assert code == 8, result
+    v = result["verification"]
+    assert [r["outcome"] for r in v["rounds"]] == ["failed", "failed"] and v["broken"] == [ID_EXTRA]
+    # the first round's prompt is the task alone; the second round's names the failing test
+    first = next(i for i, b in enumerate(bodies) if "Write" in b)
+    assert ID_EXTRA not in bodies[first]
+    second = [b for b in bodies if "verification of your change failed" in b]
+    assert second and ID_EXTRA in second[0] and "AssertionError: 1 != 2" in second[0]
+    assert result["usage"]["turns"] >= 4  # both rounds' turns, together
+    assert "toren/claude-retry" not in git("branch", "--list", cwd=textops)
