@@ -366,3 +366,44 @@ def test_claude_gets_the_failing_tests_in_its_second_round(workdir, textops, tor
     assert second and ID_EXTRA in second[0] and "AssertionError: 1 != 2" in second[0]
     assert result["usage"]["turns"] >= 4  # both rounds' turns, together
     assert "toren/claude-retry" not in git("branch", "--list", cwd=textops)
+
+
+SECRET = "sekritValue0123456789abcdef"
+# The agent knows the secret and writes it into the commit base64-encoded (the diff policy judges bytes), as a
+# test whose name and failure message are the decoded value: only the verification's output holds it.
+LEAKY_TEST = '''import base64
+import unittest
+
+SECRET = base64.b64decode("%s").decode()
+
+
+class T(unittest.TestCase):
+    pass
+
+
+def leak(self):
+    self.fail(SECRET)
+
+
+setattr(T, "test_" + SECRET, leak)
+'''
+LEAKY_AGENT = ("b=$(base64 -w0 /run/toren/secrets/TOREN_T_VERIFY_SECRET); printf '" + LEAKY_TEST.replace("\n", "\\n")
+               + "' \"$b\" > test_leak.py")
+
+
+def test_a_secret_in_a_test_name_or_message_is_redacted_everywhere_toren_writes(workdir, textops, toren_home, capsys,
+                                                                                monkeypatch):
+    monkeypatch.setenv("TOREN_T_VERIFY_SECRET", SECRET)
+    code, result = run(capsys, textops, LEAKY_AGENT, "toren/leak", "--secret", "TOREN_T_VERIFY_SECRET", "--verify",
+                       VERIFY, "--verify-baseline", "--verify-retries", "1", "--on-failure", "branch")
+    assert code == 8, result
+    v = result["verification"]
+    assert "test_leak.T.test_***" in v["broken"]  # the verification did see the value, and it was masked
+    assert SECRET not in json.dumps(result)
+    jdir = toren_home / "jobs" / result["job_id"]
+    assert SECRET not in (jdir / "job.log").read_text()
+    assert SECRET not in (jdir / "task" / "prompt.md").read_text()  # the second round's prompt
+    assert "verification of your change failed" in (jdir / "task" / "prompt.md").read_text()
+    assert SECRET.encode() not in (toren_home / "toren.db").read_bytes()
+    assert main(["summary", result["job_id"], "--plain"]) == 0
+    assert SECRET not in capsys.readouterr().out

@@ -172,3 +172,30 @@ def test_the_step_summary_holds_hostile_names_and_messages_as_text():
     text = re.sub(r"<code>.*?</code>", "", html, flags=re.S)
     assert not re.search(r"@[A-Za-z0-9]|#[0-9]|(?i:closes)\s*#", text.replace("/pull/5", "")), text
     assert "\x1b" not in md and "\u202e" not in md and "\n## " not in md.replace("\n## Toren", "")
+
+
+def test_the_step_summary_and_outputs_hold_the_verification():
+    from types import SimpleNamespace
+
+    from toren_action.job import verify
+
+    markdown_it = pytest.importorskip("markdown_it")
+    hostile = "test_x[@octocat Closes #7 <img src=x> | ## H]"
+    base = verify.TestRun(exit_code=1, duration_s=1.0, source="junit", cases={hostile: "passed", "t.fixed": "failed"})
+    now = verify.TestRun(exit_code=1, duration_s=1.0, source="junit", cases={hostile: "failed", "t.fixed": "passed"})
+    for run in (base, now):
+        run.counts = {"passed": 1, "failed": 1, "skipped": 0, "total": 2}
+        run.complete = True
+    rec = verify.record("pytest -q", now, base, verify.judge(now, base, False), [])
+    outcome = SimpleNamespace(state="verification_failed", pr_url=None, branch="toren/x", files=["a.py"],
+                              commit="abc", usage=None, cost_usd=None, duration_s=3.0, message="--verify broke it")
+    job = SimpleNamespace(inputs={"verify": "pytest -q"}, verification=rec)
+    md = "\n".join(action._summary_lines(outcome, job))
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(md)
+    assert "1 fixed, 1 broken" in md and "<img" not in html and html.count("<h2>") == 1
+    text = re.sub(r"<code>.*?</code>", "", html, flags=re.S)
+    assert not re.search(r"@[A-Za-z0-9]|(?i:closes)\s*#", text), text
+    assert action.verification_outputs(rec) == {"verify-outcome": "failed", "tests-fixed": "1", "tests-broken": "1"}
+    assert action.verification_outputs(None) == {"verify-outcome": "", "tests-fixed": "", "tests-broken": ""}
+    no_base = verify.record("pytest -q", now, None, verify.judge(now, None, False), [])
+    assert action.verification_outputs(no_base) == {"verify-outcome": "failed", "tests-fixed": "", "tests-broken": ""}

@@ -493,8 +493,9 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
         with agent_sandbox(job, prepared, image) as sandbox:
             rnd = f" (round {job.round})" if job.round > 1 else ""
             job.enter("running", f"{plan.profile.name} agent in {image.tag} (network {plan.network}){rnd}")
-            if job.scanner is None:
-                job.scanner = WarmBandit().start()  # its start-up hides behind the agent's run
+            if job.scanner is not None:  # a retry round: the last round's bandit was used by its scan
+                job.scanner.close()
+            job.scanner = WarmBandit().start()  # its start-up hides behind the agent's run
             watch.started = True
             try:
                 result = sandbox.run(watch.show, on_start=lambda cid: job.store.update(job.id, container_id=cid))
@@ -528,8 +529,7 @@ def _may_retry(job: JobRun) -> bool:
     why = None
     if plan.timeout_s - job.agent_s < MIN_ROUND_S:
         why = "--timeout is used up"
-    elif s.max_turns and int(job.spent.get("turns") or 0) + int((job.outcome.usage or {}).get("turns") or 0) \
-            >= s.max_turns and plan.profile.package:
+    elif s.max_turns and plan.profile.package and int((job.outcome.usage or {}).get("turns") or 0) >= s.max_turns:
         why = "--max-turns is used up"
     elif s.max_cost_usd and (job.outcome.cost_usd or 0) >= s.max_cost_usd:
         why = "--max-cost-usd is used up"
@@ -559,8 +559,7 @@ def retry_agent(job: JobRun, prepared: Prepared, image: AgentImage, change: Chan
     prompt.write_text(verify.retry_prompt(task_text, report_text, job.round + 1), "utf-8")
     prompt.chmod(0o444)
     workspace.git("reset", "--soft", "-q", prepared.ws.base_commit, cwd=prepared.ws.path, trusted=True)
-    if job.outcome.usage:
-        job.spent = _usage_sum(job.spent, job.outcome.usage)
+    job.spent = dict(job.outcome.usage or {})  # already the sum of the rounds so far (_record_usage)
     job.spent_cost = job.outcome.cost_usd or 0.0
     job.round += 1
     job.log.stage("running", f"verification failed; round {job.round} for the agent with the failing tests "
