@@ -407,3 +407,17 @@ def test_a_secret_in_a_test_name_or_message_is_redacted_everywhere_toren_writes(
     assert SECRET.encode() not in (toren_home / "toren.db").read_bytes()
     assert main(["summary", result["job_id"], "--plain"]) == 0
     assert SECRET not in capsys.readouterr().out
+
+
+def test_on_failure_branch_delivers_the_work_of_an_agent_that_timed_out(workdir, textops, toren_home, capsys,
+                                                                        docker_client):
+    code, result = run(capsys, textops, f"{FIX}; sleep 120", "toren/late", "--timeout", "0.1", "--verify", VERIFY,
+                       "--on-failure", "branch")
+    assert code == 7, result
+    assert result["state"] == "timed_out" and "pushed to toren/late" in result["message"]
+    assert result["verification"]["outcome"] == "passed"  # the work so far was still checked and verified
+    assert '"-"' in git("show", "toren/late:textops.py", cwd=textops)
+    assert not docker_client.containers.list(all=True, filters={"label": f"toren.job={result['job_id']}"})
+    # without it, a timeout pushes nothing
+    code, result = run(capsys, textops, f"{FIX}; sleep 120", "toren/late2", "--timeout", "0.1")
+    assert code == 7 and "toren/late2" not in git("branch", "--list", cwd=textops)

@@ -199,3 +199,27 @@ def test_the_step_summary_and_outputs_hold_the_verification():
     assert action.verification_outputs(None) == {"verify-outcome": "", "tests-fixed": "", "tests-broken": ""}
     no_base = verify.record("pytest -q", now, None, verify.judge(now, None, False), [])
     assert action.verification_outputs(no_base) == {"verify-outcome": "failed", "tests-fixed": "", "tests-broken": ""}
+
+
+@pytest.mark.parametrize("given, expected", [("", "draft"), ("discard", "discard"), ("branch", "branch")])
+def test_the_action_defaults_on_failure_to_draft(monkeypatch, tmp_path, capsys, given, expected):
+    from toren_action.core.errors import UsageError
+    from toren_action.job import submit
+
+    seen = {}
+
+    def fake_submit(settings, background):
+        seen["on_failure"], seen["source"] = settings.on_failure, settings.source_of("on_failure")
+        raise UsageError("test", "stop here")
+
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"sender": {"login": "alice"}}))
+    (tmp_path / "output").touch()  # the runner creates it
+    for k, v in {"GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event),
+                 "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_REPOSITORY": "acme/widget",
+                 "INPUT_SPEC": "Do it.", "INPUT_ON_FAILURE": given, "RUNNER_TEMP": str(tmp_path),
+                 "TOREN_HOME": str(tmp_path / "h")}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(submit, "submit", fake_submit)
+    assert action.run() == 2
+    assert seen == {"on_failure": expected, "source": "--on-failure"}
