@@ -221,3 +221,16 @@ def test_the_retry_report_is_bounded():
     run.messages = {k: "m" * verify.MAX_MESSAGE_CHARS for k in list(run.cases)[:verify.MAX_MESSAGES]}
     text = verify.failure_report(run, verify.judge(run, None, False))
     assert len(text) < 80_000 and text.count("\n- ") == verify.MAX_LISTED
+
+
+def test_all_junit_files_of_a_run_together_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(verify, "MAX_JUNIT_TOTAL_BYTES", 1000)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(5):
+        cases = "".join(f'<testcase classname="f{i}" name="t{j}"/>' for j in range(8))
+        (tree / f"r{i}.xml").write_text(f"<testsuite>{cases}</testsuite>")  # about 300 bytes each
+    run = TestRun(exit_code=0, duration_s=0.1)
+    verify.read_junit(tree, verify.junit_files(tree, "*.xml"), run)
+    assert 0 < run.counts["total"] < 5 * 8
+    assert any("JUnit" in n and "not read" in n for n in run.notes)

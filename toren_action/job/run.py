@@ -143,7 +143,6 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
     ``docker`` is a client the caller already has (one is made when it is None)."""
     started = time.monotonic()
     job = _open_job(plan, store, home, job_id, reporter, started)
-    job.outcome.verification = None
     outcome = job.outcome
     try:
         if job.progress:

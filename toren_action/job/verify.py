@@ -33,6 +33,7 @@ from toren_action.core.errors import JobTimedOut, UsageError
 #: Bounds on what a run of the command may make Toren read or keep.
 MAX_JUNIT_FILE_BYTES = 10 << 20
 MAX_JUNIT_FILES = 20
+MAX_JUNIT_TOTAL_BYTES = 20 << 20  # all files of one run together
 MAX_JUNIT_DEPTH = 32  # nested <testsuite> levels (junitparser walks them recursively)
 MAX_CASES = 20_000
 MAX_ID_CHARS = 300
@@ -200,18 +201,23 @@ def read_junit(root: Path, paths: Iterable[str], run: TestRun) -> bool:
     from toren_action.core.paths import read_bounded
 
     cases: dict[str, str] = {}
-    read_any = False
+    read_any, total = False, 0
     for i, path in enumerate(paths):
         if i >= MAX_JUNIT_FILES:
             run.notes.append(f"more than {MAX_JUNIT_FILES} JUnit files; the rest were not read")
             break
-        data = read_bounded(root, path, MAX_JUNIT_FILE_BYTES + 1)
+        if total >= MAX_JUNIT_TOTAL_BYTES:
+            run.notes.append(f"more than {MAX_JUNIT_TOTAL_BYTES >> 20} MiB of JUnit files; the rest were not read")
+            break
+        data = read_bounded(root, path, min(MAX_JUNIT_FILE_BYTES, MAX_JUNIT_TOTAL_BYTES - total) + 1)
         if data is None:
             run.notes.append(f"{texts.one_line(path)[:200]}: not a regular file; not read")
             continue
-        if len(data) > MAX_JUNIT_FILE_BYTES:
-            run.notes.append(f"{texts.one_line(path)[:200]}: larger than {MAX_JUNIT_FILE_BYTES >> 20} MiB; not read")
+        if len(data) > min(MAX_JUNIT_FILE_BYTES, MAX_JUNIT_TOTAL_BYTES - total):
+            run.notes.append(f"{texts.one_line(path)[:200]}: larger than {MAX_JUNIT_FILE_BYTES >> 20} MiB (or than "
+                             "what is left of the run's JUnit bound); not read")
             continue
+        total += len(data)
         try:
             parse_junit(data, cases, run.messages)
         except JUnitError as exc:
@@ -565,8 +571,11 @@ def run_once(runner: Runner, tree: Path, name: str) -> TestRun:
     run.duration_s = time.monotonic() - started
     reader.result(run)
     if runner.junit_glob:
-        read_junit(tree, junit_files(tree, runner.junit_glob), run)
-    elif ask_pytest:
+        found = junit_files(tree, runner.junit_glob)
+        if not found:
+            run.notes.append(f"no file matched --verify-junit {texts.one_line(runner.junit_glob)}")
+        read_junit(tree, found, run)
+    elif ask_pytest and os.path.lexists(results / Path(PYTEST_JUNIT).name):  # pytest may not have run at all
         read_junit(results, [Path(PYTEST_JUNIT).name], run)
     remove_tree(results)
     for note in run.notes:
