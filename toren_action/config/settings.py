@@ -326,6 +326,9 @@ class Settings:
                 else:
                     sources[key] = f"{origin}: {key}"
 
+        if "on_failure" not in sources and merged.get("issue"):
+            merged["on_failure"] = "draft"  # a job on an issue: a failed change becomes a draft unless told otherwise
+
         if not merged.get("ca_bundle"):
             for var in CA_BUNDLE_VARIABLES:
                 if environ.get(var):

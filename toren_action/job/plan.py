@@ -64,7 +64,8 @@ class Plan:
     key_proxy_upstream: str | None = None
     #: --egress: the only hosts the agent may reach, through the host's filtering proxy (egress.py).
     egress_hosts: tuple[str, ...] = ()
-    #: What a failed job's change becomes: discard, branch or draft (--on-failure; draft by default with --issue).
+    #: What a failed job's change becomes: discard, branch or draft (--on-failure; Settings.load makes draft the
+    #: default with --issue, so a background job's stored settings keep it).
     on_failure: str = "discard"
 
     @property
@@ -133,14 +134,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                 ca_bundle=ca_bundle, timeout_s=s.timeout_minutes * 60, uid=uid, gid=gid,
                 credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
-                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, on_failure=_on_failure(s))
-
-
-def _on_failure(s: Settings) -> str:
-    """--on-failure as given (flag, variable or file); else draft for a job on an issue, discard otherwise."""
-    if "on_failure" in dict(s.sources):
-        return s.on_failure
-    return "draft" if s.issue else s.on_failure
+                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, on_failure=s.on_failure)
 
 
 def _agent_profile(s: Settings) -> AgentProfile:
