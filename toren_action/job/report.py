@@ -76,7 +76,7 @@ def pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome:
 
     r = plan.redactor
     table = verification_table_markdown(outcome.verification)
-    verify = "see below" if table else f"{texts.code(r(plan.settings.verify))} passed" if plan.settings.verify \
+    verify = "see Tests above" if table else f"{texts.code(r(plan.settings.verify))} passed" if plan.settings.verify \
         else "not configured (`--verify`)"
     gh = plan.github
     issue = gh.issue.number if gh and gh.issue and gh.issue.repo == gh.base_repo else None
