@@ -269,7 +269,9 @@ class SummaryReader:
         self.jest: dict[str, Any] = {"counts": None, "cases": {}}
 
     def feed(self, line: str) -> None:
-        line = _ANSI.sub("", line[:MAX_LINE_CHARS]).rstrip()
+        line = line[:MAX_LINE_CHARS].rstrip()
+        if "\x1b" in line:  # colours (jest, vitest, cargo with a terminal)
+            line = _ANSI.sub("", line)
         self.tail.append(line)
         if m := _PYTEST_FINAL.match(line):
             parts = {k: int(n) for n, k in _PYTEST_PART.findall(m.group(1))}
