@@ -188,7 +188,8 @@ def test_a_policy_block_is_never_pushed_whatever_on_failure_says(workdir, textop
 
 
 RETRYING_AGENT = (f"if grep -q {ID_WORDS} \"$TOREN_TASK_FILE\"; then sed -i 's/split(\"-\")/split(\" \")/' "
-                  f"textops.py; cp \"$TOREN_TASK_FILE\" round2-prompt.md; else {FIX}; {BREAK_WORDS}; fi")
+                  f"textops.py; cp \"$TOREN_TASK_FILE\" round2-prompt.md; else {FIX}; {BREAK_WORDS}; mkdir -p .toren; "
+                  "echo 'Round one: slug uses dashes now.' > .toren/summary.md; fi")
 
 
 def test_verify_retries_give_the_agent_the_failing_tests_in_another_round(workdir, textops, toren_home, capsys):
@@ -200,6 +201,7 @@ def test_verify_retries_give_the_agent_the_failing_tests_in_another_round(workdi
     assert v["fixed"] == [ID_DASHES] and v["broken"] == []
     prompt = git("show", "toren/retry:round2-prompt.md", cwd=textops)
     assert "verification of your change failed" in prompt and ID_WORDS in prompt
+    assert "Round one: slug uses dashes now." in prompt  # what the agent said of its first round
     # one commit on the base holds all of the agent's work
     assert git("rev-list", "--count", "main..toren/retry", cwd=textops).strip() == "1"
 
@@ -364,6 +366,7 @@ def test_claude_gets_the_failing_tests_in_its_second_round(workdir, textops, tor
     assert ID_EXTRA not in bodies[first]
     second = [b for b in bodies if "verification of your change failed" in b]
     assert second and ID_EXTRA in second[0] and "AssertionError: 1 != 2" in second[0]
+    assert "What you said at the end of your last round" in second[0] and "Wrote hello.txt." in second[0]
     assert result["usage"]["turns"] >= 4  # both rounds' turns, together
     assert "toren/claude-retry" not in git("branch", "--list", cwd=textops)
 

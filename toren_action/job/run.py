@@ -123,6 +123,7 @@ class AgentRun:
     exit_code: int
     verdict: Verdict | None
     spec: ContainerSpec
+    final_text: str | None = None  # the CLI's last answer (its summary of the round)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             if verdict is None:
                 break
             if failure is None and _may_retry(job):
-                agent = retry_agent(job, prepared, image, change, verdict)
+                agent = retry_agent(job, prepared, image, verdict, committed.agent_summary or agent.final_text)
                 failure = decide_outcome(job, agent)
                 continue
             if not delivers(plan, "verification"):
@@ -509,7 +510,8 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
     if timed_out is not None:
         return AgentRun(-1, timed_out, sandbox.spec)
     job.store.update(job.id, exit_code=result.exit_code)
-    return AgentRun(result.exit_code, watch.stopped[0] if watch.stopped else watch.parser.verdict, sandbox.spec)
+    return AgentRun(result.exit_code, watch.stopped[0] if watch.stopped else watch.parser.verdict, sandbox.spec,
+                    watch.parser.final_text)
 
 
 def _round_limits(job: JobRun) -> tuple[int | None, float | None]:
@@ -538,11 +540,12 @@ def _may_retry(job: JobRun) -> bool:
     return True
 
 
-def retry_agent(job: JobRun, prepared: Prepared, image: AgentImage, change: Change,
-                failed: VerificationFailed) -> AgentRun:
-    """Another round for the agent, in a new container on the same work tree: its prompt is the task, then the
-    failing tests and the tail of their output. The commit is undone (kept in the work tree) so that the next
-    one holds all of the agent's work."""
+def retry_agent(job: JobRun, prepared: Prepared, image: AgentImage, failed: VerificationFailed,
+                previous: str | None) -> AgentRun:
+    """Another round for the agent, in a new container on the same work tree: its prompt is the task, what it
+    said of its last round (``previous``: its .toren/summary.md, else the CLI's last answer), then the failing
+    tests and the tail of their output. The commit is undone (kept in the work tree) so that the next one holds
+    all of the agent's work."""
     from toren_action.git import workspace
     from toren_action.job import verify
 
@@ -555,7 +558,8 @@ def retry_agent(job: JobRun, prepared: Prepared, image: AgentImage, change: Chan
     prompt = job.dir / "task" / "prompt.md"
     task_text = prompt.read_text("utf-8").split(verify.RETRY_HEADING)[0]
     prompt.unlink()
-    prompt.write_text(verify.retry_prompt(task_text, report_text, job.round + 1), "utf-8")
+    said = plan.redactor(previous)[:verify.MAX_PREVIOUS_CHARS] if previous else None
+    prompt.write_text(verify.retry_prompt(task_text, report_text, job.round + 1, said), "utf-8")
     prompt.chmod(0o444)
     workspace.git("reset", "--soft", "-q", prepared.ws.base_commit, cwd=prepared.ws.path, trusted=True)
     job.spent = dict(job.outcome.usage or {})  # already the sum of the rounds so far (_record_usage)

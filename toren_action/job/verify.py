@@ -46,6 +46,7 @@ MAX_MESSAGE_CHARS = 1_500
 MAX_TREE_ENTRIES = 200_000  # directory entries a --verify-junit glob walks
 MAX_ROUNDS = 5  # --verify-retries at most (the schema's maximum)
 MAX_REPORT_CHARS = 20_000  # what the agent is told of a failed verification
+MAX_PREVIOUS_CHARS = 4_000  # and of what it said of its last round
 #: The prompt of a retry round: the task, then this heading and the failure report.
 RETRY_HEADING = "\n\n## Toren: the verification of your change failed"
 
@@ -463,12 +464,14 @@ def failure_report(run: TestRun, verdict: Judgement) -> str:
     return "\n".join(lines)
 
 
-def retry_prompt(task: str, report: str, round_no: int) -> str:
-    """The task's prompt for round ``round_no``: the task as before, then what failed and what to do."""
+def retry_prompt(task: str, report: str, round_no: int, previous: str | None = None) -> str:
+    """The task's prompt for round ``round_no``: the task as before, what the agent said of its last round, then
+    what failed and what to do."""
+    said = f"What you said at the end of your last round:\n\n{previous.strip()}\n\n" if previous else ""
     return (f"{task.rstrip()}{RETRY_HEADING} (round {round_no})\n\n"
             "You already worked on this task: your changes are in /workspace. Toren committed them and ran the "
             "verification command on that commit, and it failed. Fix your change so that the tests below pass "
-            "without breaking any other test, then stop.\n\n" + report.strip() + "\n")
+            "without breaking any other test, then stop.\n\n" + said + report.strip() + "\n")
 
 
 def run_line(run: TestRun) -> str:
