@@ -234,3 +234,13 @@ def test_all_junit_files_of_a_run_together_are_bounded(tmp_path, monkeypatch):
     verify.read_junit(tree, verify.junit_files(tree, "*.xml"), run)
     assert 0 < run.counts["total"] < 5 * 8
     assert any("JUnit" in n and "not read" in n for n in run.notes)
+
+
+def test_a_retry_prompt_fits_the_clis_argument_limit():
+    task = "é" * 49_000  # 98,000 bytes: a task just under the limit
+    report = "ü" * verify.MAX_REPORT_CHARS
+    prompt = verify.retry_prompt(task, report, 2, "said " * 1000, max_bytes=100_000)
+    assert len(prompt.encode()) <= 100_000 and prompt.startswith(task) and verify.RETRY_HEADING in prompt
+    small = verify.retry_prompt("Fix it.", "- test_a", 2, "I tried.", max_bytes=100_000)
+    assert small.endswith("I tried.\n\n- test_a\n")
+    assert verify.retry_prompt("Fix it.", report, 2).count("ü") == verify.MAX_REPORT_CHARS  # no limit: all of it

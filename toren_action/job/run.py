@@ -38,7 +38,7 @@ from toren_action.core.states import JobState
 from toren_action.guard.codescan import WarmBandit
 from toren_action.job import report
 from toren_action.job.log import JobLog, NullReporter, Reporter, Tee
-from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_SOCKETS, CONTAINER_TASK, Plan
+from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_SOCKETS, CONTAINER_TASK, MAX_PROMPT_BYTES, Plan
 from toren_action.job.report import Outcome
 from toren_action.job.usage import usage_text
 from toren_action.jobs.store import Store
@@ -559,7 +559,8 @@ def retry_agent(job: JobRun, prepared: Prepared, image: AgentImage, failed: Veri
     task_text = prompt.read_text("utf-8").split(verify.RETRY_HEADING)[0]
     prompt.unlink()
     said = plan.redactor(previous)[:verify.MAX_PREVIOUS_CHARS] if previous else None
-    prompt.write_text(verify.retry_prompt(task_text, report_text, job.round + 1, said), "utf-8")
+    prompt.write_text(verify.retry_prompt(task_text, report_text, job.round + 1, said, MAX_PROMPT_BYTES
+                                          if plan.profile.package else None), "utf-8")
     prompt.chmod(0o444)
     workspace.git("reset", "--soft", "-q", prepared.ws.base_commit, cwd=prepared.ws.path, trusted=True)
     job.spent = dict(job.outcome.usage or {})  # already the sum of the rounds so far (_record_usage)

@@ -464,14 +464,27 @@ def failure_report(run: TestRun, verdict: Judgement) -> str:
     return "\n".join(lines)
 
 
-def retry_prompt(task: str, report: str, round_no: int, previous: str | None = None) -> str:
+def retry_prompt(task: str, report: str, round_no: int, previous: str | None = None,
+                 max_bytes: int | None = None) -> str:
     """The task's prompt for round ``round_no``: the task as before, what the agent said of its last round, then
-    what failed and what to do."""
-    said = f"What you said at the end of your last round:\n\n{previous.strip()}\n\n" if previous else ""
-    return (f"{task.rstrip()}{RETRY_HEADING} (round {round_no})\n\n"
+    what failed and what to do; the report (then what the agent said) cut so that the whole is at most
+    ``max_bytes`` of UTF-8 (an agent CLI takes its prompt as one argument)."""
+    head = (f"{task.rstrip()}{RETRY_HEADING} (round {round_no})\n\n"
             "You already worked on this task: your changes are in /workspace. Toren committed them and ran the "
             "verification command on that commit, and it failed. Fix your change so that the tests below pass "
-            "without breaking any other test, then stop.\n\n" + said + report.strip() + "\n")
+            "without breaking any other test, then stop.\n\n")
+    said = f"What you said at the end of your last round:\n\n{previous.strip()}\n\n" if previous else ""
+    report = report.strip() + "\n"
+    if max_bytes is not None:
+        left = max_bytes - len(head.encode())
+        said = _cut_bytes(said, max(left // 4, 0))
+        report = _cut_bytes(report, max(left - len(said.encode()), 0))
+    return head + said + report
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    data = text.encode()
+    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")
 
 
 def run_line(run: TestRun) -> str:
