@@ -163,8 +163,8 @@ class Settings:
     # A verify the user gives (flag, TOREN_VERIFY, --config) replaces it.
     verify: str | None = _result(metavar="CMD", help="command that must pass on the change before it is pushed",
                                  repository="the repository's own check of the change", action_input="verify")
-    # Where the repository's own tests write their JUnit XML (read from the verification's tree, bounded, files
-    # the commit holds there removed first): it names results, and cannot make a failing command pass.
+    # Where the repository's own tests write their JUnit XML (read from the verification's tree, bounded, only files
+    # the run wrote): it names results, and cannot make a failing command pass.
     verify_junit: str | None = _result(metavar="GLOB", action_input="verify-junit",
                                        help="JUnit XML files --verify writes, relative to the repository (default: "
                                             "asked of pytest when the command runs it)",

@@ -571,9 +571,8 @@ def run_once(runner: Runner, tree: Path, name: str) -> TestRun:
     ask_pytest = runner.junit_glob is None and runs_pytest(runner.command)
     if ask_pytest:  # run.py puts it after any PYTEST_ADDOPTS of the user's
         env["PYTEST_ADDOPTS"] = f"--junitxml={PYTEST_JUNIT}"
-    if runner.junit_glob:  # only files this run writes count, never ones the commit holds
-        for path in junit_files(tree, runner.junit_glob):
-            os.unlink(tree / path)
+    # only files this run writes count, never ones the commit holds (which stay: the tests may need them)
+    before = _stats(tree, junit_files(tree, runner.junit_glob)) if runner.junit_glob else {}
     reader = SummaryReader()
 
     def on_line(line: str) -> None:
@@ -589,9 +588,10 @@ def run_once(runner: Runner, tree: Path, name: str) -> TestRun:
     run.duration_s = time.monotonic() - started
     reader.result(run)
     if runner.junit_glob:
-        found = junit_files(tree, runner.junit_glob)
+        found = [p for p, st in _stats(tree, junit_files(tree, runner.junit_glob)).items() if before.get(p) != st]
         if not found:
-            run.notes.append(f"no file matched --verify-junit {texts.one_line(runner.junit_glob)}")
+            run.notes.append(f"the run wrote no file that --verify-junit {texts.one_line(runner.junit_glob)} "
+                             "matches")
         read_junit(tree, found, run)
     elif ask_pytest and os.path.lexists(results / Path(PYTEST_JUNIT).name):  # pytest may not have run at all
         read_junit(results, [Path(PYTEST_JUNIT).name], run)
@@ -613,3 +613,15 @@ def verification_line(verification: dict[str, Any]) -> str:
     else:
         parts.append(f"exit code {_int(v.get('exit_code'))}")
     return "; ".join(parts)
+
+
+def _stats(root: Path, paths: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Each file's identity and version (inode, size, modification time), to tell what a run wrote."""
+    out = {}
+    for path in paths:
+        try:
+            st = os.lstat(root / path)
+        except OSError:
+            continue
+        out[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
