@@ -244,3 +244,55 @@ def test_a_retry_prompt_fits_the_clis_argument_limit():
     small = verify.retry_prompt("Fix it.", "- test_a", 2, "I tried.", max_bytes=100_000)
     assert small.endswith("I tried.\n\n- test_a\n")
     assert verify.retry_prompt("Fix it.", report, 2).count("ü") == verify.MAX_REPORT_CHARS  # no limit: all of it
+
+
+def fake_runner(tmp_path, command, glob, write):
+    logged: list[str] = []
+
+    def run(tree, results, env, on_line, name):
+        write(tree, results, env)
+        on_line("Ran 2 tests in 0.01s")
+        on_line("FAILED (failures=1)")
+        return 1
+
+    return verify.Runner(command, glob, run, tmp_path, logged.append), logged
+
+
+def test_only_junit_files_the_run_wrote_are_read_and_committed_ones_stay(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "reports").mkdir(parents=True)
+    forged = b'<testsuite><testcase classname="x" name="all_good"/></testsuite>'
+    (tree / "reports" / "fixture.xml").write_bytes(forged)  # committed: the tests read it, or it is forged
+
+    def write(tree, results, env):
+        assert (tree / "reports" / "fixture.xml").read_bytes() == forged  # still there while the tests run
+        (tree / "reports" / "junit.xml").write_text(
+            '<testsuite><testcase classname="t" name="a"/><testcase classname="t" name="b"><failure/></testcase>'
+            "</testsuite>")
+
+    runner, _ = fake_runner(tmp_path, "python3 run_tests.py", "reports/*.xml", write)
+    run = verify.run_once(runner, tree, "verify-1")
+    assert run.source == "junit" and run.cases == {"t.a": PASSED, "t.b": FAILED}
+    assert (tree / "reports" / "fixture.xml").exists()
+
+
+def test_pytest_is_asked_for_junit_in_the_results_directory(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    seen = {}
+
+    def write(tree, results, env):
+        seen.update(env)
+        (results / "pytest-junit.xml").write_text('<testsuites><testsuite><testcase classname="m" name="t"/>'
+                                                  "</testsuite></testsuites>")
+
+    runner, _ = fake_runner(tmp_path, "python -m pytest -q", None, write)
+    run = verify.run_once(runner, tree, "verify-1")
+    assert seen == {"PYTEST_ADDOPTS": f"--junitxml={verify.PYTEST_JUNIT}"}
+    assert run.source == "junit" and run.cases == {"m.t": PASSED}
+    assert not (tmp_path / "verify-1-results").exists()  # removed once read
+    # not pytest: nothing asked, the summary lines read
+    given: list[dict] = []
+    runner, _ = fake_runner(tmp_path, "python3 -m unittest", None, lambda tree, results, env: given.append(env))
+    run = verify.run_once(runner, tree, "verify-2")
+    assert given == [{}] and run.source == "unittest" and run.counts[FAILED] == 1
