@@ -92,3 +92,19 @@ def test_a_cancel_request_made_before_it_was_a_field_is_kept(tmp_path):
     assert store.get("01asked").cancel_requested_at == 5 and store.get("01other").cancel_requested_at is None
     assert sorted(store.reap_lost()) == ["01asked", "01other"]  # pid 999999999 does not exist
     assert store.get("01asked").state == "cancelled" and store.get("01other").state == "failed"
+
+
+def test_the_verification_step_can_run_in_either_order_with_the_setup_step(tmp_path):
+    """_m007_verification adds its column only when it is missing: a database that got it under another number
+    (the two steps of issue 15 were built apart) migrates without an error and keeps its jobs' results."""
+    from toren_action.jobs.store import _m007_verification
+
+    store = Store(tmp_path)
+    job_id = store.create_job(repo="r", branch="b", agent="shell", model=None, base_image="i", inputs={})
+    store.update(job_id, verification={"outcome": "passed", "counts": {"fixed": 1}})
+    store.close()
+    conn = sqlite3.connect(tmp_path / "toren.db")
+    _m007_verification(conn)  # once more
+    conn.commit()
+    conn.close()
+    assert Store(tmp_path).get(job_id).verification == {"outcome": "passed", "counts": {"fixed": 1}}
