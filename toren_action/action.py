@@ -238,6 +238,7 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
         GitHub(Endpoints.from_environ(dict(os.environ)), token).check_actor(
             repo, trigger.actor, tuple(u.lstrip("@") for u in allowed))
     flags = setting_inputs()
+    flags["on_failure"] = flags.get("on_failure") or "draft"  # the Action's default: a failed job's work is a draft
     flags.update(repo=repo, actor=trigger.actor, allow_actors=[u.lstrip("@") for u in allowed] or None)
     run_id = os.environ.get("GITHUB_RUN_ID", str(int(time.time())))
     spec_text, spec_file = get("spec"), get("spec_file")
@@ -278,7 +279,8 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
                "cost-usd": f"{outcome.cost_usd:.4f}" if outcome.cost_usd is not None else "",
                "turns": str((outcome.usage or {}).get("turns", "")), "log-path": str(artifacts),
                "summary": (job_dir(home, job_id) / "pr.md").read_text("utf-8")
-               if (job_dir(home, job_id) / "pr.md").is_file() else outcome.message}
+               if (job_dir(home, job_id) / "pr.md").is_file() else outcome.message,
+               **verification_outputs(job.verification)}
     for key, value in outputs.items():  # under a random delimiter (GITHUB_OUTPUT); no control character
         core.set_output(key, terminal(value))
     lines = _summary_lines(outcome, job)
@@ -347,7 +349,14 @@ def _summary_lines(outcome, job) -> list[str]:
         names = ", ".join(code(f, True) for f in outcome.files[:15])
         lines.append(f"| Files changed | {len(outcome.files)}: {names} |")
     verify = job.inputs.get("verify")
-    shown = f"{code(verify, True)} passed" if verify and outcome.commit else code(verify, True) if verify else "none"
+    verification = getattr(job, "verification", None)
+    if verification:
+        from toren_action.job.verify import verification_line
+
+        shown = inline(verification_line(verification))
+    else:
+        shown = f"{code(verify, True)} passed" if verify and outcome.commit else code(verify, True) if verify \
+            else "none"
     lines.append(f"| Verification | {shown} |")
     from toren_action.job.usage import usage_parts
 
@@ -359,7 +368,23 @@ def _summary_lines(outcome, job) -> list[str]:
     lines.append(f"| Duration | {outcome.duration_s:.0f} s |")
     if outcome.message and outcome.state != "succeeded":
         lines += ["", f"**Reason:** {inline(outcome.message)}"]
+    if verification:
+        from toren_action.job.verify import verification_table_markdown
+
+        lines += ["", verification_table_markdown(verification)]
     return lines
+
+
+def verification_outputs(verification: dict[str, Any] | None) -> dict[str, str]:
+    """The outputs verify-outcome, tests-fixed and tests-broken (empty without --verify; the counts need
+    --verify-baseline)."""
+    if not verification:
+        return {"verify-outcome": "", "tests-fixed": "", "tests-broken": ""}
+    counts = verification.get("counts") or {}
+    based = verification.get("baseline") is not None
+    return {"verify-outcome": str(verification.get("outcome", "")),
+            "tests-fixed": str(int(counts.get("fixed") or 0)) if based else "",
+            "tests-broken": str(int(counts.get("broken") or 0)) if based else ""}
 
 
 def _summary(lines: list[str]) -> None:

@@ -181,6 +181,8 @@ def test_push_partial_delivers_the_work_done_before_the_budget_stop(workdir, rep
                                       branch="toren/partial")
     assert code == 11, err
     assert result["state"] == "budget_exceeded" and "pushed to toren/partial" in result["message"]
+    log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
+    assert log.count("--push-partial is deprecated; use --on-failure branch") == 1  # warned once
     files = git("ls-tree", "--name-only", "toren/partial", cwd=repo).split()
     assert any(f.startswith("hello-") for f in files)
 

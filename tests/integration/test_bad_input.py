@@ -89,6 +89,19 @@ CASES = [
     ("memory", GOOD + ["--memory", "lots"], "--memory"),
     ("pids-limit", GOOD + ["--pids-limit", "1"], "--pids-limit"),
     ("unknown-flag", GOOD + ["--frobnicate"], "--frobnicate"),
+    # verification (issue 15)
+    ("verify-junit-without-verify", GOOD + ["--verify-junit", "reports/*.xml"], "--verify-junit"),
+    ("verify-baseline-without-verify", GOOD + ["--verify-baseline"], "--verify-baseline"),
+    ("verify-retries-without-verify", GOOD + ["--verify-retries", "1"], "--verify-retries"),
+    ("verify-retries-above-5", GOOD + ["--verify", "true", "--verify-retries", "6"], "--verify-retries"),
+    ("verify-retries-negative", GOOD + ["--verify", "true", "--verify-retries", "-1"], "--verify-retries"),
+    ("verify-junit-outside", GOOD + ["--verify", "true", "--verify-junit", "../*.xml"], "--verify-junit"),
+    ("verify-junit-absolute", GOOD + ["--verify", "true", "--verify-junit", "/etc/*.xml"], "--verify-junit"),
+    ("verify-timeout-zero", GOOD + ["--verify", "true", "--verify-timeout", "0"], "--verify-timeout"),
+    ("allow-preexisting-without-baseline", GOOD + ["--verify", "true", "--verify-allow-preexisting"],
+     "--verify-allow-preexisting"),
+    ("on-failure-unknown", GOOD + ["--on-failure", "keep"], "--on-failure"),
+    ("on-failure-empty", GOOD + ["--on-failure", ""], "--on-failure"),
 ]
 
 

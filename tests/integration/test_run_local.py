@@ -140,7 +140,7 @@ def test_timeout_stops_and_removes_the_container(workdir, repo, toren_home, caps
 def test_verify_failure_blocks_the_push(workdir, repo, toren_home, capsys):
     code, result, err = run_shell(capsys, "echo broken > src/a.py", "--verify", "python3 src/a.py",
                                   branch="toren/broken")
-    assert code == 8 and result["state"] == "failed" and "--verify" in result["message"]
+    assert code == 8 and result["state"] == "verification_failed" and "--verify" in result["message"]
     assert "toren/broken" not in git("branch", "--list", cwd=repo)
 
 

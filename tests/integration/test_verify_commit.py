@@ -53,7 +53,7 @@ SOURCELESS_PYC = ("python3 -c 'import py_compile; py_compile.compile(\"calc.py\"
 def test_ignored_bytecode_cannot_make_verify_pass(workdir, calc_repo, toren_home, capsys, command):
     code, result = run(capsys, calc_repo, command, "python3 check.py", "toren/sneaky")
     assert code == 8, result
-    assert result["state"] == "failed" and "--verify exited" in result["message"]
+    assert result["state"] == "verification_failed" and "--verify exited" in result["message"]
     assert "toren/sneaky" not in branches(calc_repo)
     log = (toren_home / "jobs" / result["job_id"] / "job.log").read_text()
     # the agent's own run of the check passed in its work tree; the verification of the commit did not

@@ -219,3 +219,54 @@ def test_only_flags_of_settings_with_an_input_are_renamed():
         "--spec: give either --spec or --issue, not `max-turns: 3` with input no-pr or --no-pr-x")
     assert action.in_workflow_words(UsageError("--base-branch", "'nosuch' does not exist")) == (
         "input base-branch: 'nosuch' does not exist")
+
+
+def test_the_step_summary_and_outputs_hold_the_verification():
+    from types import SimpleNamespace
+
+    from toren_action.job import verify
+
+    markdown_it = pytest.importorskip("markdown_it")
+    hostile = "test_x[@octocat Closes #7 <img src=x> | ## H]"
+    base = verify.TestRun(exit_code=1, duration_s=1.0, source="junit", cases={hostile: "passed", "t.fixed": "failed"})
+    now = verify.TestRun(exit_code=1, duration_s=1.0, source="junit", cases={hostile: "failed", "t.fixed": "passed"})
+    for run in (base, now):
+        run.counts = {"passed": 1, "failed": 1, "skipped": 0, "total": 2}
+        run.complete = True
+    rec = verify.record("pytest -q", now, base, verify.judge(now, base, False), [])
+    outcome = SimpleNamespace(state="verification_failed", pr_url=None, branch="toren/x", files=["a.py"],
+                              commit="abc", usage=None, cost_usd=None, duration_s=3.0, message="--verify broke it")
+    job = SimpleNamespace(inputs={"verify": "pytest -q"}, verification=rec)
+    md = "\n".join(action._summary_lines(outcome, job))
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(md)
+    assert "1 fixed, 1 broken" in md and "<img" not in html and html.count("<h2>") == 1
+    text = re.sub(r"<code>.*?</code>", "", html, flags=re.S)
+    assert not re.search(r"@[A-Za-z0-9]|(?i:closes)\s*#", text), text
+    assert action.verification_outputs(rec) == {"verify-outcome": "failed", "tests-fixed": "1", "tests-broken": "1"}
+    assert action.verification_outputs(None) == {"verify-outcome": "", "tests-fixed": "", "tests-broken": ""}
+    no_base = verify.record("pytest -q", now, None, verify.judge(now, None, False), [])
+    assert action.verification_outputs(no_base) == {"verify-outcome": "failed", "tests-fixed": "", "tests-broken": ""}
+
+
+@pytest.mark.parametrize("given, expected", [("", "draft"), ("discard", "discard"), ("branch", "branch")])
+def test_the_action_defaults_on_failure_to_draft(monkeypatch, tmp_path, capsys, given, expected):
+    from toren_action.core.errors import UsageError
+    from toren_action.job import submit
+
+    seen = {}
+
+    def fake_submit(settings, background):
+        seen["on_failure"], seen["source"] = settings.on_failure, settings.source_of("on_failure")
+        raise UsageError("test", "stop here")
+
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"sender": {"login": "alice"}}))
+    (tmp_path / "output").touch()  # the runner creates it
+    for k, v in {"GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event),
+                 "GITHUB_OUTPUT": str(tmp_path / "output"), "GITHUB_REPOSITORY": "acme/widget",
+                 "INPUT_SPEC": "Do it.", "INPUT_ON_FAILURE": given, "RUNNER_TEMP": str(tmp_path),
+                 "TOREN_HOME": str(tmp_path / "h")}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(submit, "submit", fake_submit)
+    assert action.run() == 2
+    assert seen == {"on_failure": expected, "source": "--on-failure"}

@@ -157,3 +157,17 @@ def test_cpus_and_max_change_mb_round_trip_through_the_job_record(tmp_path):
     s = Settings.load({"cpus": 3.0, "max_change_mb": 7.0}, environ={}, cwd=str(tmp_path))
     assert settings_from_record(s.to_record()) == s
     assert s.to_record()["cpus"] == 3.0 and s.to_record()["max_change_mb"] == 7.0
+
+
+def test_on_failure_is_draft_for_an_issue_unless_given_and_survives_the_job_record():
+    from toren_action.config.settings import Settings, settings_from_record
+
+    assert Settings.load({}, environ={}).on_failure == "discard"
+    on_issue = Settings.load({"issue": "acme/widget#1"}, environ={})
+    assert on_issue.on_failure == "draft"
+    given = Settings.load({"issue": "acme/widget#1", "on_failure": "discard"}, environ={})
+    assert given.on_failure == "discard"
+    assert Settings.load({"issue": "acme/widget#1"}, environ={"TOREN_ON_FAILURE": "branch"}).on_failure == "branch"
+    # a background job plans again from its stored settings: the choice made at submission is kept
+    assert settings_from_record(given.to_record()).on_failure == "discard"
+    assert settings_from_record(on_issue.to_record()).on_failure == "draft"

@@ -69,7 +69,7 @@ def test_derived_tables():
     assert DEFAULTS["env"] == {} and DEFAULTS["prices"] == {} and DEFAULTS["labels"] == []
     assert DEFAULTS["timeout_minutes"] == 60 and DEFAULTS["cpus"] == 2.0 and DEFAULTS["spec"] is None
     assert list(REPOSITORY_KEYS) == ["model", "max_turns", "allowed_tools", "disallowed_tools",
-                                     "append_system_prompt", "verify", "protected_paths", "env"]
+                                     "append_system_prompt", "verify", "verify_junit", "protected_paths", "env"]
     assert HOST_ONLY_KEYS == {k for k, s in SETTINGS.items() if s.host_only} == set(SETTINGS) - set(REPOSITORY_KEYS)
     assert flag_name("timeout_minutes") == "--timeout" and flag_name("agent") == "--agent"
     assert flag_name("protected_paths") == "--protected-path" and flag_name("author_name") == "--author-name"

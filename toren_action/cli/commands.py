@@ -253,7 +253,7 @@ def cmd_summary(args: Namespace) -> int:
         "model": job.model, "task": job.inputs.get("spec") or job.inputs.get("issue"),
         "duration_s": job.duration, "files_changed": job.files_changed, "commit": job.result_commit,
         "error": job.error, "cost_usd": job.cost_usd, "cost_source": job.cost_source, "turns": job.turns,
-        "usage": job.usage,
+        "usage": job.usage, "verification": job.verification,
         "tools": [e["name"] for e in store.events(job.id) if e["kind"] == "tool"],
         "stages": [(e["state"], round(e["ts"] - job.created_at, 2)) for e in store.events(job.id)
                    if e["kind"] == "state"],
@@ -289,6 +289,10 @@ def cmd_summary(args: Namespace) -> int:
         print(f"The agent ({u.get('model') or 'model unknown'}) took {u['turns']} turn(s) and {u['tool_calls']} tool "
               f"call(s){' (' + tools + ')' if tools else ''}, {u['input_tokens']} tokens in "
               f"({u['cache_read_tokens']} cached) and {u['output_tokens']} out, for {cost}.")
+    if job.verification:
+        from toren_action.job.verify import verification_table_markdown
+
+        print(terminal(verification_table_markdown(job.verification)))  # test ids are the repository's text
     if job.duration is not None:
         print(f"Took {fmt_age(job.duration)}{'' if job.state.final else ' so far'}.")
     else:

@@ -115,6 +115,11 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
           f"{terminal(outcome.message)}\n")
     if outcome.usage:
         w(f"  usage   {usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source)}\n")
+    verification = getattr(outcome, "verification", None)
+    if verification:
+        from toren_action.job.verify import verification_line
+
+        w(f"  verify  {terminal(verification_line(verification))}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
 
 

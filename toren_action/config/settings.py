@@ -117,7 +117,7 @@ class Settings:
     # - command: the shell agent's whole task, the user's to give (like spec, issue);
     # - agent_version: could pin an old CLI release with a known flaw;
     # - prices: a zero price switches off max_cost_usd;
-    # - fail_on, push_partial, draft, no_pr: what happens to the result is the user's decision.
+    # - fail_on, push_partial, on_failure, draft, no_pr: what happens to the result is the user's decision.
 
     # -- task and repository
     repo: str = _task(".", help="local path, git URL or owner/name (default: the current directory)")
@@ -147,7 +147,7 @@ class Settings:
     # 1..10000 by the schema; the host's timeout and cost limit still bound the run.
     max_turns: int | None = _agent(metavar="N", help="stop the agent after N model turns",
                                    repository="how many model turns the task may take", action_input="max-turns")
-    push_partial: bool = _agent(False, help="when a budget stops the agent, still commit and push the work so far",
+    push_partial: bool = _agent(False, help="deprecated: --on-failure branch, for budget stops only",
                                 action_input="push-partial")
     # The CLI's own permissions inside the container: the container, not the CLI, is the sandbox.
     allowed_tools: tuple[str, ...] = _agent(
@@ -167,6 +167,32 @@ class Settings:
     # A verify the user gives (flag, TOREN_VERIFY, --config) replaces it.
     verify: str | None = _result(metavar="CMD", help="command that must pass on the change before it is pushed",
                                  repository="the repository's own check of the change", action_input="verify")
+    # Where the repository's own tests write their JUnit XML (read from the verification's tree, bounded, only files
+    # the run wrote): it names results, and cannot make a failing command pass.
+    verify_junit: str | None = _result(metavar="GLOB", action_input="verify-junit",
+                                       help="JUnit XML files --verify writes, relative to the repository (default: "
+                                            "asked of pytest when the command runs it)",
+                                       repository="where the repository's tests write their JUnit XML")
+    # Host-only, the four below: a second run of the tests doubles the check's time (a limit), accepting tests that
+    # already failed weakens the user's own --verify, and the timeout and the retries are limits and cost.
+    verify_baseline: bool = _result(False, action_input="verify-baseline",
+                                    help="run --verify on the base commit first and judge the change by the tests "
+                                         "it fixes and breaks")
+    verify_allow_preexisting: bool = _result(False, action_input="verify-allow-preexisting",
+                                             help="with --verify-baseline, pass when the only failing tests already "
+                                                  "failed on the base commit")
+    verify_timeout: float | None = _result(metavar="MINUTES", action_input="verify-timeout",
+                                           help="stop each run of --verify after this many minutes "
+                                                "(default: --timeout)")
+    verify_retries: int = _result(0, metavar="N", action_input="verify-retries",
+                                  help="when --verify fails, give the agent up to N more turns (at most 5) with the "
+                                       "failing tests, within the same budget and timeout (default {default})")
+    # Host-only: where a failed job's change goes (a branch, a draft pull request) is the user's decision.
+    on_failure: str = _result("discard", choices=("discard", "branch", "draft"), action_input="on-failure",
+                                     help="when the job fails after the agent changed something (verification, "
+                                          "budget, turns, timeout; never the diff policy): discard it, push it to the "
+                                          "branch, or push it and open a draft pull request saying why (default "
+                                          "{default}; draft with --issue and in the Action)")
     draft: bool = _result(False, help="open the pull request as a draft", action_input="draft")
     no_pr: bool = _result(False, help="push the branch only", action_input="no-pr")
 
@@ -303,6 +329,9 @@ class Settings:
                     sources[key] = flag_name(key)
                 else:
                     sources[key] = f"{origin}: {key}"
+
+        if "on_failure" not in sources and merged.get("issue"):
+            merged["on_failure"] = "draft"  # a job on an issue: a failed change becomes a draft unless told otherwise
 
         if not merged.get("ca_bundle"):
             for var in CA_BUNDLE_VARIABLES:

@@ -81,9 +81,15 @@ class JobTimedOut(TorenError):
 
 
 class VerificationFailed(TorenError):
-    """``--verify`` exited non-zero on the agent's change; nothing was pushed."""
+    """``--verify`` failed on the agent's change (it exited non-zero, or broke a test that passed on the base
+    commit); nothing was pushed unless ``--on-failure`` says to push it anyway."""
 
-    exit_code = 8
+    state = JobState.VERIFICATION_FAILED  # and its exit code, 8
+
+    def __init__(self, message: str, details: object = None) -> None:
+        super().__init__(message)
+        #: What job.verify found (the run and its judgement), for another round of the agent.
+        self.details = details
 
 
 class GitError(TorenError):

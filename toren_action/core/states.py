@@ -57,6 +57,7 @@ class JobState(str, Enum):
     RATE_LIMITED =      "rate_limited",      True,  13,   "red",    "✘", "❌", "rate limited"
     MAX_TURNS =         "max_turns",         True,  14,   "red",    "✘", "❌", "max turns"
     BLOCKED_BY_POLICY = "blocked_by_policy", True,  21,   "red",    "✘", "❌", "blocked by policy"
+    VERIFICATION_FAILED = "verification_failed", True, 8, "red",   "✘", "❌", "verification failed"
 
 
 #: The end states, for SQL (``state NOT IN (...)``) and membership tests.

@@ -71,6 +71,9 @@ class Plan:
     base_commit: str | None = None
     #: What the user should know before the job starts (uncommitted work left out, a detached HEAD): one line each.
     warnings: tuple[str, ...] = ()
+    #: What a failed job's change becomes: discard, branch or draft (--on-failure; Settings.load makes draft the
+    #: default with --issue, so a background job's stored settings keep it).
+    on_failure: str = "discard"
 
     @property
     def redactor(self) -> Redactor:
@@ -149,7 +152,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                 credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
                 key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, base_branch=base,
-                base_commit=base_commit, warnings=warnings)
+                base_commit=base_commit, warnings=warnings, on_failure=s.on_failure)
 
 
 #: Networks every Docker engine has; any other name in --network is looked up (one call) before the job exists.
@@ -269,7 +272,30 @@ def _check_values(s: Settings, job_id: str) -> str:
         validate.positive_number(s.max_cost_usd, "--max-cost-usd")
     if s.gpus:
         validate.gpus_spec(s.gpus)
+    _check_verify(s)
     return branch
+
+
+#: The settings that only mean something with --verify.
+VERIFY_OPTIONS = ("verify_junit", "verify_baseline", "verify_allow_preexisting", "verify_timeout", "verify_retries")
+
+
+def _check_verify(s: Settings) -> None:
+    """--verify-junit, --verify-baseline, ... need --verify; the glob stays in the repository; --verify-allow-
+    preexisting needs a baseline to compare with."""
+    from toren_action.job.verify import check_junit_glob
+
+    if not s.verify:
+        for key in VERIFY_OPTIONS:
+            if getattr(s, key):
+                raise UsageError(s.source_of(key), "needs --verify (the command whose results it is about); "
+                                                   "add --verify CMD or drop it")
+        return
+    if s.verify_junit:
+        check_junit_glob(s.verify_junit, s.source_of("verify_junit"))
+    if s.verify_allow_preexisting and not s.verify_baseline:
+        raise UsageError(s.source_of("verify_allow_preexisting"), "needs --verify-baseline (the base commit's "
+                                                                  "failures are what it allows); add it or drop this")
 
 
 def _network(s: Settings, profile: AgentProfile) -> tuple[str, tuple[str, ...]]:

@@ -34,6 +34,7 @@ class Outcome:
     cost_usd: float | None = None
     cost_source: str | None = None
     pr_url: str | None = None
+    verification: dict | None = None  # verify.record's
 
 
 def commit_message(plan: Plan, job_id: str) -> str:
@@ -65,16 +66,27 @@ def _cut(text: str, limit: int) -> str:
 
 
 def pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome: Outcome,
-            code_findings: list | None = None) -> str:
+            code_findings: list | None = None, failed: tuple[str, str] | None = None) -> str:
     """The pull request's body. Every text that comes from the task, the repository or the agent is redacted and
-    then made inert (texts.py): it renders as written and cannot mention, close or forge anything."""
-    from toren_action.git.github import PR_MARKER
+    then made inert (texts.py): it renders as written and cannot mention, close or forge anything. ``failed``
+    (the end state and its reason) makes it the body of a draft for a job that failed (--on-failure draft): it
+    says why, and it closes no issue."""
+    from toren_action.git.github import PR_MARKER, html_log_hint
+    from toren_action.job.verify import verification_table_markdown
 
     r = plan.redactor
-    verify = f"{texts.code(r(plan.settings.verify))} passed" if plan.settings.verify else \
-        "not configured (`--verify`)"
+    table = verification_table_markdown(outcome.verification)
+    verify = "see Tests above" if table else f"{texts.code(r(plan.settings.verify))} passed" if plan.settings.verify \
+        else "not configured (`--verify`)"
     gh = plan.github
-    closes = [f"Closes #{gh.issue.number}", ""] if gh and gh.issue and gh.issue.repo == gh.base_repo else []
+    issue = gh.issue.number if gh and gh.issue and gh.issue.repo == gh.base_repo else None
+    closes = [] if issue is None else [f"Closes #{issue}", ""] if not failed else \
+        [f"For #{issue} (this draft closes nothing)", ""]
+    why = [] if not failed else [
+        "## Why this is a draft", "",
+        f"The job ended {texts.code(failed[0])}: {texts.inline(r(_no_paths(failed[1])))}. Toren pushed the work "
+        "so far so that it is not lost (`--on-failure draft`); it did not pass the job's checks.", "",
+        html_log_hint(job_id), ""]
     usage = outcome.usage
     cost = usage_text(usage, outcome.cost_usd, outcome.cost_source, tokens=False)
     model = (usage or {}).get("model") or plan.settings.model
@@ -84,6 +96,7 @@ def pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome:
         f"# {texts.inline(r(plan.task.title))}",
         "",
         *closes,
+        *why,
         "## Summary",
         texts.block(_cut(r(agent_summary), 12_000)) if agent_summary else "_The agent left no summary._",
         "",
@@ -91,6 +104,7 @@ def pr_body(plan: Plan, job_id: str, change, agent_summary: str | None, outcome:
         texts.fence(r(short_stat(change.diffstat))),
         "",
         *(["## Security scan", "", *findings, ""] if findings else []),
+        *(["## Tests", "", table, ""] if table else []),
         f"- Task: {texts.inline(r(plan.task.source))}",
         f"- Verification: {verify}",
         f"- Agent: {plan.profile.name}" + (f", model {texts.inline(r(model))}" if model else ""),
@@ -114,13 +128,22 @@ def progress_lines(outcome: Outcome, job_id: str) -> list[str]:
         lines.append(f"Branch {texts.code(outcome.branch or '')} pushed (no pull request: `--no-pr`).")
     if outcome.state not in ("succeeded", "no_changes"):
         # the issue may be public: no host paths
-        lines.append("Reason: " + texts.inline(re.sub(r"(?:/[^\s;:,'\"()`]+){2,}", "<path>", outcome.message)))
+        lines.append("Reason: " + texts.inline(_no_paths(outcome.message)))
         lines.append(html_log_hint(job_id))
     elif outcome.state == "no_changes":
         lines.append("The agent changed nothing; no pull request.")
+    if outcome.verification:
+        from toren_action.job.verify import verification_table_markdown
+
+        lines += ["", verification_table_markdown(outcome.verification), ""]
     facts = [f"took {outcome.duration_s:.0f}s"]
     usage = usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source, tokens=False)
     if usage:
         facts.append(usage)
     lines.append("_" + ", ".join(facts) + "._")
     return lines
+
+
+def _no_paths(message: str) -> str:
+    """A message for GitHub (the issue may be public): no host paths."""
+    return re.sub(r"(?:/[^\s;:,'\"()`]+){2,}", "<path>", message)

@@ -1,8 +1,10 @@
 """One job from its plan to its end state, as stages: prepare the workspace -> build the image -> run the agent
 in its sandbox -> decide the outcome -> commit (with the change-size check) -> check the change (policy, code
-scan) -> verify -> deliver (push, pull request). Every check after the commit judges that commit, never the
-agent's work tree, and the push sends that commit by id. Progress leaves as events through a Reporter; the CLI
-(or the Action) decides how to show them."""
+scan) -> verify (verify.py; with --verify-retries a failed verification gives the agent another round, then
+commit, check and verify again) -> deliver (push, pull request). Every check after the commit judges that commit,
+never the agent's work tree, and the push sends that commit by id. A job that fails after the agent changed
+something (verification, budget, turns, timeout; never the diff policy) still delivers with --on-failure branch
+or draft. Progress leaves as events through a Reporter; the CLI (or the Action) decides how to show them."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from toren_action.agents.base import RunContext, Verdict, launch_command
 from toren_action.config.validate import Mount
@@ -23,6 +25,7 @@ from toren_action.core.errors import (
     AgentRateLimited,
     BudgetExceeded,
     Interrupted,
+    JobTimedOut,
     MaxTurnsReached,
     PolicyBlocked,
     TorenError,
@@ -35,7 +38,7 @@ from toren_action.core.states import JobState
 from toren_action.guard.codescan import WarmBandit
 from toren_action.job import report
 from toren_action.job.log import JobLog, NullReporter, Reporter, Tee
-from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_SOCKETS, CONTAINER_TASK, Plan
+from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_SOCKETS, CONTAINER_TASK, MAX_PROMPT_BYTES, Plan
 from toren_action.job.report import Outcome
 from toren_action.job.usage import usage_text
 from toren_action.jobs.store import Store
@@ -47,7 +50,11 @@ if TYPE_CHECKING:
 
 #: How each verdict from an agent's stream ends the job.
 VERDICT_ERRORS = {"auth": AgentAuthFailed, "rate_limit": AgentRateLimited, "max_turns": MaxTurnsReached,
-                  "budget": BudgetExceeded, "error": AgentFailed}
+                  "budget": BudgetExceeded, "error": AgentFailed, "timeout": JobTimedOut}
+#: The ends of a job whose change --on-failure branch or draft still delivers (--push-partial: the first two).
+DELIVERABLE_FAILURES = ("budget", "max_turns", "timeout", "verification")
+#: A retry round needs at least this much of --timeout left.
+MIN_ROUND_S = 30.0
 #: The most files one change may add or modify (a flood of empty files passes any size cap).
 MAX_CHANGE_FILES = 10_000
 
@@ -70,6 +77,14 @@ class JobRun:
     scanner: WarmBandit | None = None
     #: The key proxy while the agent runs (why the model API was unreachable, if it was)
     key_proxy: object | None = None
+    #: The agent's rounds so far (1, and one more for each --verify-retries turn), and what they used together.
+    round: int = 1
+    agent_s: float = 0.0
+    spent: dict[str, Any] = field(default_factory=dict)  # the usage of the rounds before this one
+    spent_cost: float = 0.0
+    #: --verify-baseline's run on the base commit (once per job) and each verification round's outcome.
+    baseline: Any = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -110,6 +125,7 @@ class AgentRun:
     exit_code: int
     verdict: Verdict | None
     spec: ContainerSpec
+    final_text: str | None = None  # the CLI's last answer (its summary of the round)
 
 
 @dataclass(frozen=True)
@@ -134,20 +150,34 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
     try:
         if job.progress:
             job.progress.stage("queued", "")
+        if plan.settings.push_partial:
+            job.log.line("toren: warning: --push-partial is deprecated; use --on-failure branch")
         prepared = prepare_workspace(job)
         image = build_image(job, docker)
         agent = run_agent(job, prepared, image)
-        partial = decide_outcome(job, agent)
-        committed = commit_change(job, prepared.ws)
-        change = committed.change
-        if change is None:
-            return _nothing_committed(job, prepared.ws, partial)
-        # From here on every check judges the commit, never the agent's work tree, and the push sends that commit.
-        findings = check_change(job, prepared.ws, change)
-        verify_commit(job, image, prepared.ws, change, agent.spec)
-        text = describe_change(job, committed, findings)
-        deliver(job, prepared.ws, change, text, partial)
-        return _delivered(job, prepared.ws, change, partial)
+        failure = decide_outcome(job, agent)
+        while True:
+            committed = commit_change(job, prepared.ws)
+            change = committed.change
+            if change is None:
+                return _nothing_committed(job, prepared.ws, failure)
+            # From here on every check judges the commit, never the agent's work tree, and the push sends that
+            # commit. A policy block raises: it never delivers.
+            findings = check_change(job, prepared.ws, change)
+            verdict = verify_commit(job, image, prepared.ws, change, agent.spec)
+            if verdict is None:
+                break
+            if failure is None and _may_retry(job):
+                agent = retry_agent(job, prepared, image, verdict, committed.agent_summary or agent.final_text)
+                failure = decide_outcome(job, agent)
+                continue
+            if not delivers(plan, "verification"):
+                raise verdict
+            failure = failure or verdict
+            break
+        text = describe_change(job, committed, findings, failure)
+        deliver(job, prepared.ws, change, text, failure)
+        return _delivered(job, prepared.ws, change, failure)
     except KeyboardInterrupt as exc:
         if isinstance(exc, WorkerLost):
             job.end(JobState.FAILED, "worker lost: the background worker died; the container was removed", 1)
@@ -328,8 +358,9 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
             mounts.append(key_proxy.mount)
             passthrough.update(key_proxy.env)
             relays += key_proxy.relays
+        max_turns, max_cost = _round_limits(job)
         ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
-                         s.max_turns, s.max_cost_usd, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
+                         max_turns, max_cost, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
                          passthrough, key_proxy=key_proxy is not None,
                          key_proxy_url=key_proxy.url if key_proxy else None)
         env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job.id, "TOREN_TASK_FILE": ctx.prompt_file}
@@ -349,7 +380,7 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
         spec = container.ContainerSpec(
             image=image.tag, command=command, job_id=job.id, user=f"{plan.uid}:{plan.gid}",
             mounts=mounts, environment=env, network=plan.network, gpus=s.gpus, memory=s.memory, cpus=s.cpus,
-            pids_limit=s.pids_limit, timeout_s=plan.timeout_s, name=f"toren-{job.id}",
+            pids_limit=s.pids_limit, timeout_s=max(plan.timeout_s - job.agent_s, 1.0), name=f"toren-{job.id}",
         )
         secrets_dir = job.dir / "secrets"
         stack.callback(remove_tree, secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
@@ -459,7 +490,7 @@ class _AgentWatch:
             log.line(f"toren: could not read a line of agent output ({exc.__class__.__name__}): {line[:300]}")
         if self.stopped:
             return False
-        verdict = parser.stop or (None if parser.finished else _budget_verdict(self.job.plan, parser, self.prices))
+        verdict = parser.stop or (None if parser.finished else _budget_verdict(self.job, parser, self.prices))
         if self.job.progress:
             self.job.progress.turns(parser.usage.turns)
         if verdict:
@@ -474,34 +505,127 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
     however the run ends, once the sandbox is released."""
     plan = job.plan
     watch = _AgentWatch(job)
+    started = time.monotonic()
+    timed_out = None
     try:
         with agent_sandbox(job, prepared, image) as sandbox:
-            job.enter("running", f"{plan.profile.name} agent in {image.tag} (network {plan.network})")
+            rnd = f" (round {job.round})" if job.round > 1 else ""
+            job.enter("running", f"{plan.profile.name} agent in {image.tag} (network {plan.network}){rnd}")
+            if job.scanner is not None:  # a retry round: the last round's bandit was used by its scan
+                job.scanner.close()
             job.scanner = WarmBandit().start()  # its start-up hides behind the agent's run
             watch.started = True
-            result = sandbox.run(watch.show, on_start=lambda cid: job.store.update(job.id, container_id=cid))
+            try:
+                result = sandbox.run(watch.show, on_start=lambda cid: job.store.update(job.id, container_id=cid))
+            except JobTimedOut as exc:  # --on-failure branch/draft: the work so far is delivered
+                if not delivers(plan, "timeout"):
+                    raise
+                timed_out = Verdict("timeout", str(exc))
     finally:
+        job.agent_s += time.monotonic() - started
         if watch.started:
             _record_usage(job, watch)
+    if timed_out is not None:
+        return AgentRun(-1, timed_out, sandbox.spec)
     job.store.update(job.id, exit_code=result.exit_code)
     verdict = watch.stopped[0] if watch.stopped else watch.parser.verdict
     unreachable = getattr(job.key_proxy, "unreachable", None)
     if unreachable and result.exit_code != 0 and (verdict is None or verdict.kind == "error"):
         env = plan.profile.key_proxy.base_url_env if plan.profile.key_proxy else "the base URL"
         verdict = Verdict("error", f"the model API cannot be reached: {unreachable}; check {env}")
-    return AgentRun(result.exit_code, verdict, sandbox.spec)
+    return AgentRun(result.exit_code, verdict, sandbox.spec, watch.parser.final_text)
 
 
-def _budget_verdict(plan: Plan, parser, prices) -> Verdict | None:
+def _round_limits(job: JobRun) -> tuple[int | None, float | None]:
+    """--max-turns and --max-cost-usd for this round: what the rounds before it left."""
+    s = job.plan.settings
+    turns = max(s.max_turns - int(job.spent.get("turns") or 0), 1) if s.max_turns else None
+    cost = max(s.max_cost_usd - job.spent_cost, 0.0001) if s.max_cost_usd else None
+    return turns, cost
+
+
+def _may_retry(job: JobRun) -> bool:
+    """Another round after a failed verification: --verify-retries not used up, and time, turns and budget left."""
+    plan, s = job.plan, job.plan.settings
+    if job.round > s.verify_retries:
+        return False
+    why = None
+    if plan.timeout_s - job.agent_s < MIN_ROUND_S:
+        why = "--timeout is used up"
+    elif s.max_turns and plan.profile.package and int((job.outcome.usage or {}).get("turns") or 0) >= s.max_turns:
+        why = "--max-turns is used up"
+    elif s.max_cost_usd and (job.outcome.cost_usd or 0) >= s.max_cost_usd:
+        why = "--max-cost-usd is used up"
+    if why:
+        job.log.line(f"toren: no further round for the agent: {why}")
+        return False
+    return True
+
+
+def retry_agent(job: JobRun, prepared: Prepared, image: AgentImage, failed: VerificationFailed,
+                previous: str | None) -> AgentRun:
+    """Another round for the agent, in a new container on the same work tree: its prompt is the task, what it
+    said of its last round (``previous``: its .toren/summary.md, else the CLI's last answer), then the failing
+    tests and the tail of their output. The commit is undone (kept in the work tree) so that the next one holds
+    all of the agent's work."""
+    from toren_action.git import workspace
+    from toren_action.job import verify
+
+    plan = job.plan
+    details: tuple[verify.TestRun, verify.Judgement] = failed.details  # type: ignore[assignment]  # verify_commit's
+    run, verdict = details
+    report_text = plan.redactor(verify.failure_report(run, verdict))[:verify.MAX_REPORT_CHARS]
+    job.store.add_event(job.id, "verify_retry", {"round": job.round + 1, "failing": redact_data(
+        (verdict.broken or run.failed_ids)[:verify.MAX_LISTED], plan.redactor)})
+    prompt = job.dir / "task" / "prompt.md"
+    task_text = prompt.read_text("utf-8").split(verify.RETRY_HEADING)[0]
+    prompt.unlink()
+    said = plan.redactor(previous)[:verify.MAX_PREVIOUS_CHARS] if previous else None
+    prompt.write_text(verify.retry_prompt(task_text, report_text, job.round + 1, said, MAX_PROMPT_BYTES
+                                          if plan.profile.package else None), "utf-8")
+    prompt.chmod(0o444)
+    workspace.git("reset", "--soft", "-q", prepared.ws.base_commit, cwd=prepared.ws.path, trusted=True)
+    job.spent = dict(job.outcome.usage or {})  # already the sum of the rounds so far (_record_usage)
+    job.spent_cost = job.outcome.cost_usd or 0.0
+    job.round += 1
+    job.log.stage("running", f"verification failed; round {job.round} for the agent with the failing tests "
+                             f"(--verify-retries {plan.settings.verify_retries})")
+    return run_agent(job, prepared, image)
+
+
+def _usage_sum(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two rounds' usage as one (numbers added; the model and flags of the later)."""
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(out.get(key), (int, float)):
+            out[key] = out[key] + value
+        elif key not in out or value is not None:
+            out[key] = value
+    return out
+
+
+def delivers(plan: Plan, kind: str) -> bool:
+    """Whether a job that ends this way (a verdict's kind, "timeout" or "verification") still pushes its change:
+    --on-failure branch or draft, or --push-partial for a budget stop."""
+    if kind not in DELIVERABLE_FAILURES:
+        return False
+    return plan.on_failure in ("branch", "draft") or (plan.settings.push_partial and kind in ("budget", "max_turns"))
+
+
+def _budget_verdict(job: JobRun, parser, prices) -> Verdict | None:
+    plan = job.plan
     s = plan.settings
     if s.max_cost_usd:
         from toren_action.agents.pricing import cost_usd
 
         cost, _ = cost_usd(_with_model(parser.usage, plan), prices)
+        if cost is not None:
+            cost += job.spent_cost  # the rounds before this one
         if cost is not None and cost > s.max_cost_usd:
             return Verdict("budget", f"the agent's cost ${cost:.4f} passed --max-cost-usd {s.max_cost_usd:g}")
-    if s.max_turns and not plan.profile.enforces_max_turns and parser.usage.turns > s.max_turns:
-        return Verdict("max_turns", f"the agent started turn {parser.usage.turns}, past --max-turns {s.max_turns}")
+    turns = parser.usage.turns + int(job.spent.get("turns") or 0)
+    if s.max_turns and not plan.profile.enforces_max_turns and turns > s.max_turns:
+        return Verdict("max_turns", f"the agent started turn {turns}, past --max-turns {s.max_turns}")
     return None
 
 
@@ -520,7 +644,9 @@ def _record_usage(job: JobRun, watch: _AgentWatch) -> None:
         return
     usage = _with_model(watch.parser.usage, plan)
     cost, source = cost_usd(usage, watch.prices)
-    data = usage.to_dict()
+    data = _usage_sum(job.spent, usage.to_dict()) if job.spent else usage.to_dict()
+    if cost is not None and job.round > 1:
+        cost += job.spent_cost
     job.store.update(job.id, usage=data, turns=usage.turns, cost_usd=cost, cost_source=source)
     job.store.add_events(job.id, [(kind, redact_data(item, plan.redactor)) for kind, item in watch.parser.events])
     job.log.stage("running", usage_text(data, cost, source))
@@ -530,16 +656,18 @@ def _record_usage(job: JobRun, watch: _AgentWatch) -> None:
 # -- decide the outcome ------------------------------------------------------------------------------------------
 
 def decide_outcome(job: JobRun, agent: AgentRun) -> TorenError | None:
-    """Raise the error the agent's end means (a verdict, a failing exit code); with --push-partial a budget or
-    max-turns stop is returned instead: the work so far is delivered, and the job then ends in that state."""
+    """Raise the error the agent's end means (a verdict, a failing exit code); a stop that --on-failure branch or
+    draft (or --push-partial, for a budget or max-turns stop) delivers is returned instead: the work so far is
+    checked and delivered, and the job then ends in that state."""
     verdict = agent.verdict
     if verdict is None and agent.exit_code != 0:
         verdict = job.plan.profile.exit_verdict(agent.exit_code)
     if verdict is not None:
         error = VERDICT_ERRORS[verdict.kind](verdict.message + f"; see `toren logs {job.id}`")
-        if not (job.plan.settings.push_partial and verdict.kind in ("budget", "max_turns")):
+        if not delivers(job.plan, verdict.kind):
             raise error
-        job.log.stage(error.state, f"{verdict.message}; --push-partial: delivering the work so far")
+        how = f"--on-failure {job.plan.on_failure}" if job.plan.on_failure != "discard" else "--push-partial"
+        job.log.stage(error.state, f"{verdict.message}; {how}: delivering the work so far")
         return error
     if agent.exit_code != 0:
         raise AgentFailed(f"the {job.plan.profile.name} agent exited with code {agent.exit_code}; "
@@ -592,7 +720,7 @@ def check_change_size(ws: Workspace, max_mb: float) -> None:
 
 
 def _nothing_committed(job: JobRun, ws: Workspace, partial: TorenError | None) -> Outcome:
-    """The agent changed nothing: no_changes, or the --push-partial stop's own state (nothing to push)."""
+    """The agent changed nothing: no_changes, or the delivered stop's own state (nothing to push)."""
     if partial:
         job.end(partial.state, f"{partial}; it had changed nothing, so nothing was pushed",
                 partial.exit_code)
@@ -671,39 +799,88 @@ def code_scan(job: JobRun, ws: Workspace, change: Change) -> list:
 
 # -- verify ------------------------------------------------------------------------------------------------------
 
-def verify_commit(job: JobRun, image: AgentImage, ws: Workspace, change: Change, spec: ContainerSpec) -> None:
-    """--verify (when set) in a container like the agent's, on a clean copy of exactly the commit about to be
-    pushed (no ignored or untracked file of the agent's counts), without the agent's secrets and sockets."""
-    from toren_action.git import workspace
-    from toren_action.sandbox import container
+def verify_commit(job: JobRun, image: AgentImage, ws: Workspace, change: Change,
+                  spec: ContainerSpec) -> VerificationFailed | None:
+    """--verify (when set; see verify.py) on a clean copy of exactly the commit about to be pushed, with
+    --verify-baseline first on a clean copy of the base commit (once per job). Returns the failure (the caller
+    retries, delivers it or raises it); its results are stored with the job either way."""
+    from toren_action.job import verify
 
     plan, s = job.plan, job.plan.settings
     if not s.verify:
-        return
+        return None
     job.enter("verifying", s.verify)
-    tree = _committed_tree(job.dir, ws, change, "verify-tree")
-    workspace.give_tree_to(tree, plan.uid, plan.gid)
+    runner = verify.Runner(s.verify, s.verify_junit,
+                           lambda tree, results, env, on_line, name: _verify_container(
+                               job, image, spec, tree, results, env, on_line, name), job.dir, job.log.line)
+    if s.verify_baseline and job.baseline is None:
+        job.log.stage("verifying", f"baseline: on the base commit {ws.base_commit[:10]}")
+        tree = _export_tree(job, ws, ws.base_commit, "baseline-tree")
+        try:
+            job.baseline = verify.run_once(runner, tree, "baseline")
+        finally:
+            remove_tree(tree)
+        job.log.stage("verifying", f"baseline: {verify.run_line(job.baseline)}")
+    tree = _export_tree(job, ws, change.commit, "verify-tree")
+    try:
+        now = verify.run_once(runner, tree, f"verify-{job.round}")
+    finally:
+        remove_tree(tree)
+    verdict = verify.judge(now, job.baseline, s.verify_allow_preexisting)
+    job.rounds.append({"round": job.round, "outcome": verdict.outcome, "counts": dict(now.counts)})
+    rec = redact_data(verify.record(s.verify, now, job.baseline, verdict, list(job.rounds)), plan.redactor)
+    job.store.update(job.id, verification=rec)
+    job.outcome.verification = rec
+    job.store.add_event(job.id, "verify", {"command": s.verify, "exit_code": now.exit_code, "commit": change.commit,
+                                           "outcome": verdict.outcome, "round": job.round})
+    job.log.stage("verifying", verify.verification_line(rec))
+    if verdict.outcome == "passed":
+        return None
+    return VerificationFailed(plan.redactor(
+        f"--verify {verdict.reason} on commit {change.commit[:10]}; nothing was pushed (the change is kept in "
+        f"{ws.path})" if not delivers(plan, "verification") else
+        f"--verify {verdict.reason} on commit {change.commit[:10]}"), (now, verdict))
+
+
+def _export_tree(job: JobRun, ws: Workspace, commit: str, name: str) -> Path:
+    """A fresh copy of ``commit``'s tree for a verification run, owned by the agent's user."""
+    from toren_action.git import snapshot, workspace
+
+    dest = job.dir / name
+    remove_tree(dest)
+    snapshot.export_commit(ws.path, commit, dest)
+    workspace.give_tree_to(dest, job.plan.uid, job.plan.gid)
+    return dest
+
+
+def _verify_container(job: JobRun, image: AgentImage, spec: ContainerSpec, tree: Path, results: Path,
+                      env: dict[str, str], on_line: Callable[[str], None], name: str) -> int:
+    """One run of --verify in a container like the agent's, without the agent's secrets and sockets; its exit
+    code (JobTimedOut past --verify-timeout)."""
+    from toren_action.git import workspace
+    from toren_action.job import verify
+    from toren_action.sandbox import container
+
+    plan, s = job.plan, job.plan.settings
+    workspace.give_tree_to(results, plan.uid, plan.gid)
     # the user's own volumes read-only: what the agent wrote there (a .pth, a cache) cannot sway the check either
     mounts = [Mount(str(tree), m.target, m.read_only) if m.target == "/workspace"
               else Mount(m.source, m.target, True) if m in plan.mounts else m for m in spec.mounts
               if m.target != CONTAINER_SECRETS and not m.target.startswith(CONTAINER_SOCKETS + "/")]
+    mounts.append(Mount(str(results), verify.RESULTS_MOUNT, False))
+    environment = {k: v for k, v in spec.environment.items() if k != "TOREN_SECRETS_DIR"}
+    for key, value in env.items():  # Toren's PYTEST_ADDOPTS after the user's
+        environment[key] = f"{environment[key]} {value}" if environment.get(key) else value
+    timeout = s.verify_timeout * 60 if s.verify_timeout else plan.timeout_s
     vspec = container.ContainerSpec(**{
-        **spec.__dict__, "command": ["/bin/sh", "-c", s.verify], "name": f"toren-{job.id}-verify",
-        "role": "verification", "mounts": mounts,
-        "environment": {k: v for k, v in spec.environment.items() if k != "TOREN_SECRETS_DIR"}})
-    try:
-        vres = container.run(image.docker, vspec, job.log.line)
-    finally:
-        remove_tree(tree)
-    job.store.add_event(job.id, "verify", {"command": s.verify, "exit_code": vres.exit_code, "commit": change.commit})
-    if vres.exit_code != 0:
-        raise VerificationFailed(f"--verify exited with code {vres.exit_code} on commit {change.commit[:10]}; "
-                                 f"nothing was pushed (the change is kept in {ws.path})")
+        **spec.__dict__, "command": ["/bin/sh", "-c", s.verify], "name": f"toren-{job.id}-{name}",
+        "role": "verification", "mounts": mounts, "environment": environment, "timeout_s": timeout})
+    return container.run(image.docker, vspec, on_line).exit_code
 
 
 # -- deliver -----------------------------------------------------------------------------------------------------
 
-def describe_change(job: JobRun, committed: Committed, findings: list) -> PrText:
+def describe_change(job: JobRun, committed: Committed, findings: list, failure: TorenError | None = None) -> PrText:
     """Record the commit; write the pull request's title and body (the body also to pr.md). The title comes from
     the agent, never from a model's summary; the body falls back to an AI summary when the agent left none."""
     plan, outcome, change = job.plan, job.outcome, committed.change
@@ -715,7 +892,8 @@ def describe_change(job: JobRun, committed: Committed, findings: list) -> PrText
         summary = _pr_ai_summary(job, change)
     job.store.update(job.id, result_commit=change.commit, files_changed=redact_data(change.files, plan.redactor),
                      diffstat=plan.redactor(change.diffstat))  # a file's name is the agent's text too
-    body = plan.redactor(report.pr_body(plan, job.id, change, summary, outcome, findings))
+    failed = None if failure is None else (failure.state, str(failure))
+    body = plan.redactor(report.pr_body(plan, job.id, change, summary, outcome, findings, failed))
     (job.dir / "pr.md").write_text(body, "utf-8")
     return PrText(plan.redactor(report.pr_title(plan, committed.agent_summary)), body)
 
@@ -745,12 +923,13 @@ def _pr_ai_summary(job: JobRun, change: Change) -> str | None:
     return plan.redactor(made.text) + f"\n\n_(Summary written by {made.model}; the agent left none.)_"
 
 
-def deliver(job: JobRun, ws: Workspace, change: Change, text: PrText, partial: TorenError | None) -> None:
-    """Push the commit; open or update the pull request (not with --no-pr, nor for a --push-partial stop)."""
+def deliver(job: JobRun, ws: Workspace, change: Change, text: PrText, failure: TorenError | None) -> None:
+    """Push the commit; open or update the pull request (not with --no-pr; for a failed job only with
+    --on-failure draft, and as a draft)."""
     push_commit(job, ws, change)
     gh = job.plan.github
-    if gh and not job.plan.settings.no_pr and not partial:
-        open_pull_request(job, ws, text)
+    if gh and not job.plan.settings.no_pr and (failure is None or job.plan.on_failure == "draft"):
+        open_pull_request(job, ws, text, draft=failure is not None)
 
 
 def push_commit(job: JobRun, ws: Workspace, change: Change) -> None:
@@ -764,12 +943,13 @@ def push_commit(job: JobRun, ws: Workspace, change: Change) -> None:
     job.outcome.pushed_to = plan.origin
 
 
-def open_pull_request(job: JobRun, ws: Workspace, text: PrText) -> None:
+def open_pull_request(job: JobRun, ws: Workspace, text: PrText, draft: bool = False) -> None:
     plan, s, gh = job.plan, job.plan.settings, job.plan.github
     assert gh is not None
     job.enter("pull_request", f"on {gh.base_repo} from {plan.branch} into {ws.base_branch}")
     job.outcome.pr_url, number, created = gh.api.open_or_update_pr(
-        gh.base_repo, gh.repo, plan.branch, gh.pr_base or ws.base_branch, text.title, text.body, s.draft, s.labels,
+        gh.base_repo, gh.repo, plan.branch, gh.pr_base or ws.base_branch, text.title, text.body, s.draft or draft,
+        s.labels,
         s.reviewers, s.assignees)
     job.store.update(job.id, pr_url=job.outcome.pr_url)
     for warning in gh.api.warnings:
@@ -777,11 +957,12 @@ def open_pull_request(job: JobRun, ws: Workspace, text: PrText) -> None:
     job.log.stage("pull_request", f"{'opened' if created else 'updated'} #{number}: {job.outcome.pr_url}")
 
 
-def _delivered(job: JobRun, ws: Workspace, change: Change, partial: TorenError | None) -> Outcome:
-    """succeeded, or the --push-partial stop's own state now that the work so far is pushed."""
-    if partial:
-        job.end(partial.state, f"{partial}; the work so far was pushed to {job.plan.branch} at "
-                f"{change.commit[:10]}", partial.exit_code)
+def _delivered(job: JobRun, ws: Workspace, change: Change, failure: TorenError | None) -> Outcome:
+    """succeeded, or the delivered failure's own state now that the work so far is pushed."""
+    if failure:
+        draft = f" and draft pull request {job.outcome.pr_url} opened" if job.outcome.pr_url else ""
+        job.end(failure.state, f"{failure}; the work so far was pushed to {job.plan.branch} at "
+                f"{change.commit[:10]}{draft}", failure.exit_code)
     else:
         job.enter("succeeded", f"{job.plan.branch} at {change.commit[:10]}, {len(change.files)} file(s) changed")
         job.outcome.state, job.outcome.exit_code = "succeeded", 0

@@ -98,6 +98,15 @@ def _m005_cancel_requested(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE jobs SET cancel_requested_at = updated_at WHERE error LIKE 'cancel requested%'")
 
 
+def _m007_verification(conn: sqlite3.Connection) -> None:
+    """The verification's results (JSON: outcome, counts, the tests fixed, broken and still failing, the baseline,
+    each round). Numbered 7 after _m006_setup (issue 15's setup); it adds its column only when missing, so either
+    order of the two steps leaves the same schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "verification" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN verification TEXT")
+
+
 #: The schema's history, oldest first: a database at version N (PRAGMA user_version) runs MIGRATIONS[N:].
 #: Add a new step at the end; never edit or reorder one that has shipped.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
@@ -106,6 +115,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m003_pull_request,
     _m004_heartbeat_meta_summary,
     _m005_cancel_requested,
+    _m007_verification,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -155,6 +165,7 @@ class Job:
     heartbeat_at: float | None = None
     ai_summary: str | None = None
     cancel_requested_at: float | None = None
+    verification: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -243,7 +254,7 @@ class Store:
         return job_id
 
     def update(self, job_id: str, **fields: Any) -> None:
-        for key in ("files_changed", "usage"):
+        for key in ("files_changed", "usage", "verification"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
         fields["updated_at"] = time.time()
@@ -258,7 +269,7 @@ class Store:
         now = time.time()
         if state.final:
             fields.setdefault("finished_at", now)
-        for key in ("files_changed", "usage"):
+        for key in ("files_changed", "usage", "verification"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
         fields.update(state=state, updated_at=now)
@@ -410,5 +421,6 @@ def _job(row: sqlite3.Row) -> Job:
     data["files_changed"] = json.loads(data["files_changed"] or "[]")
     data["inputs"] = json.loads(data["inputs"] or "{}")
     data["usage"] = json.loads(data["usage"]) if data.get("usage") else None
+    data["verification"] = json.loads(data["verification"]) if data.get("verification") else None
     data["state"] = JobState(data["state"])
     return Job(**data)
