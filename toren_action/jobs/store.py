@@ -98,6 +98,12 @@ def _m005_cancel_requested(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE jobs SET cancel_requested_at = updated_at WHERE error LIKE 'cancel requested%'")
 
 
+def _m006_setup(conn: sqlite3.Connection) -> None:
+    """The job's setup (job/setup.py), as JSON: whether the prepared environment was reused ("hit"), made
+    ("miss"), made without the cache ("off") or there was no setup ("none"); its key, image and duration."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN setup TEXT")
+
+
 #: The schema's history, oldest first: a database at version N (PRAGMA user_version) runs MIGRATIONS[N:].
 #: Add a new step at the end; never edit or reorder one that has shipped.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
@@ -106,6 +112,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m003_pull_request,
     _m004_heartbeat_meta_summary,
     _m005_cancel_requested,
+    _m006_setup,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -153,6 +160,8 @@ class Job:
     heartbeat_at: float | None = None
     ai_summary: str | None = None
     cancel_requested_at: float | None = None
+    #: The setup's record (job/setup.py): {"cache": "hit"|"miss"|"off"|"none", "key", "image", "duration_s"}
+    setup: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -221,7 +230,7 @@ class Store:
         return job_id
 
     def update(self, job_id: str, **fields: Any) -> None:
-        for key in ("files_changed", "usage"):
+        for key in ("files_changed", "usage", "setup"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
         fields["updated_at"] = time.time()
@@ -236,7 +245,7 @@ class Store:
         now = time.time()
         if state.final:
             fields.setdefault("finished_at", now)
-        for key in ("files_changed", "usage"):
+        for key in ("files_changed", "usage", "setup"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
         fields.update(state=state, updated_at=now)
@@ -383,5 +392,6 @@ def _job(row: sqlite3.Row) -> Job:
     data["files_changed"] = json.loads(data["files_changed"] or "[]")
     data["inputs"] = json.loads(data["inputs"] or "{}")
     data["usage"] = json.loads(data["usage"]) if data.get("usage") else None
+    data["setup"] = json.loads(data["setup"]) if data.get("setup") else None
     data["state"] = JobState(data["state"])
     return Job(**data)
