@@ -91,7 +91,20 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
           f"{terminal(outcome.message)}\n")
     if outcome.usage:
         w(f"  usage   {usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source)}\n")
+    if job is not None and setup_text(job.setup):
+        w(f"  setup   {setup_text(job.setup)}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
+
+
+def setup_text(setup: dict | None) -> str | None:
+    """A job's setup in a few words (job/setup.py's record); None when it had none."""
+    if not setup or setup.get("cache") in (None, "none"):
+        return None
+    what = {"hit": "prepared environment reused (setup cache hit)",
+            "miss": "prepared environment made and kept (setup cache miss)",
+            "off": "prepared environment made for this job only (--no-setup-cache)"}.get(setup["cache"], "?")
+    took = f", {setup['duration_s']:.1f} s" if isinstance(setup.get("duration_s"), (int, float)) else ""
+    return f"{what}: {one_line(str(setup.get('image')))}{took}"
 
 
 def outcome_json(outcome, job) -> dict:
@@ -112,6 +125,7 @@ def outcome_json(outcome, job) -> dict:
         "usage": outcome.usage,
         "cost_usd": outcome.cost_usd,
         "cost_source": outcome.cost_source,
+        "setup": job.setup if job else None,
     }
 
 

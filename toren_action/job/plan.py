@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 CONTAINER_SECRETS = "/run/toren/secrets"
 CONTAINER_TASK = "/run/toren/task"
 CONTAINER_SOCKETS = "/run/toren/sockets"
+#: The repository's setup script, used when no setup command is given (job/setup.py).
+SETUP_SCRIPT = ".toren/setup.sh"
 _LOOPBACK = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^/@]*@)?(?:localhost|127\.[0-9.]+|\[::1\])(?:[:/]|$)", re.I)
 
 
@@ -64,11 +66,13 @@ class Plan:
     key_proxy_upstream: str | None = None
     #: --egress: the only hosts the agent may reach, through the host's filtering proxy (egress.py).
     egress_hosts: tuple[str, ...] = ()
+    #: --secret-for setup: the secrets the setup gets (as files) and the agent never does.
+    setup_secrets: tuple[Secret, ...] = ()
 
     @property
     def redactor(self) -> Redactor:
-        """Masks the agent's secrets and the host-only ones (the GitHub token)."""
-        return Redactor(self.secrets + (self.github.host_secrets if self.github else ())
+        """Masks the agent's secrets, the setup's and the host-only ones (the GitHub token)."""
+        return Redactor(self.secrets + self.setup_secrets + (self.github.host_secrets if self.github else ())
                         + ((self.proxy_key,) if self.proxy_key else ()))
 
 
@@ -111,7 +115,9 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     branch = _check_values(s, job_id)
     network, egress_hosts = _network(s, profile)
     env = _agent_env(s, profile)
-    secrets = tuple(Secret(n, environ[validate.secret_name(n, environ)]) for n in s.secrets)
+    secrets, setup_secrets = _split_secrets(s, tuple(Secret(n, environ[validate.secret_name(n, environ)])
+                                                     for n in s.secrets))
+    _check_setup(s, target.repo)
     mounts = tuple(validate.volume_spec(v, cwd, home_dir, s.allow_mounts) for v in s.volumes)
     if profile.package and task is not None:
         _check_agent_limits(profile, s, task)
@@ -131,7 +137,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                 ca_bundle=ca_bundle, timeout_s=s.timeout_minutes * 60, uid=uid, gid=gid,
                 credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
-                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts)
+                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, setup_secrets=setup_secrets)
 
 
 def _agent_profile(s: Settings) -> AgentProfile:
@@ -199,6 +205,37 @@ def _check_values(s: Settings, job_id: str) -> str:
     if s.gpus:
         validate.gpus_spec(s.gpus)
     return branch
+
+
+def _split_secrets(s: Settings, secrets: tuple[Secret, ...]) -> tuple[tuple[Secret, ...], tuple[Secret, ...]]:
+    """--secret-for: (the agent's secrets, the setup's). ``NAME=setup`` gives that --secret to the setup only;
+    ``setup`` alone gives it every --secret."""
+    if not s.secret_for:
+        return secrets, ()
+    option = s.source_of("secret_for")
+    if not secrets:
+        raise UsageError(option, "there is no --secret to give to the setup; add --secret NAME")
+    if "setup" in s.secret_for:
+        return (), secrets
+    names = {entry.split("=", 1)[0] for entry in s.secret_for}
+    missing = sorted(names - {x.name for x in secrets})
+    if missing:
+        raise UsageError(option, f"{missing[0]}=setup names no --secret; add --secret {missing[0]} or drop it")
+    return tuple(x for x in secrets if x.name not in names), tuple(x for x in secrets if x.name in names)
+
+
+def _check_setup(s: Settings, repo: RepoRef) -> None:
+    """The setup's cache-key globs stay inside the repository, its network is a network, and a local
+    repository's setup script is no symlink out of it."""
+    for pattern in s.setup_cache_key:
+        validate.cache_key_pattern(pattern, s.source_of("setup_cache_key"))
+    if s.setup_network:
+        try:
+            validate.network_spec(s.setup_network)
+        except UsageError as exc:
+            raise UsageError(s.source_of("setup_network"), str(exc).removeprefix("--network: ")) from None
+    if repo.kind == "local" and not s.setup:
+        validate.setup_script_in_repo(Path(repo.location), SETUP_SCRIPT)
 
 
 def _network(s: Settings, profile: AgentProfile) -> tuple[str, tuple[str, ...]]:

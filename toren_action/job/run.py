@@ -43,6 +43,7 @@ from toren_action.jobs.store import Store
 if TYPE_CHECKING:
     from toren_action.git.github import ProgressComment
     from toren_action.git.workspace import Change, Workspace
+    from toren_action.job.setup import PreparedEnv
     from toren_action.sandbox.container import ContainerResult, ContainerSpec
 
 #: How each verdict from an agent's stream ends the job.
@@ -68,6 +69,8 @@ class JobRun:
     state: str = "queued"
     #: bandit loading while the agent runs, for the code scan (codescan.WarmBandit); closed when the job ends
     scanner: WarmBandit | None = None
+    #: the prepared environment the agent and the verification run in (job/setup.py); None without a setup
+    setup: PreparedEnv | None = None
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -134,6 +137,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             job.progress.stage("queued", "")
         prepared = prepare_workspace(job)
         image = build_image(job, docker)
+        image = prepare_environment(job, prepared, image)
         agent = run_agent(job, prepared, image)
         partial = decide_outcome(job, agent)
         committed = commit_change(job, prepared.ws)
@@ -166,6 +170,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
     finally:
         if job.scanner is not None:
             job.scanner.close()
+        if job.setup is not None:
+            job.setup.release()
         outcome.duration_s = time.monotonic() - started
         if job.progress:
             job.progress.finish(outcome.state, [plan.redactor(x) for x in report.progress_lines(outcome, job_id)])
@@ -262,6 +268,36 @@ def build_image(job: JobRun, docker=None) -> AgentImage:
     job.store.update(job.id, image=tag)
     job.log.stage("building", f"{'built' if built else 'reusing'} {tag}")
     return AgentImage(tag, built, docker)
+
+
+# -- prepare the environment -------------------------------------------------------------------------------------
+
+def prepare_environment(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentImage:
+    """The repository's setup (job/setup.py): its prepared environment reused, or made now with the network;
+    returns the image the agent runs in (the prepared one). Without a setup, the agent's image as it is."""
+    from toren_action.job import setup
+
+    plan = job.plan
+    network = plan.settings.setup_network or "bridge"
+
+    def running(command: setup.SetupCommand) -> None:
+        job.enter("setting_up", f"{command.source}: {command.command[:300]} (network {network}"
+                                f"{', no cache' if plan.settings.no_setup_cache else ''})")
+
+    env = setup.prepare(plan, image.docker, prepared.ws.path, prepared.ws.base_commit, image.tag, job.home,
+                        job.dir, job.id, job.log.line, on_run=running)
+    if env is None:
+        job.store.update(job.id, setup={"cache": "none"})
+        return image
+    job.setup = env
+    job.store.update(job.id, setup=env.record())
+    if env.cache == "hit":
+        job.log.stage("building", f"reusing the prepared environment {env.image} (setup cache hit; "
+                                  f"{len(env.paths)} path(s) of the workspace in {env.duration_s:.1f} s)")
+    else:
+        job.log.stage("setting_up", f"prepared {env.image} in {env.duration_s:.1f} s (setup cache "
+                                    f"{env.cache}; kept: {', '.join(env.paths[:5]) or 'nothing in the workspace'})")
+    return AgentImage(env.image, image.built, image.docker)
 
 
 # -- run the agent in its sandbox --------------------------------------------------------------------------------
@@ -659,6 +695,10 @@ def verify_commit(job: JobRun, image: AgentImage, ws: Workspace, change: Change,
         return
     job.enter("verifying", s.verify)
     tree = _committed_tree(job.dir, ws, change, "verify-tree")
+    if job.setup is not None:  # the prepared environment's files as the setup left them, not as the agent did
+        from toren_action.job import setup
+
+        setup.copy_in(job.setup, tree)
     workspace.give_tree_to(tree, plan.uid, plan.gid)
     # the user's own volumes read-only: what the agent wrote there (a .pth, a cache) cannot sway the check either
     mounts = [Mount(str(tree), m.target, m.read_only) if m.target == "/workspace"
