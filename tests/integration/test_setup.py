@@ -154,3 +154,37 @@ def test_a_setup_only_secret_never_reaches_the_agent(workdir, pyproj, python_ima
     assert value not in seen["inside"] and "PRIVATE_INDEX_TOKEN" not in seen["inside"], seen["inside"]
     record = json.dumps(json.loads(_status(capsys)))
     assert value not in record
+
+
+QUICK_SETUP = "mkdir -p .deps ~/.local && echo dep-in-workspace > .deps/lib.txt && echo dep-in-home > ~/.local/marker"
+READS = "cat .deps/lib.txt ~/.local/marker; echo '# y' >> README.md"
+
+
+def test_what_the_setup_writes_outside_the_workspace_is_kept_in_the_prepared_image(workdir, pyproj, python_image,
+                                                                                   toren_home, capsys, docker_client,
+                                                                                   prepared_cleanup):
+    import docker.errors
+
+    code, first, _ = run(capsys, pyproj, "toren/q1", "--setup", QUICK_SETUP, command=READS, image=python_image)
+    assert code == 0 and first["setup"]["cache"] == "miss", first
+    code, second, log = run(capsys, pyproj, "toren/q2", "--setup", QUICK_SETUP, command=READS, image=python_image)
+    assert code == 0 and second["setup"]["cache"] == "hit", second
+    assert "dep-in-workspace" in log and "dep-in-home" in log  # ~ came from the image, .deps from the copy
+    assert docker_client.images.get(second["setup"]["image"]).labels["toren.prepared"] == second["setup"]["key"]
+
+    # --no-setup-cache: run afresh, keep nothing once the job ends
+    code, third, log = run(capsys, pyproj, "toren/q3", "--setup", QUICK_SETUP, "--no-setup-cache", command=READS,
+                           image=python_image)
+    assert code == 0 and third["setup"]["cache"] == "off", third
+    assert "setting_up" in log and "dep-in-home" in log
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(third["setup"]["image"])
+    assert not (toren_home / "jobs" / third["job_id"] / "setup-cache").exists()
+    assert [p.name for p in (toren_home / "setup").iterdir() if p.is_dir()] == [first["setup"]["key"]]
+
+    # toren cleanup prunes the kept one
+    assert main(["cleanup", "--all"]) == 0
+    assert "prepared environment" in capsys.readouterr().out
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(first["setup"]["image"])
+    assert not [p for p in (toren_home / "setup").iterdir() if p.is_dir()]

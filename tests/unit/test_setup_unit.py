@@ -232,3 +232,26 @@ def test_keeping_the_files_puts_back_tracked_files_the_setup_changed(repo_at, tm
     assert any("package-lock.json" in line for line in lines)
     assert (tmp_path / "kept" / "tree" / "node_modules" / "m.js").read_text() == "m\n"
     assert subprocess.run(["git", "diff", "--quiet"], cwd=repo_at).returncode == 0
+
+
+def test_only_the_paths_put_in_place_are_excluded_from_the_commit(repo_at, tmp_path):
+    (repo_at / "node_modules").mkdir()
+    (repo_at / "node_modules" / "vendored.js").write_text("tracked\n")  # the commit tracks node_modules/ now
+    commit_all(repo_at)
+    env = env_with(tmp_path, {"node_modules/x/index.js": "prepared\n", ".venv/bin/python": "prepared\n"})
+    setup.copy_in(env, repo_at)
+    assert env.excluded == (".venv/",)
+    (repo_at / "node_modules" / "agent.js").write_text("the agent's new file\n")
+    (repo_at / ".venv" / "agent-file").write_text("in the prepared environment\n")
+    status = git("status", "--porcelain", "--untracked-files=all", cwd=repo_at).split("\n")
+    assert "?? node_modules/agent.js" in status and not [e for e in status if ".venv" in e], status
+
+
+def test_a_clone_the_setup_left_in_a_prepared_directory_is_no_nested_repository(tmp_path):
+    from toren_action.git import workspace
+
+    root = tmp_path / "ws"
+    (root / ".venv" / "src" / "dep" / ".git").mkdir(parents=True)
+    (root / "lib" / "vendored" / ".git").mkdir(parents=True)
+    assert workspace.nested_repositories(root, (".venv/",)) == ["lib/vendored/.git"]
+    assert workspace.nested_repositories(root) == [".venv/src/dep/.git", "lib/vendored/.git"]

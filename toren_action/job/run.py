@@ -569,7 +569,8 @@ def commit_change(job: JobRun, ws: Workspace) -> Committed:
     plan, s = job.plan, job.plan.settings
     agent_summary = workspace.read_agent_summary(ws)
     check_change_size(ws, s.max_change_mb)
-    change = workspace.commit_all(ws, report.commit_message(plan, job.id), s.author_name, s.author_email)
+    change = workspace.commit_all(ws, report.commit_message(plan, job.id), s.author_name, s.author_email,
+                                  job.setup.excluded if job.setup else ())
     if change is not None:
         (job.dir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws, change.commit)), "utf-8")
     return Committed(change, agent_summary)

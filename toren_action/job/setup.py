@@ -83,6 +83,8 @@ class PreparedEnv:
     docker: object = field(repr=False, default=None)
     #: Made for this job alone (--no-setup-cache): release() removes the image and the files.
     scratch: bool = False
+    #: The paths put in place in the job's clone, and so in its .git/info/exclude (those its commit does not have).
+    excluded: tuple[str, ...] = ()
 
     def record(self) -> dict:
         return {"cache": self.cache, "key": self.key, "image": self.image, "duration_s": round(self.duration_s, 3)}
@@ -280,7 +282,7 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
             "created_at": time.time(), "duration_s": ran}
     write_private(where / "meta.json", json.dumps(meta, indent=2))
     exclude_paths(ws_path, paths)
-    return PreparedEnv(tag, key, "miss", where / "tree", paths, time.monotonic() - started, docker)
+    return PreparedEnv(tag, key, "miss", where / "tree", paths, time.monotonic() - started, docker, excluded=paths)
 
 
 def _write_setup_secrets(plan: Plan, secrets_dir: Path) -> None:
@@ -334,10 +336,11 @@ def copy_in(env: PreparedEnv, dest: Path, line: Callable[[str], None] = lambda _
         if _blocked(dest, rel):
             line(f"setup: {rel} of the prepared environment is not put in place: the commit has that path")
             continue
-        fit.append(rel)
-    _copy(env.tree, fit, dest)
+        fit.append(p)
+    _copy(env.tree, [p.rstrip("/") for p in fit], dest)
     if (dest / ".git").is_dir():
-        exclude_paths(dest, env.paths)
+        exclude_paths(dest, tuple(fit))
+        env.excluded = tuple(fit)
 
 
 def _blocked(root: Path, rel: str) -> bool:
