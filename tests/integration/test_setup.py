@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.docker
 AGENT = ("set -e; .venv/bin/python -m pytest -q 2>&1 | tail -n 2; "
          "python3 -c \"import socket\ntry:\n    socket.create_connection(('pypi.org', 443), 5); print('open')\n"
          "except OSError as e:\n    print('closed', type(e).__name__)\" > agent-network.txt; "
-         "echo agent-was-here > .venv/agent-file; echo '# touched' >> README.md")
+         "echo agent-was-here > .venv/agent-file; echo '# touched' >> README.md; "
+         "(echo evil >> .venv/pyvenv.cfg) 2>/dev/null || echo cannot-change-prepared-file")
 
 
 @pytest.fixture
@@ -45,8 +47,6 @@ def run(capsys, repo: Path, branch: str, *extra: str, command: str = AGENT, imag
 
 
 def log_of(job_id: str) -> str:
-    import os
-
     return (Path(os.environ["TOREN_HOME"]) / "jobs" / job_id / "job.log").read_text()
 
 
@@ -74,6 +74,11 @@ def test_setup_prepares_the_venv_once_and_later_jobs_reuse_it(workdir, pyproj, p
     assert "setting_up" not in log and "setup cache hit" in log
     assert "1 failed, 5 passed" in log
     assert not [f for f in committed_files(pyproj, "toren/two") if f.startswith(".venv")]
+    # the prepared files are shared, sealed: the agent could not change them in place, so the kept ones are intact
+    if os.geteuid() == 0:  # sealed (root's, read-only, hard links) only when Toren runs as root
+        assert "cannot-change-prepared-file" in log
+    kept = toren_home / "setup" / second["setup"]["key"] / "tree" / ".venv" / "pyvenv.cfg"
+    assert "evil" not in kept.read_text()
     status = json.loads(_status(capsys))
     assert {j["id"]: j["setup"]["cache"] for j in status} == {first["job_id"]: "miss", second["job_id"]: "hit"}
 

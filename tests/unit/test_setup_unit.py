@@ -255,3 +255,28 @@ def test_a_clone_the_setup_left_in_a_prepared_directory_is_no_nested_repository(
     (root / "lib" / "vendored" / ".git").mkdir(parents=True)
     assert workspace.nested_repositories(root, (".venv/",)) == ["lib/vendored/.git"]
     assert workspace.nested_repositories(root) == [".venv/src/dep/.git", "lib/vendored/.git"]
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sealing gives the files to root")
+
+
+@needs_root
+def test_sealed_files_are_shared_as_read_only_links_and_a_changed_seal_is_noticed(repo_at, tmp_path):
+    (repo_at / "keep").write_text("tracked\n")
+    commit_all(repo_at)
+    (repo_at / ".venv" / "bin").mkdir(parents=True)
+    (repo_at / ".venv" / "bin" / "tool").write_text("#!/bin/sh\n")
+    (repo_at / ".venv" / "bin" / "tool").chmod(0o4777)  # set-uid and writable by all: both go
+    os.chown(repo_at / ".venv" / "bin" / "tool", 1000, 1000)
+    where = tmp_path / "kept"
+    paths = setup.keep_workspace_files(repo_at, where, lambda _: None, seal=True)
+    assert paths == (".venv/",) and not (repo_at / ".venv").exists()  # moved, not copied
+    kept = where / "tree" / ".venv" / "bin" / "tool"
+    st = os.stat(kept)
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o555)
+    env = setup.PreparedEnv("img", "k", "hit", where / "tree", paths, 0.0, sealed=True)
+    setup.copy_in(env, repo_at)
+    assert os.stat(repo_at / ".venv" / "bin" / "tool").st_ino == st.st_ino  # a hard link, no copy
+    assert setup.sealed_intact(where / "tree")
+    os.chown(repo_at / ".venv" / "bin" / "tool", 1000, 1000)  # what a give_tree_to after copy_in would do
+    assert not setup.sealed_intact(where / "tree")

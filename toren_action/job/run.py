@@ -696,11 +696,11 @@ def verify_commit(job: JobRun, image: AgentImage, ws: Workspace, change: Change,
         return
     job.enter("verifying", s.verify)
     tree = _committed_tree(job.dir, ws, change, "verify-tree")
+    workspace.give_tree_to(tree, plan.uid, plan.gid)
     if job.setup is not None:  # the prepared environment's files as the setup left them, not as the agent did
         from toren_action.job import setup
 
         setup.copy_in(job.setup, tree)
-    workspace.give_tree_to(tree, plan.uid, plan.gid)
     # the user's own volumes read-only: what the agent wrote there (a .pth, a cache) cannot sway the check either
     mounts = [Mount(str(tree), m.target, m.read_only) if m.target == "/workspace"
               else Mount(m.source, m.target, True) if m in plan.mounts else m for m in spec.mounts

@@ -85,6 +85,8 @@ class PreparedEnv:
     scratch: bool = False
     #: The paths put in place in the job's clone, and so in its .git/info/exclude (those its commit does not have).
     excluded: tuple[str, ...] = ()
+    #: Its files are root's and read-only (keep_workspace_files ``seal``): jobs get hard links, not copies.
+    sealed: bool = False
 
     def record(self) -> dict:
         return {"cache": self.cache, "key": self.key, "image": self.image, "duration_s": round(self.duration_s, 3)}
@@ -211,7 +213,10 @@ def _kept(docker, where: Path, key: str) -> PreparedEnv | None:
         return None
     if (image.labels or {}).get(LABEL_PREPARED) != key or not (where / "tree").is_dir():
         return None
-    return PreparedEnv(meta["image"], key, "hit", where / "tree", tuple(meta["paths"]), 0.0, docker)
+    sealed = bool(meta.get("sealed"))
+    if sealed and not sealed_intact(where / "tree"):  # changed since (a chown through a hard link): redo it
+        return None
+    return PreparedEnv(meta["image"], key, "hit", where / "tree", tuple(meta["paths"]), 0.0, docker, sealed=sealed)
 
 
 def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str, where: Path, jdir: Path,
@@ -277,12 +282,15 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
                           + (f"; its output ended: {last}" if last else ""))
     ran = time.monotonic() - started
     image.record_built(committed[0], home)
-    paths = keep_workspace_files(ws_path, where, line)
+    seal = can_seal(plan)
+    paths = keep_workspace_files(ws_path, where, line, seal)
     meta = {"image": tag, "key": key, "paths": list(paths), "command": command.command, "source": command.source,
-            "created_at": time.time(), "duration_s": ran}
+            "created_at": time.time(), "duration_s": ran, "sealed": seal}
     write_private(where / "meta.json", json.dumps(meta, indent=2))
-    exclude_paths(ws_path, paths)
-    return PreparedEnv(tag, key, "miss", where / "tree", paths, time.monotonic() - started, docker, excluded=paths)
+    env = PreparedEnv(tag, key, "miss", where / "tree", paths, 0.0, docker, sealed=seal)
+    copy_in(env, ws_path, line)  # back into this job's clone, as every later job gets them
+    env.duration_s = time.monotonic() - started
+    return env
 
 
 def _write_setup_secrets(plan: Plan, secrets_dir: Path) -> None:
@@ -300,9 +308,17 @@ def _write_setup_secrets(plan: Plan, secrets_dir: Path) -> None:
 
 # -- the workspace's files -----------------------------------------------------------------------------------------
 
-def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None]) -> tuple[str, ...]:
-    """After a setup: put back the tracked files it changed (the agent starts from the base commit), and copy
-    the untracked and ignored files it wrote to ``where``/tree. Returns their paths (a directory ends in '/')."""
+def can_seal(plan: Plan) -> bool:
+    """Whether the kept files can be sealed (owned by root, read-only) so that jobs may share them as hard links:
+    only when Toren runs as root and the agent does not (an owner could make them writable again)."""
+    return os.geteuid() == 0 and plan.uid != 0
+
+
+def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None],
+                         seal: bool = False) -> tuple[str, ...]:
+    """After a setup: put back the tracked files it changed (the agent starts from the base commit), and move
+    the untracked and ignored files it wrote to ``where``/tree (``seal``: their files then owned by root and
+    read-only). Returns their paths (a directory ends in '/')."""
     from toren_action.git import workspace
 
     changed = [e[3:] for e in workspace.git("status", "--porcelain=v1", "-z", "--untracked-files=no",
@@ -320,16 +336,60 @@ def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None]
     tmp = where.with_name(where.name + f".tmp{os.getpid()}")
     remove_tree(tmp)
     (tmp / "tree").mkdir(parents=True, mode=0o700)
-    _copy(ws_path, [p.rstrip("/") for p in paths], tmp / "tree")
+    for p in paths:
+        _move(ws_path, p.rstrip("/"), tmp / "tree")
+    if seal:
+        _seal(tmp / "tree")
     remove_tree(where)
     tmp.rename(where)
     return paths
 
 
+def _move(src_root: Path, rel: str, dest_root: Path) -> None:
+    """``rel`` from ``src_root`` to the same place under ``dest_root``, its parents made as the source has them
+    (git listed it: no parent is a link). A rename; a copy where the two are on different file systems."""
+    parent = dest_root
+    for part in rel.split("/")[:-1]:
+        parent = parent / part
+        if not parent.exists():
+            st = os.lstat(src_root / parent.relative_to(dest_root))
+            parent.mkdir(mode=0o700)
+            parent.chmod(stat.S_IMODE(st.st_mode) & 0o755)
+            if os.geteuid() == 0:
+                os.chown(parent, st.st_uid, st.st_gid)
+    try:
+        os.rename(src_root / rel, dest_root / rel)
+    except OSError:
+        _copy(src_root, [rel], dest_root)
+
+
+def _seal(tree: Path) -> None:
+    """Every regular file under ``tree`` owned by root and read-only, no set-id bit: an agent (not root, without
+    capabilities) can replace such a file in its own directory, never change it in place."""
+    for root, _dirs, files in os.walk(tree):
+        for name in files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                os.chown(path, 0, 0)
+                os.chmod(path, stat.S_IMODE(st.st_mode) & 0o555)
+
+
+def sealed_intact(tree: Path) -> bool:
+    """Whether every regular file of a sealed tree is still root's and read-only (else nothing of it is shared)."""
+    for root, _dirs, files in os.walk(tree):
+        for name in files:
+            st = os.lstat(os.path.join(root, name))
+            if stat.S_ISREG(st.st_mode) and (st.st_uid != 0 or st.st_mode & 0o7222):
+                return False
+    return True
+
+
 def copy_in(env: PreparedEnv, dest: Path, line: Callable[[str], None] = lambda _: None) -> None:
     """The prepared files into a fresh tree (a job's clone, the verification's tree), as the setup left them,
     then out of that clone's commits. A path whose place the tree already holds (the commit tracks it now) or
-    that would go through one of its symlinks is left out."""
+    that would go through one of its symlinks is left out. Sealed files come as hard links (no copy): call this
+    after any chown of the tree (give_tree_to), which would otherwise reach the kept files."""
     fit = []
     for p in env.paths:
         rel = p.rstrip("/")
@@ -337,7 +397,18 @@ def copy_in(env: PreparedEnv, dest: Path, line: Callable[[str], None] = lambda _
             line(f"setup: {rel} of the prepared environment is not put in place: the commit has that path")
             continue
         fit.append(p)
-    _copy(env.tree, [p.rstrip("/") for p in fit], dest)
+    rels = [p.rstrip("/") for p in fit]
+    try:
+        _copy(env.tree, rels, dest, link=env.sealed)
+    except SetupFailed:
+        if not env.sealed:
+            raise
+        for rel in rels:  # no hard links across file systems: what was linked goes, then a copy
+            if (dest / rel).is_dir() and not (dest / rel).is_symlink():
+                remove_tree(dest / rel)
+            else:
+                (dest / rel).unlink(missing_ok=True)
+        _copy(env.tree, rels, dest)
     if (dest / ".git").is_dir():
         exclude_paths(dest, tuple(fit))
         env.excluded = tuple(fit)
@@ -358,12 +429,14 @@ def _blocked(root: Path, rel: str) -> bool:
     return os.path.lexists(here / parts[-1])
 
 
-def _copy(src_root: Path, rels: list[str], dest_root: Path) -> None:
-    """``cp -a --parents`` of each path, run in ``src_root``: links are copied as links, never followed."""
+def _copy(src_root: Path, rels: list[str], dest_root: Path, link: bool = False) -> None:
+    """``cp -a --parents`` of each path, run in ``src_root``: links are copied as links, never followed;
+    ``link``: files as hard links."""
     if not rels:
         return
+    how = ["-l"] if link else ["--reflink=auto"]
     for i in range(0, len(rels), 500):
-        proc = subprocess.run(["cp", "-a", "--parents", "--reflink=auto", "--no-dereference", "--", *rels[i:i + 500],
+        proc = subprocess.run(["cp", "-a", "--parents", *how, "--no-dereference", "--", *rels[i:i + 500],
                                str(dest_root)], cwd=src_root, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SetupFailed(f"could not copy the prepared environment's files: {proc.stderr.strip()[:300]}")
