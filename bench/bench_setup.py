@@ -67,12 +67,13 @@ def main() -> None:
     toren = [sys.executable, "-m", "toren_action"]
     count = [0]
 
-    def job(repo: Path) -> dict:
+    def job(repo: Path) -> tuple[float, dict]:
+        """One `toren run` (its wall time) and its record."""
         count[0] += 1
-        sh(*toren, "run", "--repo", str(repo), "--spec", str(tmp / "task.md"), "--branch", f"bench/{count[0]}",
-           "--agent", "shell", "--command", AGENT, "--base-image", args.image, "--network", "none",
-           "--disable-daemon", "-q", env=env)
-        return json.loads(sh(*toren, "status", "--json", "--limit", "1", env=env))[0]
+        took = timed(lambda: sh(*toren, "run", "--repo", str(repo), "--spec", str(tmp / "task.md"), "--branch",
+                                f"bench/{count[0]}", "--agent", "shell", "--command", AGENT, "--base-image",
+                                args.image, "--network", "none", "--disable-daemon", "-q", env=env))
+        return took, json.loads(sh(*toren, "status", "--json", "--limit", "1", env=env))[0]
 
     def forget_cache() -> None:
         sys.path.insert(0, str(ROOT))
@@ -98,23 +99,21 @@ def main() -> None:
                                                 SETUP)))
             shutil.rmtree(clone, ignore_errors=True)
 
-        plain_runs = [timed(lambda: job(plain)) for _ in range(args.runs)]
-
-        first_runs, recorded = [], []
+        first_runs, recorded, plain_runs = [], [], []
         for _ in range(args.first_runs):
             forget_cache()
-            t = time.perf_counter()
-            record = job(prepared)
-            first_runs.append(time.perf_counter() - t)
+            took, record = job(prepared)
             assert record["setup"]["cache"] == "miss", record["setup"]
+            first_runs.append(took)
             recorded.append(record["setup"]["duration_s"])
+            plain_runs.append(job(plain)[0])
 
         hit_runs = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            record = job(prepared)
-            hit_runs.append(time.perf_counter() - t)
+        for _ in range(args.runs):  # interleaved, so that the machine's load falls on both alike
+            took, record = job(prepared)
             assert record["setup"]["cache"] == "hit", record["setup"]
+            hit_runs.append(took)
+            plain_runs.append(job(plain)[0])
     finally:
         try:
             forget_cache()
@@ -123,7 +122,7 @@ def main() -> None:
 
     med = statistics.median
     base, hit, first, own_t = med(plain_runs), med(hit_runs), med(first_runs), med(own)
-    print(f"warm job, no setup ({args.runs} runs):              {base * 1000:7.0f} ms")
+    print(f"warm job, no setup ({len(plain_runs)} runs):              {base * 1000:7.0f} ms")
     print(f"warm job, prepared environment cached ({args.runs} runs): {hit * 1000:7.0f} ms  "
           f"({(hit / base - 1) * 100:+.1f}%; target <= +10%)")
     print(f"setup command alone, docker run ({args.first_runs} runs):   {own_t * 1000:7.0f} ms")

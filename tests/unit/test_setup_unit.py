@@ -280,3 +280,37 @@ def test_sealed_files_are_shared_as_read_only_links_and_a_changed_seal_is_notice
     assert setup.sealed_intact(where / "tree")
     os.chown(repo_at / ".venv" / "bin" / "tool", 1000, 1000)  # what a give_tree_to after copy_in would do
     assert not setup.sealed_intact(where / "tree")
+
+
+# -- the [setup] table of a settings file
+
+def load_file(tmp_path, text, name="toren.toml") -> Settings:
+    (tmp_path / name).write_text(text)
+    return Settings.load({}, environ={}, cwd=str(tmp_path))
+
+
+def test_the_setup_table_is_the_two_settings(tmp_path):
+    s = load_file(tmp_path, '[setup]\nrun = "make deps"\ncache_key = ["requirements*.txt"]\n')
+    assert (s.setup, s.setup_cache_key) == ("make deps", ("requirements*.txt",))
+    assert s.source_of("setup").endswith("toren.toml: setup")
+    s = load_file(tmp_path, '[project]\nname = "x"\n[tool.toren.setup]\nrun = "make deps"\ncache-key = ["a"]\n',
+                  "pyproject.toml")
+    (tmp_path / "toren.toml").unlink()
+    s = Settings.load({}, environ={}, cwd=str(tmp_path))
+    assert (s.setup, s.setup_cache_key) == ("make deps", ("a",))
+    assert load_file(tmp_path, 'setup = "make deps"\n').setup == "make deps"
+
+
+@pytest.mark.parametrize("text,named", [
+    ('[setup]\nrun = "x"\nnetwork = "host"\n', "setup.network"),
+    ('[setup]\nrun = "x"\nversion = "2"\n', "setup.version"),
+    ('[setup]\nrun = "x"\nsetup_network = "host"\n', "setup.setup_network"),
+    ('setup_cache_key = ["a"]\n[setup]\ncache_key = ["b"]\n', "also set as setup_cache_key"),
+    ('[setup]\nrun = 3\n', "setup"),
+])
+def test_bad_setup_tables_are_refused_in_one_line(tmp_path, text, named):
+    from toren_action.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        load_file(tmp_path, text)
+    assert named in str(exc.value) and "\n" not in str(exc.value) and exc.value.exit_code == 3

@@ -376,13 +376,11 @@ def _seal(tree: Path) -> None:
 
 
 def sealed_intact(tree: Path) -> bool:
-    """Whether every regular file of a sealed tree is still root's and read-only (else nothing of it is shared)."""
-    for root, _dirs, files in os.walk(tree):
-        for name in files:
-            st = os.lstat(os.path.join(root, name))
-            if stat.S_ISREG(st.st_mode) and (st.st_uid != 0 or st.st_mode & 0o7222):
-                return False
-    return True
+    """Whether every regular file of a sealed tree is still root's and read-only (else nothing of it is shared).
+    One ``find`` (a walk in Python costs several times as much on a .venv's thousands of files)."""
+    proc = subprocess.run(["find", str(tree), "-type", "f", "(", "!", "-uid", "0", "-o", "-perm", "/7222", ")",
+                           "-print", "-quit"], capture_output=True, check=False)
+    return proc.returncode == 0 and not proc.stdout
 
 
 def copy_in(env: PreparedEnv, dest: Path, line: Callable[[str], None] = lambda _: None) -> None:
