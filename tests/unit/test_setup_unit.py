@@ -314,3 +314,15 @@ def test_bad_setup_tables_are_refused_in_one_line(tmp_path, text, named):
     with pytest.raises(ConfigError) as exc:
         load_file(tmp_path, text)
     assert named in str(exc.value) and "\n" not in str(exc.value) and exc.value.exit_code == 3
+
+
+def test_what_the_setup_writes_in_torens_own_directory_is_dropped(repo_at, tmp_path):
+    (repo_at / ".toren").mkdir()
+    (repo_at / ".toren" / "setup.sh").write_text("echo hi\n")
+    commit_all(repo_at)
+    (repo_at / ".toren" / "summary.md").write_text("# A summary the setup wrote for the PR\n")
+    (repo_at / ".venv").mkdir()
+    (repo_at / ".venv" / "x").write_text("x\n")
+    paths = setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None)
+    assert paths == (".venv/",)
+    assert not (repo_at / ".toren" / "summary.md").exists() and (repo_at / ".toren" / "setup.sh").exists()

@@ -327,8 +327,16 @@ def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None]
         line(f"setup: it changed {len(changed)} tracked file(s) ({', '.join(changed[:5])}); they are put back as "
              "the base commit has them: a setup prepares the environment, the agent changes the code")
         workspace.git("reset", "--quiet", "--hard", "HEAD", cwd=ws_path, trusted=True)
-    listed = workspace.git("ls-files", "-z", "--others", "--directory", cwd=ws_path, trusted=True).split("\0")
-    paths = tuple(sorted(p for p in listed if p and not (p + "/").startswith(workspace.TOREN_DIR + "/")))
+    listed = [p for p in workspace.git("ls-files", "-z", "--others", "--directory", cwd=ws_path,
+                                       trusted=True).split("\0") if p]
+    for p in listed:  # Toren's own directory is the agent's (its summary): nothing of the setup's stays there
+        if (p + "/").startswith(workspace.TOREN_DIR + "/"):
+            target = ws_path / p.rstrip("/")
+            if target.is_dir() and not target.is_symlink():
+                remove_tree(target)
+            else:
+                target.unlink(missing_ok=True)
+    paths = tuple(sorted(p for p in listed if not (p + "/").startswith(workspace.TOREN_DIR + "/")))
     for p in paths:
         if "\n" in p:
             raise SetupFailed(f"the setup wrote a file whose name holds a line break ({p[:100]!r}); Toren cannot "
