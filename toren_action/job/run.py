@@ -295,7 +295,8 @@ def prepare_environment(job: JobRun, prepared: Prepared, image: AgentImage) -> A
         job.log.stage("building", f"reusing the prepared environment {env.image} (setup cache hit; "
                                   f"{len(env.paths)} path(s) of the workspace in {env.duration_s:.1f} s)")
     else:
-        job.log.stage("setting_up", f"prepared {env.image} in {env.duration_s:.1f} s (setup cache "
+        ran = f", the setup's container {env.command_s:.1f} s of it" if env.command_s is not None else ""
+        job.log.stage("setting_up", f"prepared {env.image} in {env.duration_s:.1f} s{ran} (setup cache "
                                     f"{env.cache}; kept: {', '.join(env.paths[:5]) or 'nothing in the workspace'})")
     return AgentImage(env.image, image.built, image.docker)
 

@@ -79,7 +79,7 @@ class PreparedEnv:
     cache: str  # "hit", "miss" or "off" (--no-setup-cache)
     tree: Path
     paths: tuple[str, ...]
-    duration_s: float
+    duration_s: float  # the whole setup stage: finding the key, reusing or running, commit, keeping, linking
     docker: object = field(repr=False, default=None)
     #: Made for this job alone (--no-setup-cache): release() removes the image and the files.
     scratch: bool = False
@@ -87,9 +87,14 @@ class PreparedEnv:
     excluded: tuple[str, ...] = ()
     #: Its files are root's and read-only (keep_workspace_files ``seal``): jobs get hard links, not copies.
     sealed: bool = False
+    #: How long the setup's container ran, from its creation to its exit (None when the setup did not run).
+    command_s: float | None = None
 
     def record(self) -> dict:
-        return {"cache": self.cache, "key": self.key, "image": self.image, "duration_s": round(self.duration_s, 3)}
+        record = {"cache": self.cache, "key": self.key, "image": self.image, "duration_s": round(self.duration_s, 3)}
+        if self.command_s is not None:
+            record["command_s"] = round(self.command_s, 3)
+        return record
 
     def release(self) -> None:
         if not self.scratch:
@@ -172,6 +177,7 @@ def prepare(plan: Plan, docker, ws_path: Path, base_commit: str, agent_tag: str,
             on_run: Callable[[SetupCommand], None] | None = None) -> PreparedEnv | None:
     """The job's prepared environment: reused when its key is kept, else made by running the setup in the
     job's clone; None when the repository has no setup. ``on_run`` is told before the setup really runs."""
+    started = time.monotonic()
     entries = _tree_entries(ws_path, base_commit)
     command = setup_command(plan, ws_path, entries)
     if command is None:
@@ -185,12 +191,12 @@ def prepare(plan: Plan, docker, ws_path: Path, base_commit: str, agent_tag: str,
         env = _make(plan, docker, ws_path, agent_tag, f"{PREPARED_REPOSITORY}:job-{job_id}", key, scratch, jdir,
                     job_id, line, command, home)
         env.cache, env.scratch = "off", True
+        env.duration_s = time.monotonic() - started
         return env
     root = home / SETUP_DIR
     with _locked(root / f"{key}.lock"):  # two jobs with one key: the second waits and reuses
         kept = _kept(docker, root / key, key)
         if kept is not None:
-            started = time.monotonic()
             copy_in(kept, ws_path, line)
             os.utime(kept.tree.parent / "meta.json")  # last used: `toren cleanup --older-than` keeps it
             kept.duration_s = time.monotonic() - started
@@ -198,8 +204,10 @@ def prepare(plan: Plan, docker, ws_path: Path, base_commit: str, agent_tag: str,
             return kept
         if on_run:
             on_run(command)
-        return _make(plan, docker, ws_path, agent_tag, f"{PREPARED_REPOSITORY}:{key[:32]}", key, root / key, jdir,
-                     job_id, line, command, home)
+        env = _make(plan, docker, ws_path, agent_tag, f"{PREPARED_REPOSITORY}:{key[:32]}", key, root / key, jdir,
+                    job_id, line, command, home)
+        env.duration_s = time.monotonic() - started
+        return env
 
 
 def _kept(docker, where: Path, key: str) -> PreparedEnv | None:
@@ -226,7 +234,6 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
     from toren_action.sandbox import container, image
 
     s = plan.settings
-    started = time.monotonic()
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def show(text: str) -> bool:
@@ -235,8 +242,10 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
         return False
 
     committed: list[str] = []
+    exited: list[float] = []
 
     def commit(box, code: int) -> None:
+        exited.append(time.monotonic())
         if code != 0:
             return
         config = docker.images.get(agent_tag).attrs.get("Config") or {}
@@ -272,6 +281,7 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
         name=f"toren-{job_id}-setup", role="setup")
     try:
         _write_setup_secrets(plan, secrets_dir)
+        run_started = time.monotonic()
         result = container.run(docker, spec, show, on_exit=commit)
     finally:
         remove_tree(secrets_dir)
@@ -280,16 +290,15 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
         last = " | ".join(t.strip() for t in tail if t.strip())[-1500:]
         raise SetupFailed(f"the setup ({command.source}) exited with code {result.exit_code}; nothing was pushed"
                           + (f"; its output ended: {last}" if last else ""))
-    ran = time.monotonic() - started
+    command_s = exited[0] - run_started
     image.record_built(committed[0], home)
     seal = can_seal(plan)
     paths = keep_workspace_files(ws_path, where, line, seal)
     meta = {"image": tag, "key": key, "paths": list(paths), "command": command.command, "source": command.source,
-            "created_at": time.time(), "duration_s": ran, "sealed": seal}
+            "created_at": time.time(), "command_s": command_s, "sealed": seal}
     write_private(where / "meta.json", json.dumps(meta, indent=2))
-    env = PreparedEnv(tag, key, "miss", where / "tree", paths, 0.0, docker, sealed=seal)
+    env = PreparedEnv(tag, key, "miss", where / "tree", paths, 0.0, docker, sealed=seal, command_s=command_s)
     copy_in(env, ws_path, line)  # back into this job's clone, as every later job gets them
-    env.duration_s = time.monotonic() - started
     return env
 
 
