@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -152,7 +153,7 @@ def test_a_setup_only_secret_never_reaches_the_agent(workdir, pyproj, python_ima
                             image=python_image)
     watcher.join(timeout=30)
     assert code == 0, result
-    assert f"got-{digest}" in log and "PRIVATE_INDEX_TOKEN" in log  # the setup had it, as a file
+    assert f"got-{digest}" in log  # the setup had it, as a file (its hash is in no command's text)
     assert value not in log
     assert "inspect" in seen, "the agent's container was not seen"
     assert value not in seen["inspect"] and "PRIVATE_INDEX_TOKEN" not in seen["inspect"]
@@ -161,7 +162,8 @@ def test_a_setup_only_secret_never_reaches_the_agent(workdir, pyproj, python_ima
     assert value not in record
 
 
-QUICK_SETUP = "mkdir -p .deps ~/.local && echo dep-in-workspace > .deps/lib.txt && echo dep-in-home > ~/.local/marker"
+QUICK_SETUP = ("echo setup-as-$(id -u); mkdir -p .deps ~/.local && echo dep-in-workspace > .deps/lib.txt && "
+               "echo dep-in-home > ~/.local/marker")
 READS = "cat .deps/lib.txt ~/.local/marker; echo '# y' >> README.md"
 
 
@@ -170,8 +172,10 @@ def test_what_the_setup_writes_outside_the_workspace_is_kept_in_the_prepared_ima
                                                                                    prepared_cleanup):
     import docker.errors
 
-    code, first, _ = run(capsys, pyproj, "toren/q1", "--setup", QUICK_SETUP, command=READS, image=python_image)
+    code, first, log = run(capsys, pyproj, "toren/q1", "--setup", QUICK_SETUP, command=READS, image=python_image)
     assert code == 0 and first["setup"]["cache"] == "miss", first
+    uid = re.search(r"setup-as-(\d+)", log)  # the command's own text in the log says $(id -u), not a number
+    assert uid and uid.group(1) != "0"  # the agent's user, not root
     code, second, log = run(capsys, pyproj, "toren/q2", "--setup", QUICK_SETUP, command=READS, image=python_image)
     assert code == 0 and second["setup"]["cache"] == "hit", second
     assert "dep-in-workspace" in log and "dep-in-home" in log  # ~ came from the image, .deps from the copy
@@ -193,3 +197,14 @@ def test_what_the_setup_writes_outside_the_workspace_is_kept_in_the_prepared_ima
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(first["setup"]["image"])
     assert not [p for p in (toren_home / "setup").iterdir() if p.is_dir()]
+
+
+def test_setup_network_none_keeps_the_setup_offline_too(workdir, pyproj, python_image, toren_home, capsys,
+                                                        prepared_cleanup):
+    # the markers are put together at run time: the command's own text (in the log's stage line) holds neither
+    probe = ("python3 -c \"import socket\ntry:\n    socket.create_connection(('pypi.org', 443), 5)\n"
+             "    print('setup-net-' + 'open')\nexcept OSError as e:\n    print('setup-net-' + 'closed')\"")
+    code, result, log = run(capsys, pyproj, "toren/offline", "--setup", probe, "--setup-network", "none",
+                            "--no-setup-cache", command="echo '# z' >> README.md", image=python_image)
+    assert code == 0, result
+    assert "setup-net-closed" in log and "setup-net-open" not in log and "(network none, no cache)" in log
