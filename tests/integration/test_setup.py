@@ -208,3 +208,27 @@ def test_setup_network_none_keeps_the_setup_offline_too(workdir, pyproj, python_
                             "--no-setup-cache", command="echo '# z' >> README.md", image=python_image)
     assert code == 0, result
     assert "setup-net-closed" in log and "setup-net-open" not in log and "(network none, no cache)" in log
+
+
+def test_two_jobs_with_one_key_at_once_make_it_once(workdir, pyproj, python_image, toren_home, capsys,
+                                                    prepared_cleanup):
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    slow = "sleep 3; mkdir -p .deps && echo made-$(date +%s%N) > .deps/stamp"
+    procs = [subprocess.Popen([sys.executable, "-m", "toren_action", "run", "--repo", str(pyproj), "--spec", "task.md",
+                               "--branch", f"toren/both-{i}", "--agent", "shell", "--command",
+                               "cat .deps/stamp; echo '# b' >> README.md", "--base-image", python_image, "--network",
+                               "none", "--setup", slow, "--disable-daemon", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+             for i in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    assert sorted(r["setup"]["cache"] for r in results) == ["hit", "miss"]
+    stamps = {re.search(r"made-\d+", log_of(r["job_id"])).group(0) for r in results}  # type: ignore[union-attr]
+    assert len(stamps) == 1  # both agents saw the one setup's result
