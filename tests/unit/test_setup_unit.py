@@ -326,3 +326,23 @@ def test_what_the_setup_writes_in_torens_own_directory_is_dropped(repo_at, tmp_p
     paths = setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None)
     assert paths == (".venv/",)
     assert not (repo_at / ".toren" / "summary.md").exists() and (repo_at / ".toren" / "setup.sh").exists()
+
+
+def test_keeping_across_file_systems_copies_and_leaves_the_clone_as_a_rename_would(repo_at, tmp_path, monkeypatch):
+    (repo_at / "keep").write_text("tracked\n")
+    commit_all(repo_at)
+    (repo_at / ".venv").mkdir()
+    (repo_at / ".venv" / "x").write_text("x\n")
+
+    real = os.rename
+
+    def no_rename(src, dst):  # the clone is on another file system than TOREN_HOME
+        if str(src).startswith(str(repo_at)):
+            raise OSError(18, "Invalid cross-device link")
+        real(src, dst)
+
+    monkeypatch.setattr(setup.os, "rename", no_rename)
+    paths = setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None)
+    monkeypatch.undo()
+    assert paths == (".venv/",) and not (repo_at / ".venv").exists()
+    assert (tmp_path / "kept" / "tree" / ".venv" / "x").read_text() == "x\n"

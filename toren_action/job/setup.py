@@ -376,8 +376,13 @@ def _move(src_root: Path, rel: str, dest_root: Path) -> None:
                 os.chown(parent, st.st_uid, st.st_gid)
     try:
         os.rename(src_root / rel, dest_root / rel)
-    except OSError:
+    except OSError:  # another file system: copy, then take it out of the clone as a rename would
         _copy(src_root, [rel], dest_root)
+        source = src_root / rel
+        if source.is_dir() and not source.is_symlink():
+            remove_tree(source)
+        else:
+            source.unlink(missing_ok=True)
 
 
 def _seal(tree: Path) -> None:
