@@ -346,3 +346,36 @@ def test_keeping_across_file_systems_copies_and_leaves_the_clone_as_a_rename_wou
     monkeypatch.undo()
     assert paths == (".venv/",) and not (repo_at / ".venv").exists()
     assert (tmp_path / "kept" / "tree" / ".venv" / "x").read_text() == "x\n"
+
+
+@needs_root
+def test_a_hard_link_the_setup_made_to_a_tracked_file_is_sealed_as_a_copy(repo_at, tmp_path):
+    (repo_at / "README.md").write_text("tracked\n")
+    commit_all(repo_at)
+    (repo_at / ".venv").mkdir()
+    os.link(repo_at / "README.md", repo_at / ".venv" / "readme-link")
+    setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None, seal=True)
+    st = os.stat(repo_at / "README.md")
+    assert st.st_uid != 0 or os.stat(repo_at).st_uid == 0  # the tracked file keeps its owner
+    assert st.st_mode & 0o200  # and stays writable
+    assert os.stat(tmp_path / "kept" / "tree" / ".venv" / "readme-link").st_ino != st.st_ino
+
+
+def test_links_the_setup_left_are_kept_as_links_and_never_followed(repo_at, tmp_path):
+    (repo_at / "keep").write_text("tracked\n")
+    commit_all(repo_at)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("the host's\n")
+    (repo_at / ".venv").symlink_to(outside)  # the whole prepared directory is a link out
+    (repo_at / "node_modules").mkdir()
+    (repo_at / "node_modules" / "up").symlink_to("../../outside")
+    paths = setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None, seal=os.geteuid() == 0)
+    assert set(paths) == {".venv", "node_modules/"}
+    env = setup.PreparedEnv("img", "k", "hit", tmp_path / "kept" / "tree", paths, 0.0, sealed=os.geteuid() == 0)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    setup.copy_in(env, dest)
+    assert os.readlink(dest / ".venv") == str(outside) and os.readlink(dest / "node_modules" / "up")
+    assert [p.name for p in outside.iterdir()] == ["precious"] and (outside / "precious").read_text() == "the host's\n"
+    assert os.stat(outside / "precious").st_uid == os.stat(outside).st_uid  # not sealed through the link

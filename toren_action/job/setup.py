@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import stat
 import subprocess
 import time
@@ -392,9 +393,13 @@ def _seal(tree: Path) -> None:
         for name in files:
             path = os.path.join(root, name)
             st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                os.chown(path, 0, 0)
-                os.chmod(path, stat.S_IMODE(st.st_mode) & 0o555)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if st.st_nlink > 1:  # a hard link the setup made (to a tracked file, say): sealed as a copy of its own
+                shutil.copy2(path, path + ".toren-tmp", follow_symlinks=False)
+                os.replace(path + ".toren-tmp", path)
+            os.chown(path, 0, 0)
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o555)
 
 
 def sealed_intact(tree: Path) -> bool:
