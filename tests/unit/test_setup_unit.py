@@ -379,3 +379,9 @@ def test_links_the_setup_left_are_kept_as_links_and_never_followed(repo_at, tmp_
     assert os.readlink(dest / ".venv") == str(outside) and os.readlink(dest / "node_modules" / "up")
     assert [p.name for p in outside.iterdir()] == ["precious"] and (outside / "precious").read_text() == "the host's\n"
     assert os.stat(outside / "precious").st_uid == os.stat(outside).st_uid  # not sealed through the link
+
+
+def test_two_toren_homes_never_share_a_prepared_image(tmp_path):
+    key = "a" * 64
+    one, two = setup.prepared_tag(tmp_path / "home1", key), setup.prepared_tag(tmp_path / "home2", key)
+    assert one != two and one.startswith("toren/prepared:") and setup.prepared_tag(tmp_path / "home1", key) == one

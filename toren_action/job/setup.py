@@ -10,7 +10,8 @@ image's id, the setup command or script, the ``cache_key`` files' blob ids at th
 ``--setup-version``):
 
 - outside the workspace (``~/.local``, ``~/.cache``, anything the user may write in the image): the setup's
-  container committed as the image ``toren/prepared:<key>``, which the agent, and the verification, then run in;
+  container committed as the image ``toren/prepared:<hash of key and TOREN_HOME>`` (``prepared_tag``), which
+  the agent, and the verification, then run in;
 - inside the workspace (a ``.venv``, ``node_modules``, ``src/*.egg-info``): the untracked and ignored files it
   wrote, copied to ``TOREN_HOME/setup/<key>/tree`` (a bind mount is not part of a committed image), with their
   paths (git's ``--others --directory`` form) in ``meta.json``.
@@ -50,7 +51,7 @@ from toren_action.core.errors import SetupFailed
 from toren_action.core.paths import remove_tree, write_private
 from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_TASK, SETUP_SCRIPT, Plan
 
-#: The repository of the prepared images; their tag is the key's first 32 characters (job-<id> without a cache).
+#: The repository of the prepared images; their tag: prepared_tag (job-<id> without a cache).
 PREPARED_REPOSITORY = "toren/prepared"
 #: The prepared image's label: its full key (``toren cleanup`` finds them by it).
 LABEL_PREPARED = "toren.prepared"
@@ -205,10 +206,17 @@ def prepare(plan: Plan, docker, ws_path: Path, base_commit: str, agent_tag: str,
             return kept
         if on_run:
             on_run(command)
-        env = _make(plan, docker, ws_path, agent_tag, f"{PREPARED_REPOSITORY}:{key[:32]}", key, root / key, jdir,
-                    job_id, line, command, home)
+        env = _make(plan, docker, ws_path, agent_tag, prepared_tag(home, key), key, root / key, jdir, job_id, line,
+                    command, home)
         env.duration_s = time.monotonic() - started
         return env
+
+
+def prepared_tag(home: Path, key: str) -> str:
+    """The prepared image's tag: named by the key and by the TOREN_HOME that keeps its files, so that two homes
+    (two users, two test runs) never reuse or prune each other's."""
+    digest = hashlib.sha256(f"{os.path.realpath(home)}\0{key}".encode()).hexdigest()
+    return f"{PREPARED_REPOSITORY}:{digest[:32]}"
 
 
 def _kept(docker, where: Path, key: str) -> PreparedEnv | None:
