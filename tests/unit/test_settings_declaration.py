@@ -69,7 +69,8 @@ def test_derived_tables():
     assert DEFAULTS["env"] == {} and DEFAULTS["prices"] == {} and DEFAULTS["labels"] == []
     assert DEFAULTS["timeout_minutes"] == 60 and DEFAULTS["cpus"] == 2.0 and DEFAULTS["spec"] is None
     assert list(REPOSITORY_KEYS) == ["model", "max_turns", "allowed_tools", "disallowed_tools",
-                                     "append_system_prompt", "verify", "verify_junit", "protected_paths", "env"]
+                                     "append_system_prompt", "verify", "verify_junit", "protected_paths", "env",
+                                     "setup", "setup_cache_key"]
     assert HOST_ONLY_KEYS == {k for k, s in SETTINGS.items() if s.host_only} == set(SETTINGS) - set(REPOSITORY_KEYS)
     assert flag_name("timeout_minutes") == "--timeout" and flag_name("agent") == "--agent"
     assert flag_name("protected_paths") == "--protected-path" and flag_name("author_name") == "--author-name"
@@ -252,6 +253,7 @@ def test_parse_bool(raw, value):
 
 def test_every_list_and_map_round_trips_through_the_job_record(tmp_path):
     flags = {k: ["a", "b"] for k, s in SETTINGS.items() if s.kind == "list"}
+    flags.update(secret_for=["A=setup", "setup"])
     flags.update(allow_policy=["binary"], secrets=["A", "B"], volumes=[f"{tmp_path}:/data"], env={"Z": "1", "A": "2"})
     mine = tmp_path / "mine.toml"
     mine.write_text('[prices."m-2"]\ninput = 1\noutput = 2\n'

@@ -36,7 +36,8 @@ HOST_ONLY_VALUES = {
     "draft": "true", "no_pr": "true", "memory": '"512g"', "pids_limit": "100000", "cpus": "1024",
     "author_name": '"Linus Torvalds"', "author_email": '"torvalds@linux-foundation.org"', "allow_mounts": '["/"]',
     "agent_uid": "1", "verify_baseline": "true", "verify_allow_preexisting": "true", "verify_timeout": "1440",
-    "verify_retries": "5", "on_failure": '"branch"',
+    "verify_retries": "5", "on_failure": '"branch"', "setup_network": '"host"', "setup_version": '"2"',
+    "no_setup_cache": "true", "secret_for": '["setup"]',
 }
 
 
@@ -65,7 +66,8 @@ def test_the_allow_list_is_small_and_every_other_key_is_host_only():
     keys = set(schema()["properties"])
     assert keys == set(DEFAULTS) == set(HOST_ONLY_VALUES) | set(REPOSITORY_KEYS)
     assert set(REPOSITORY_KEYS) == {"model", "max_turns", "allowed_tools", "disallowed_tools",
-                                    "append_system_prompt", "verify", "verify_junit", "protected_paths", "env"}
+                                    "append_system_prompt", "verify", "verify_junit", "protected_paths", "env",
+                                    "setup", "setup_cache_key"}
     assert HOST_ONLY_KEYS == keys - set(REPOSITORY_KEYS)
     # what issue 11 names in particular
     assert {"repo", "spec", "branch", "base_branch", "force_branch", "base_image", "pull", "memory", "pids_limit",

@@ -253,7 +253,7 @@ def cmd_summary(args: Namespace) -> int:
         "model": job.model, "task": job.inputs.get("spec") or job.inputs.get("issue"),
         "duration_s": job.duration, "files_changed": job.files_changed, "commit": job.result_commit,
         "error": job.error, "cost_usd": job.cost_usd, "cost_source": job.cost_source, "turns": job.turns,
-        "usage": job.usage, "verification": job.verification,
+        "usage": job.usage, "verification": job.verification, "setup": job.setup,
         "tools": [e["name"] for e in store.events(job.id) if e["kind"] == "tool"],
         "stages": [(e["state"], round(e["ts"] - job.created_at, 2)) for e in store.events(job.id)
                    if e["kind"] == "state"],
@@ -265,7 +265,7 @@ def cmd_summary(args: Namespace) -> int:
         print_json(job_json(job, log_path(toren_home(), job.id), ai_summary=ai, tools=facts["tools"],
                             stages=facts["stages"]))
         return 0
-    from toren_action.cli.ui import fmt_age
+    from toren_action.cli.ui import fmt_age, setup_text
 
     if ai:
         print(terminal(ai["text"]))
@@ -280,6 +280,8 @@ def cmd_summary(args: Namespace) -> int:
             print(terminal(job.diffstat))
     if job.error:
         print(terminal(f"Reason: {job.error}"))
+    if setup_text(job.setup):
+        print(f"Setup: {setup_text(job.setup)}.")
     if job.usage:
         u = job.usage
         from toren_action.job.usage import usage_parts
@@ -395,6 +397,10 @@ def cmd_cleanup(args: Namespace) -> int:
         if what:
             print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")
     if docker_client is not None and (args.all or args.older_than):
+        from toren_action.job import setup
+
+        for gone in setup.prune(docker_client, home, min_age, args.dry_run):
+            print(f"{'would remove' if args.dry_run else 'removed'} {gone}")
         _prune_images(docker_client, args.dry_run, home)
     if not jobs:
         print("nothing to clean up")

@@ -201,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_examples("toren cleanup --all --dry-run", "toren cleanup --older-than 7d --logs",
                                         "toren cleanup 01j9"))
     c.add_argument("job", nargs="?", help="one job (default: see --all / --older-than)")
-    c.add_argument("--all", action="store_true", help="every finished job")
-    c.add_argument("--older-than", metavar="AGE", help="finished jobs older than AGE (e.g. 7d, 12h)")
+    c.add_argument("--all", action="store_true", help="every finished job, and every prepared environment")
+    c.add_argument("--older-than", metavar="AGE", help="finished jobs older than AGE (e.g. 7d, 12h), and prepared "
+                   "environments not used for AGE")
     c.add_argument("--logs", action="store_true", help="also remove logs and job records")
     c.add_argument("--dry-run", action="store_true", help="show what would be removed")
 

@@ -120,7 +120,20 @@ def print_outcome(outcome, job, stream: TextIO | None = None) -> None:
         from toren_action.job.verify import verification_line
 
         w(f"  verify  {terminal(verification_line(verification))}\n")
+    if job is not None and setup_text(job.setup):
+        w(f"  setup   {setup_text(job.setup)}\n")
     w(f"  job     {outcome.job_id}  (toren logs {outcome.job_id})\n")
+
+
+def setup_text(setup: dict | None) -> str | None:
+    """A job's setup in a few words (job/setup.py's record); None when it had none."""
+    if not setup or setup.get("cache") in (None, "none"):
+        return None
+    what = {"hit": "prepared environment reused (setup cache hit)",
+            "miss": "prepared environment made and kept (setup cache miss)",
+            "off": "prepared environment made for this job only (--no-setup-cache)"}.get(setup["cache"], "?")
+    took = f", {setup['duration_s']:.1f} s" if isinstance(setup.get("duration_s"), (int, float)) else ""
+    return f"{what}: {one_line(str(setup.get('image')))}{took}"
 
 
 def outcome_json(outcome, job, log=None) -> dict:

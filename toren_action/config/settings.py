@@ -247,6 +247,25 @@ class Settings:
     pids_limit: int = _container(1024, metavar="N", help="process limit (default {default})")
     #: CPUs of the agent's container (Docker's --cpus).
     cpus: float = _container(2.0, metavar="N", help="CPUs of the agent's container (default {default})")
+    # The repository's environment, prepared before the agent and cached by content (job/setup.py, docs/setup.md).
+    # From a repository's file as the [setup] table (run, cache_key); the network, the version and the secrets
+    # it gets are the host's.
+    setup: str | None = _container(metavar="CMD", action_input="setup",
+                                   help="command that prepares the repository before the agent (with the network; "
+                                        "cached by content; default: [setup] run, else .toren/setup.sh)",
+                                   repository="how the repository's environment is prepared (runs in the agent "
+                                              "image without the agent's secrets, cached)")
+    setup_cache_key: tuple[str, ...] = _container(
+        (), metavar="GLOB", help="file whose content decides when the setup is redone (repeatable; a glob in the "
+                                 "repository)", repository="files whose content decides when the setup is redone")
+    setup_network: str | None = _container(metavar="NAME", help="network of the setup's container (default: "
+                                                                "Docker's default bridge)")
+    setup_version: str | None = _container(metavar="TEXT", help="any text: changing it redoes the cached setup")
+    no_setup_cache: bool = _container(False, help="run the setup afresh, neither reusing nor keeping a prepared "
+                                                  "environment")
+    secret_for: tuple[str, ...] = _container(
+        (), metavar="[NAME=]setup", help="give a --secret to the setup only, never to the agent (repeatable; 'setup' "
+                                         "alone: every --secret)")
     ca_bundle: str | None = _container(metavar="PATH",
                                        help="extra CA bundle to trust in the image (default: SSL_CERT_FILE, "
                                             "REQUESTS_CA_BUNDLE or NODE_EXTRA_CA_CERTS when set)")
@@ -638,6 +657,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "TOREN_ARTIFACTS": "where the Action writes its artifacts (action.py)",
     "TOREN_SOURCE": "what the Action installs Toren from (action.yml)",
     "TOREN_PLAIN": "plain output, no spinner (cli/ui.py)",
+    "TOREN_PYTHON_IMAGE": "the tag scripts/build-python-image.sh builds (the tests' Python base image)",
     "TOREN_ATTEMPT": "the attempt of a job that is run again",
     "TOREN_RACE_ID": "the race a job belongs to",
     "TOREN_JOB_ID": "set by Toren in the agent's container",
@@ -671,8 +691,11 @@ def check_variables(environ: dict[str, str]) -> None:
             continue
         known = [v for v in settings_vars if SETTINGS[settings_vars[v]].kind != "map"] + list(OTHER_VARIABLES)
         shown = var if len(var) <= 60 else var[:60] + "…"
+        # a near twin first (a missing plural s), then a longer name it begins (the timeout's without _MINUTES),
+        # then anything close
         longer = sorted(v for v in known if v.startswith(var + "_"))
-        close = longer[:1] or difflib.get_close_matches(var, known, n=1, cutoff=0.6)
+        close = (difflib.get_close_matches(var, known, n=1, cutoff=0.9) or longer[:1]
+                 or difflib.get_close_matches(var, known, n=1, cutoff=0.6))
         hint = f"did you mean {close[0]}?" if close else "unset it (docs/configuration.md lists the variables)"
         raise UsageError(shown, f"not a Toren setting or variable; {hint}")
 
@@ -742,7 +765,7 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             name = str(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{name}: expected a table of settings")
-        data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        data = _setup_table({str(k).replace("-", "_"): v for k, v in data.items()}, name)
         if not explicit:
             # A file found in the repository is the repository's, possibly written by an earlier agent: before
             # anything else (even a bad value), it may set only the task-shaping keys.
@@ -752,6 +775,30 @@ def _file_layer(explicit: str | None, repo_hint: str, cwd: str) -> tuple[dict[st
             _check_repository_values(data, name)
         return data, name
     return {}, ""
+
+
+#: The keys of a settings file's ``[setup]`` table, and the settings they are.
+SETUP_TABLE = {"run": "setup", "cache_key": "setup_cache_key"}
+
+
+def _setup_table(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A file's ``[setup]`` table (run, cache_key) as the flat settings ``setup`` and ``setup_cache_key``; a
+    plain ``setup = "CMD"`` is the command. Any other key of the table is refused (a typo would otherwise leave a
+    setup unsafe or never redone)."""
+    table = data.get("setup")
+    if not isinstance(table, dict):
+        return data
+    unknown = sorted(str(k) for k in table if str(k).replace("-", "_") not in SETUP_TABLE)
+    if unknown:
+        raise ConfigError(f"{name}: setup.{unknown[0]}: unknown key of [setup] (it takes only "
+                          f"{', '.join(SETUP_TABLE)}); fix or remove it")
+    flat = {k: v for k, v in data.items() if k != "setup"}
+    for key, value in table.items():
+        target = SETUP_TABLE[str(key).replace("-", "_")]
+        if target in flat:
+            raise ConfigError(f"{name}: setup.{key}: also set as {target}; keep one of them")
+        flat[target] = value
+    return flat
 
 
 def _check_repository_keys(data: dict[str, Any], name: str) -> None:

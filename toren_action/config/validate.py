@@ -325,3 +325,58 @@ def secret_name(name: str, environ: dict[str, str]) -> str:
     if not environ.get(name):
         raise UsageError("--secret", f"{name} is not set in your environment; export it first")
     return name
+
+
+#: The most files one cache-key pattern set may select (each file's blob id goes into the setup's key).
+MAX_CACHE_KEY_FILES = 10_000
+
+
+def cache_key_pattern(pattern: str, option: str = "--setup-cache-key") -> str:
+    """A glob of files in the repository (``requirements*.txt``, ``**/package.json``): relative to its root, with
+    no ``..`` and no empty part; anything else points outside the repository or at nothing."""
+    parts = pattern.split("/")
+    if (not pattern or pattern.startswith(("/", "~")) or "\\" in pattern or "\0" in pattern
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UsageError(option, f"{pattern!r} is not a pattern inside the repository; give a glob relative to its "
+                                 "root without '..' (e.g. requirements*.txt or **/package.json)")
+    return pattern
+
+
+def cache_key_regex(pattern: str) -> re.Pattern[str]:
+    """A cache-key glob as a regular expression over a repository path: ``*`` and ``?`` within one part, ``[...]``
+    a class, ``**/`` any number of directories, ``/**`` everything below."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + re.escape(body[1:]) if body.startswith("!") else re.escape(body)) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+def setup_script_in_repo(repo_root: Path, relpath: str) -> None:
+    """The setup script of a local repository (``.toren/setup.sh``): when it is a symlink, it must resolve inside
+    the repository (UsageError, exit 2, otherwise: nothing is started)."""
+    path = repo_root / relpath
+    if not path.is_symlink() and not (path.parent.is_symlink()):
+        return
+    real, root = os.path.realpath(path), os.path.realpath(repo_root)
+    if not (real == root or real.startswith(root.rstrip("/") + "/")):
+        raise UsageError(relpath, f"is a symlink out of the repository (to {real}); Toren runs a setup script only "
+                                  "from inside the repository: make it a regular file")

@@ -172,6 +172,12 @@ class PolicyBlocked(TorenError):
     state = JobState.BLOCKED_BY_POLICY  # and its exit code
 
 
+class SetupFailed(TorenError):
+    """The repository's setup (``[setup]``, ``.toren/setup.sh``, ``--setup``) failed before the agent started."""
+
+    state = JobState.SETUP_FAILED  # and its exit code
+
+
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 

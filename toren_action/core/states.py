@@ -1,10 +1,10 @@
 """The states of a job, each with everything Toren says about it: the one table of states.
 
-A job moves through the unfinished states (``queued`` → ``preparing`` → ``building`` → ``running`` →
-``verifying`` → ``pushing`` → ``pull_request``) and stops in one end state, which is never overwritten. Each
-state knows whether it is final, the exit code a command that knows only the state returns for it (``toren logs
---follow``, ``toren cancel``), its colour and mark in a terminal, and its mark and title on GitHub (the progress
-comment). Errors that end a job in a state of its own name it (``TorenError.state``, in ``errors``).
+A job moves through the unfinished states (``queued`` → ``preparing`` → ``building`` → ``setting_up`` (with a setup
+only) → ``running`` → ``verifying`` → ``pushing`` → ``pull_request``) and stops in one end state, which is never
+overwritten. Each state knows whether it is final, the exit code a command that knows only the state returns for it
+(``toren logs --follow``, ``toren cancel``), its colour and mark in a terminal, and its mark and title on GitHub
+(the progress comment). Errors that end a job in a state of its own name it (``TorenError.state``, in ``errors``).
 
 ``JobState`` is a ``str``: it compares equal to its value, formats as it, and is stored as it.
 """
@@ -43,6 +43,7 @@ class JobState(str, Enum):
     QUEUED =            "queued",            False, None, "cyan",   "▸", "⏳", "Queued"
     PREPARING =         "preparing",         False, None, "cyan",   "▸", "⏳", "Preparing the workspace"
     BUILDING =          "building",          False, None, "cyan",   "▸", "⏳", "Building the agent image"
+    SETTING_UP =        "setting_up",        False, None, "cyan",   "▸", "⏳", "Preparing the environment"
     RUNNING =           "running",           False, None, "cyan",   "▸", "⏳", "Agent running"
     VERIFYING =         "verifying",         False, None, "cyan",   "▸", "⏳", "Verifying"
     PUSHING =           "pushing",           False, None, "cyan",   "▸", "⏳", "Pushing the branch"
@@ -58,6 +59,7 @@ class JobState(str, Enum):
     MAX_TURNS =         "max_turns",         True,  14,   "red",    "✘", "❌", "max turns"
     BLOCKED_BY_POLICY = "blocked_by_policy", True,  21,   "red",    "✘", "❌", "blocked by policy"
     VERIFICATION_FAILED = "verification_failed", True, 8, "red",   "✘", "❌", "verification failed"
+    SETUP_FAILED =      "setup_failed",      True,  22,   "red",    "✘", "❌", "setup failed"
 
 
 #: The end states, for SQL (``state NOT IN (...)``) and membership tests.

@@ -376,11 +376,17 @@ class Change:
     diffstat: str
 
 
-def nested_repositories(root: Path) -> list[str]:
+def nested_repositories(root: Path, excluded: tuple[str, ...] = ()) -> list[str]:
     """Paths (relative) of every .git below the top level: a repository the agent made inside the tree.
-    Host-side git would enter it and could run its filters or hooks, so Toren refuses to commit such a tree."""
+    Host-side git would enter it and could run its filters or hooks, so Toren refuses to commit such a tree.
+    ``excluded``: directories (relative, ending in '/') in the clone's .git/info/exclude, which host-side git never
+    enters (the prepared environment's: a setup's ``pip install -e git+...`` leaves a clone in the .venv)."""
     found = []
+    skip = {os.path.join(str(root), d.rstrip("/")) for d in excluded if d.endswith("/")}
     for dirpath, dirs, files in os.walk(root):
+        if dirpath in skip:
+            dirs.clear()
+            continue
         if dirpath != str(root) and (".git" in dirs or ".git" in files):
             found.append(os.path.relpath(os.path.join(dirpath, ".git"), root))
         if ".git" in dirs:
@@ -388,9 +394,11 @@ def nested_repositories(root: Path) -> list[str]:
     return sorted(found)
 
 
-def commit_all(ws: Workspace, message: str, author_name: str, author_email: str) -> Change | None:
-    """Commit everything the agent changed; None when the tree is unchanged."""
-    nested = nested_repositories(ws.path)
+def commit_all(ws: Workspace, message: str, author_name: str, author_email: str,
+               excluded: tuple[str, ...] = ()) -> Change | None:
+    """Commit everything the agent changed; None when the tree is unchanged. ``excluded``: the directories of
+    the clone's .git/info/exclude that no nested repository check needs to enter (see nested_repositories)."""
+    nested = nested_repositories(ws.path, excluded)
     if nested:
         raise GitError(f"the agent created a git repository inside the work tree ({', '.join(nested[:3])}); "
                        "Toren does not commit nested repositories, as host-side git could run their config")

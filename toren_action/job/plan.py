@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 CONTAINER_SECRETS = "/run/toren/secrets"
 CONTAINER_TASK = "/run/toren/task"
 CONTAINER_SOCKETS = "/run/toren/sockets"
+#: The repository's setup script, used when no setup command is given (job/setup.py).
+SETUP_SCRIPT = ".toren/setup.sh"
 _LOOPBACK = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^/@]*@)?(?:localhost|127\.[0-9.]+|\[::1\])(?:[:/]|$)", re.I)
 
 
@@ -74,11 +76,13 @@ class Plan:
     #: What a failed job's change becomes: discard, branch or draft (--on-failure; Settings.load makes draft the
     #: default with --issue, so a background job's stored settings keep it).
     on_failure: str = "discard"
+    #: --secret-for setup: the secrets the setup gets (as files) and the agent never does.
+    setup_secrets: tuple[Secret, ...] = ()
 
     @property
     def redactor(self) -> Redactor:
-        """Masks the agent's secrets and the host-only ones (the GitHub token)."""
-        return Redactor(self.secrets + (self.github.host_secrets if self.github else ())
+        """Masks the agent's secrets, the setup's and the host-only ones (the GitHub token)."""
+        return Redactor(self.secrets + self.setup_secrets + (self.github.host_secrets if self.github else ())
                         + ((self.proxy_key,) if self.proxy_key else ()))
 
 
@@ -126,7 +130,9 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     branch = _check_values(s, job_id)
     network, egress_hosts = _network(s, profile)
     env = _agent_env(s, profile)
-    secrets = tuple(Secret(n, environ[validate.secret_name(n, environ)]) for n in s.secrets)
+    secrets, setup_secrets = _split_secrets(s, tuple(Secret(n, environ[validate.secret_name(n, environ)])
+                                                     for n in s.secrets))
+    _check_setup(s, target.repo)
     mounts = tuple(validate.volume_spec(v, cwd, home_dir, s.allow_mounts) for v in s.volumes)
     if profile.package and task is not None:
         _check_agent_limits(profile, s, task)
@@ -152,7 +158,8 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                 credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
                 key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, base_branch=base,
-                base_commit=base_commit, warnings=warnings, on_failure=s.on_failure)
+                base_commit=base_commit, warnings=warnings, on_failure=s.on_failure,
+                setup_secrets=setup_secrets)
 
 
 #: Networks every Docker engine has; any other name in --network is looked up (one call) before the job exists.
@@ -296,6 +303,35 @@ def _check_verify(s: Settings) -> None:
     if s.verify_allow_preexisting and not s.verify_baseline:
         raise UsageError(s.source_of("verify_allow_preexisting"), "needs --verify-baseline (the base commit's "
                                                                   "failures are what it allows); add it or drop this")
+def _split_secrets(s: Settings, secrets: tuple[Secret, ...]) -> tuple[tuple[Secret, ...], tuple[Secret, ...]]:
+    """--secret-for: (the agent's secrets, the setup's). ``NAME=setup`` gives that --secret to the setup only;
+    ``setup`` alone gives it every --secret."""
+    if not s.secret_for:
+        return secrets, ()
+    option = s.source_of("secret_for")
+    if not secrets:
+        raise UsageError(option, "there is no --secret to give to the setup; add --secret NAME")
+    if "setup" in s.secret_for:
+        return (), secrets
+    names = {entry.split("=", 1)[0] for entry in s.secret_for}
+    missing = sorted(names - {x.name for x in secrets})
+    if missing:
+        raise UsageError(option, f"{missing[0]}=setup names no --secret; add --secret {missing[0]} or drop it")
+    return tuple(x for x in secrets if x.name not in names), tuple(x for x in secrets if x.name in names)
+
+
+def _check_setup(s: Settings, repo: RepoRef) -> None:
+    """The setup's cache-key globs stay inside the repository, its network is a network, and a local
+    repository's setup script is no symlink out of it."""
+    for pattern in s.setup_cache_key:
+        validate.cache_key_pattern(pattern, s.source_of("setup_cache_key"))
+    if s.setup_network:
+        try:
+            validate.network_spec(s.setup_network)
+        except UsageError as exc:
+            raise UsageError(s.source_of("setup_network"), str(exc).removeprefix("--network: ")) from None
+    if repo.kind == "local" and not s.setup:
+        validate.setup_script_in_repo(Path(repo.location), SETUP_SCRIPT)
 
 
 def _network(s: Settings, profile: AgentProfile) -> tuple[str, tuple[str, ...]]:

@@ -46,6 +46,7 @@ from toren_action.jobs.store import Store
 if TYPE_CHECKING:
     from toren_action.git.github import ProgressComment
     from toren_action.git.workspace import Change, Workspace
+    from toren_action.job.setup import PreparedEnv
     from toren_action.sandbox.container import ContainerResult, ContainerSpec
 
 #: How each verdict from an agent's stream ends the job.
@@ -85,6 +86,8 @@ class JobRun:
     #: --verify-baseline's run on the base commit (once per job) and each verification round's outcome.
     baseline: Any = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: the prepared environment the agent and the verification run in (job/setup.py); None without a setup
+    setup: PreparedEnv | None = None
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -154,6 +157,7 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
             job.log.line("toren: warning: --push-partial is deprecated; use --on-failure branch")
         prepared = prepare_workspace(job)
         image = build_image(job, docker)
+        image = prepare_environment(job, prepared, image)
         agent = run_agent(job, prepared, image)
         failure = decide_outcome(job, agent)
         while True:
@@ -200,6 +204,8 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
     finally:
         if job.scanner is not None:
             job.scanner.close()
+        if job.setup is not None:
+            job.setup.release()
         outcome.duration_s = time.monotonic() - started
         if job.progress:
             job.progress.finish(outcome.state, [plan.redactor(x) for x in report.progress_lines(outcome, job_id)])
@@ -309,6 +315,37 @@ def build_image(job: JobRun, docker=None) -> AgentImage:
     job.store.update(job.id, image=tag)
     job.log.stage("building", f"{'built' if built else 'reusing'} {tag}")
     return AgentImage(tag, built, docker)
+
+
+# -- prepare the environment -------------------------------------------------------------------------------------
+
+def prepare_environment(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentImage:
+    """The repository's setup (job/setup.py): its prepared environment reused, or made now with the network;
+    returns the image the agent runs in (the prepared one). Without a setup, the agent's image as it is."""
+    from toren_action.job import setup
+
+    plan = job.plan
+    network = plan.settings.setup_network or "bridge"
+
+    def running(command: setup.SetupCommand) -> None:
+        job.enter("setting_up", f"{command.source}: {command.command[:300]} (network {network}"
+                                f"{', no cache' if plan.settings.no_setup_cache else ''})")
+
+    env = setup.prepare(plan, image.docker, prepared.ws.path, prepared.ws.base_commit, image.tag, job.home,
+                        job.dir, job.id, job.log.line, on_run=running)
+    if env is None:
+        job.store.update(job.id, setup={"cache": "none"})
+        return image
+    job.setup = env
+    job.store.update(job.id, setup=env.record())
+    if env.cache == "hit":
+        job.log.stage("building", f"reusing the prepared environment {env.image} (setup cache hit; "
+                                  f"{len(env.paths)} path(s) of the workspace in {env.duration_s:.1f} s)")
+    else:
+        ran = f", the setup's container {env.command_s:.1f} s of it" if env.command_s is not None else ""
+        job.log.stage("setting_up", f"prepared {env.image} in {env.duration_s:.1f} s{ran} (setup cache "
+                                    f"{env.cache}; kept: {', '.join(env.paths[:5]) or 'nothing in the workspace'})")
+    return AgentImage(env.image, image.built, image.docker)
 
 
 # -- run the agent in its sandbox --------------------------------------------------------------------------------
@@ -684,7 +721,8 @@ def commit_change(job: JobRun, ws: Workspace) -> Committed:
     plan, s = job.plan, job.plan.settings
     agent_summary = workspace.read_agent_summary(ws)
     check_change_size(ws, s.max_change_mb)
-    change = workspace.commit_all(ws, report.commit_message(plan, job.id), s.author_name, s.author_email)
+    change = workspace.commit_all(ws, report.commit_message(plan, job.id), s.author_name, s.author_email,
+                                  job.setup.excluded if job.setup else ())
     if change is not None:
         (job.dir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws, change.commit)), "utf-8")
     return Committed(change, agent_summary)
@@ -850,6 +888,12 @@ def _export_tree(job: JobRun, ws: Workspace, commit: str, name: str) -> Path:
     remove_tree(dest)
     snapshot.export_commit(ws.path, commit, dest)
     workspace.give_tree_to(dest, job.plan.uid, job.plan.gid)
+    # The prepared environment's files as the setup left them, not as the agent did; after give_tree_to, which
+    # would otherwise chown the kept files through their hard links.
+    if job.setup is not None:
+        from toren_action.job import setup
+
+        setup.copy_in(job.setup, dest)
     return dest
 
 

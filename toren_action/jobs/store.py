@@ -98,6 +98,10 @@ def _m005_cancel_requested(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE jobs SET cancel_requested_at = updated_at WHERE error LIKE 'cancel requested%'")
 
 
+def _m006_setup(conn: sqlite3.Connection) -> None:
+    """The job's setup (job/setup.py), as JSON: whether the prepared environment was reused ("hit"), made
+    ("miss"), made without the cache ("off") or there was no setup ("none"); its key, image and duration."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN setup TEXT")
 def _m007_verification(conn: sqlite3.Connection) -> None:
     """The verification's results (JSON: outcome, counts, the tests fixed, broken and still failing, the baseline,
     each round). Numbered 7 after _m006_setup (issue 15's setup); it adds its column only when missing, so either
@@ -115,6 +119,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m003_pull_request,
     _m004_heartbeat_meta_summary,
     _m005_cancel_requested,
+    _m006_setup,
     _m007_verification,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
@@ -166,6 +171,8 @@ class Job:
     ai_summary: str | None = None
     cancel_requested_at: float | None = None
     verification: dict[str, Any] | None = None
+    #: The setup's record (job/setup.py): {"cache": "hit"|"miss"|"off"|"none", "key", "image", "duration_s"}
+    setup: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -254,7 +261,7 @@ class Store:
         return job_id
 
     def update(self, job_id: str, **fields: Any) -> None:
-        for key in ("files_changed", "usage", "verification"):
+        for key in ("files_changed", "usage", "verification", "setup"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
         fields["updated_at"] = time.time()
@@ -269,7 +276,7 @@ class Store:
         now = time.time()
         if state.final:
             fields.setdefault("finished_at", now)
-        for key in ("files_changed", "usage", "verification"):
+        for key in ("files_changed", "usage", "verification", "setup"):
             if key in fields:
                 fields[key] = json.dumps(fields[key])
         fields.update(state=state, updated_at=now)
@@ -422,5 +429,6 @@ def _job(row: sqlite3.Row) -> Job:
     data["inputs"] = json.loads(data["inputs"] or "{}")
     data["usage"] = json.loads(data["usage"]) if data.get("usage") else None
     data["verification"] = json.loads(data["verification"]) if data.get("verification") else None
+    data["setup"] = json.loads(data["setup"]) if data.get("setup") else None
     data["state"] = JobState(data["state"])
     return Job(**data)

@@ -116,9 +116,11 @@ def device_requests(gpus: str | None):
 
 
 def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None],
-        on_start: Callable[[str], None] | None = None) -> ContainerResult:
+        on_start: Callable[[str], None] | None = None,
+        on_exit: Callable[[object, int], None] | None = None) -> ContainerResult:
     """Create, start and wait for a container; stream its output line by line to ``on_line``. When ``on_line``
-    returns True (a budget passed, a bad key), the container is killed at once.
+    returns True (a budget passed, a bad key), the container is killed at once. ``on_exit(container, exit
+    code)`` runs once it has exited and its output is read, before it is removed (the setup commits it).
 
     The container is removed on every path out of here: normal exit, timeout, error or Ctrl-C.
     """
@@ -174,7 +176,10 @@ def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None
                 "and removed (raise --timeout to give it longer)"
             ) from None
         reader.join(timeout=60)  # the container has exited: its log stream ends once the last lines are read
-        return ContainerResult(int(status.get("StatusCode", 1)), container.id, time.monotonic() - started)
+        code = int(status.get("StatusCode", 1))
+        if on_exit is not None:
+            on_exit(container, code)
+        return ContainerResult(code, container.id, time.monotonic() - started)
     finally:
         if container is not None:
             try:
