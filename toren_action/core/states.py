@@ -57,6 +57,7 @@ class JobState(str, Enum):
     RATE_LIMITED =      "rate_limited",      True,  13,   "red",    "✘", "❌", "rate limited"
     MAX_TURNS =         "max_turns",         True,  14,   "red",    "✘", "❌", "max turns"
     BLOCKED_BY_POLICY = "blocked_by_policy", True,  21,   "red",    "✘", "❌", "blocked by policy"
+    BRANCH_MOVED =      "branch_moved",      True,  24,   "yellow", "✘", "❌", "branch moved"
 
 
 #: The end states, for SQL (``state NOT IN (...)``) and membership tests.

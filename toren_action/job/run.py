@@ -21,7 +21,9 @@ from toren_action.core.errors import (
     AgentAuthFailed,
     AgentFailed,
     AgentRateLimited,
+    BranchMoved,
     BudgetExceeded,
+    GitError,
     Interrupted,
     MaxTurnsReached,
     PolicyBlocked,
@@ -143,6 +145,11 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
         # From here on every check judges the commit, never the agent's work tree, and the push sends that commit.
         findings = check_change(job, prepared.ws, change)
         verify_commit(job, image, prepared.ws, change, agent.spec)
+        if plan.pull is not None:  # a review round: a fast-forward of the pull request's head, then the answers
+            ws, change = push_round(job, prepared.ws, change, image, agent.spec)
+            job.outcome.commit, job.outcome.pr_url = change.commit, plan.pull.html_url
+            answer_round(job, change)
+            return _delivered(job, ws, change, partial)
         text = describe_change(job, committed, findings)
         deliver(job, prepared.ws, change, text, partial)
         return _delivered(job, prepared.ws, change, partial)
@@ -179,8 +186,9 @@ def _open_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Repor
     jdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     gh = plan.github
     progress = None
-    if gh and gh.issue:
-        progress = gh.api.progress(gh.base_repo, gh.issue.number, job_id)
+    if gh and (gh.issue or gh.pull):  # on the issue, or on the pull request of a review round
+        number = gh.issue.number if gh.issue else gh.pull.number  # type: ignore[union-attr]
+        progress = gh.api.progress(gh.base_repo, number, job_id)
         reporter = Tee(reporter or NullReporter(), progress)
     log = JobLog(log_path(home, job_id), plan.redactor, reporter or NullReporter(), started)
     store.update(job_id, started_at=time.time(), pid=os.getpid())
@@ -197,9 +205,16 @@ def prepare_workspace(job: JobRun) -> Prepared:
     plan = job.plan
     job.enter("preparing", f"cloning {plan.origin} into the job workspace")
     mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor)
-    ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace", plan.settings.base_branch, plan.branch)
+    if plan.pull is not None:  # a review round: on the pull request's head as planned, never a new branch
+        ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace", plan.branch, plan.branch,
+                                    start=plan.pull.head_sha)
+        job.log.stage("preparing", f"pull request #{plan.pull.number}, round {plan.round}: {plan.branch} at "
+                                   f"{ws.base_commit[:10]}")
+    else:
+        ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace", plan.settings.base_branch,
+                                    plan.branch)
+        job.log.stage("preparing", f"branch {plan.branch} from {ws.base_branch} at {ws.base_commit[:10]}")
     job.store.update(job.id, base_commit=ws.base_commit)
-    job.log.stage("preparing", f"branch {plan.branch} from {ws.base_branch} at {ws.base_commit[:10]}")
     workspace.give_tree_to(ws.path, plan.uid, plan.gid)
     return Prepared(ws, tuple(_job_mounts(plan, job.dir, ws.path)))
 
@@ -212,6 +227,8 @@ def _job_mounts(plan: Plan, jdir: Path, ws_path: Path) -> list[Mount]:
     prompt = task_dir / "prompt.md"
     prompt.write_text(plan.task.prompt(_repo_instructions(ws_path)), "utf-8")
     prompt.chmod(0o444)
+    # the task as given, for a later review round of its pull request on this host (the job's dir is 0700)
+    write_private(jdir / "task.md", plan.task.body)
     mounts = [
         Mount(str(ws_path), "/workspace", False),
         # the agent may read .git (status, diff, log) but never write it: no hooks, no config
@@ -576,6 +593,8 @@ def _nothing_committed(job: JobRun, ws: Workspace, partial: TorenError | None) -
     else:
         job.enter("no_changes", "the agent left the tree unchanged; nothing to commit")
         job.outcome.state, job.outcome.exit_code, job.outcome.message = "no_changes", 0, "the agent changed nothing"
+        if job.plan.pull is not None:
+            answer_round(job, None)
     remove_tree(ws.path)
     return job.outcome
 
@@ -752,6 +771,87 @@ def open_pull_request(job: JobRun, ws: Workspace, text: PrText) -> None:
     for warning in gh.api.warnings:
         job.log.line(f"toren: warning: {warning}")
     job.log.stage("pull_request", f"{'opened' if created else 'updated'} #{number}: {job.outcome.pr_url}")
+
+
+def push_round(job: JobRun, ws: Workspace, change: Change, image: AgentImage,
+               spec: ContainerSpec) -> tuple[Workspace, Change]:
+    """Push a review round's commit as a fast-forward of the head the round started from (never a force push).
+    When the branch moved meanwhile: fetch it, apply the commit on the new head if it applies cleanly, run the
+    checks again on that commit and push it; otherwise end ``branch_moved`` with nothing pushed."""
+    from toren_action.git import workspace
+
+    plan = job.plan
+    assert plan.pull is not None
+    start = plan.pull.head_sha
+    job.enter("pushing", f"{plan.branch} to {plan.origin}, a fast-forward of {start[:10]}")
+    try:
+        workspace.push(ws, plan.branch, False, env=job.git_env, redact=plan.redactor, lease=start,
+                       commit=change.commit)
+        job.outcome.pushed_to = plan.origin
+        return ws, change
+    except GitError:
+        now = workspace.remote_branch_sha(plan.origin, plan.branch, env=job.git_env, redact=plan.redactor)
+        if now == start:
+            raise
+    if now is None:
+        raise BranchMoved(f"{plan.branch} was deleted during the run; nothing was pushed (the change is kept in "
+                          f"{ws.path})")
+    job.log.stage("pushing", f"{plan.branch} moved from {start[:10]} to {now[:10]} during the run; applying "
+                             "the commit on the new head")
+    replayed = workspace.replay(ws, plan.branch, change.commit, now, plan.settings.author_name,
+                                plan.settings.author_email, env=job.git_env, redact=plan.redactor)
+    if replayed is None:
+        raise BranchMoved(f"{plan.branch} moved from {start[:10]} to {now[:10]} during the run and the commit does "
+                          f"not apply cleanly on it; nothing was pushed (the change is kept in {ws.path})")
+    ws, change = replayed
+    (job.dir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws, change.commit)), "utf-8")
+    check_change(job, ws, change)  # the checks judge the commit that is pushed, the replayed one
+    verify_commit(job, image, ws, change, spec)
+    job.enter("pushing", f"{plan.branch}: {change.commit[:10]} on {now[:10]}")
+    try:
+        workspace.push(ws, plan.branch, False, env=job.git_env, redact=plan.redactor, lease=now,
+                       commit=change.commit)
+    except GitError:
+        raise BranchMoved(f"{plan.branch} moved again during the run; nothing was pushed (the change is kept in "
+                          f"{ws.path})") from None
+    job.outcome.pushed_to = plan.origin
+    return ws, change
+
+
+def answer_round(job: JobRun, change: Change | None) -> None:
+    """A review round's answers on the pull request: a reply on each thread it handled, one on the instruction,
+    and a row in the body's Iterations section. Best effort: the round's commit is already pushed."""
+    from toren_action.core import texts
+    from toren_action.git import review
+    from toren_action.job.usage import usage_text
+
+    plan, gh, outcome = job.plan, job.plan.github, job.outcome
+    assert plan.pull is not None and gh is not None
+    pull, r = plan.pull, plan.redactor
+    commit, files = (change.commit, change.files) if change else (None, [])
+    if change:
+        job.store.update(job.id, result_commit=change.commit, files_changed=redact_data(change.files, r),
+                         diffstat=r(change.diffstat))
+        outcome.files, outcome.diffstat = redact_data(change.files, r), r(change.diffstat)
+    failed = review.reply_to_threads(gh.api, pull, lambda t: review.thread_reply(t, commit, files), r)
+    verify = (f"{plan.settings.verify} passed" if plan.settings.verify and change
+              else "not run" if plan.settings.verify else "not configured")
+    asked = plan.settings.instruction or f"{len(pull.threads)} review thread(s)"
+    try:
+        if plan.settings.instruction:
+            done = (f"commit {commit[:10]} changed " + ", ".join(texts.code(f) for f in files[:10])
+                    + (f" and {len(files) - 10} more" if len(files) > 10 else "")) if commit \
+                else "the agent changed nothing"
+            review.comment(gh.api, pull, r(f"{review.REPLY_MARKER}\nToren, round {plan.round}: "
+                                           f"{texts.inline(asked[:300])}: {done}."))
+        cost = usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source, tokens=False) or ""
+        review.add_iteration(gh.api, pull, plan.round or 1, r(asked[:200]), commit, verify, cost)
+    except TorenError as exc:
+        failed += 1
+        job.log.line(f"toren: warning: {exc}")
+    if failed:
+        job.log.line(f"toren: warning: {failed} answer(s) on the pull request could not be written")
+    job.log.stage(job.state, f"answered {len(pull.threads)} thread(s) on #{pull.number}")
 
 
 def _delivered(job: JobRun, ws: Workspace, change: Change, partial: TorenError | None) -> Outcome:

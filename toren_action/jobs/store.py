@@ -98,6 +98,15 @@ def _m005_cancel_requested(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE jobs SET cancel_requested_at = updated_at WHERE error LIKE 'cancel requested%'")
 
 
+def _m008_pull_request_round(conn: sqlite3.Connection) -> None:
+    """A review round (`toren run --pr`): the pull request's number, the round, and the job of the round before
+    (its session is continued when this host ran it)."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN pr_number INTEGER")
+    conn.execute("ALTER TABLE jobs ADD COLUMN round INTEGER")
+    conn.execute("ALTER TABLE jobs ADD COLUMN parent_job TEXT")
+    conn.execute("CREATE INDEX jobs_pull ON jobs(repo, pr_number)")
+
+
 #: The schema's history, oldest first: a database at version N (PRAGMA user_version) runs MIGRATIONS[N:].
 #: Add a new step at the end; never edit or reorder one that has shipped.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
@@ -106,6 +115,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m003_pull_request,
     _m004_heartbeat_meta_summary,
     _m005_cancel_requested,
+    _m008_pull_request_round,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -153,6 +163,9 @@ class Job:
     heartbeat_at: float | None = None
     ai_summary: str | None = None
     cancel_requested_at: float | None = None
+    pr_number: int | None = None
+    round: int | None = None
+    parent_job: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -334,6 +347,13 @@ class Store:
                                     error=f"worker lost: its process {row['pid']} {why}"):
                     lost.append(row["id"])
         return lost
+
+    def last_round(self, repo: str, pr_number: int, other_than: str = "") -> Job | None:
+        """The newest job on pull request ``pr_number`` of ``repo`` (its origin), ``other_than`` aside: the round
+        before the next."""
+        row = self._conn.execute("SELECT * FROM jobs WHERE repo = ? AND pr_number = ? AND id != ? ORDER BY "
+                                 "created_at DESC, id DESC LIMIT 1", (repo, pr_number, other_than)).fetchone()
+        return _job(row) if row else None
 
     def has_unfinished(self) -> bool:
         placeholders = ",".join("?" * len(FINAL_STATES))
