@@ -73,7 +73,8 @@ def parents(gh: FakeGitHub, sha: str) -> list[str]:
     return out[1:]
 
 
-def test_a_writers_round_is_one_commit_on_the_head_with_a_reply_on_each_thread(github, capsys, toren_home):
+def test_a_writers_round_is_one_commit_on_the_head_with_a_reply_on_each_thread(github, capsys, toren_home,
+                                                                              monkeypatch):
     number = toren_pr(github)
     old_head = github.branch_sha(REPO, BRANCH)
     code, result, err = run(capsys, "--pr", f"{github.server_url}/{REPO}/pull/{number}", "--actor", "walt",
@@ -122,6 +123,9 @@ def test_a_writers_round_is_one_commit_on_the_head_with_a_reply_on_each_thread(g
     assert main(["status", "--json"]) == 0
     (job,) = json.loads(capsys.readouterr().out)
     assert job["pr_number"] == number and job["round"] == 1 and job["parent_job"] == "0123456789abcd"
+    monkeypatch.setenv("COLUMNS", "300")  # one line per job
+    assert main(["status"]) == 0
+    assert f"{BRANCH} (PR #{number}, round 1)" in capsys.readouterr().out
 
 
 def test_a_second_round_counts_on_and_names_the_first(github, capsys):

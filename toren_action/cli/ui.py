@@ -151,9 +151,12 @@ def status_renderable(jobs):
     for j in jobs:
         agent = j.agent + (f"/{j.model}" if j.model else "")
         result = j.pr_url or (j.result_commit or "")[:10] or (j.error or "")[:40]
+        branch = j.branch
+        if getattr(j, "pr_number", None):  # a review round: its pull request and round
+            branch += f" (PR #{j.pr_number}, round {getattr(j, 'round', None) or '?'})"
         table.add_row(
             j.id, f"[{JobState(j.state).colour}]{j.state}[/]", escape(one_line(_short_repo(j.repo))),
-            escape(one_line(j.branch)), escape(one_line(agent)),
+            escape(one_line(branch)), escape(one_line(agent)),
             fmt_age(now - j.created_at), fmt_age(j.duration), str(j.turns or "-"),
             f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-", escape(one_line(result)),
         )
