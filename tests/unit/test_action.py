@@ -28,13 +28,50 @@ def test_triggers():
         ("issue_comment", comment_event("looks good")),
         ("issue_comment", comment_event("/toren go", user="toren-bot[bot]", user_type="Bot")),
         ("issue_comment", comment_event("<!-- toren:progress -->\n/toren")),  # Toren's own comment
-        ("issue_comment", comment_event("/toren go", pr=True)),
+        ("issue_comment", comment_event("please /toren go", pr=True)),  # not at the start
+        ("issue_comment", comment_event("/torenate", pr=True)),
+        ("issue_comment", comment_event("/toren go", pr=True, act="edited")),
+        ("issue_comment", comment_event("/toren go", pr=True, user="ci[bot]", user_type="Bot")),
         ("issue_comment", comment_event("/toren go", act="edited")),
         ("issues", {**labeled, "label": {"name": "bug"}}),
         ("issues", {**labeled, "action": "opened"}),
         ("push", {}),
     ]:
         assert isinstance(action.read_trigger(name, event, "/toren", "toren"), str), (name, event)
+
+
+def pr_event(kind, body, user="alice", user_type="User", act=None, head="acme/widget"):
+    item = {"id": 9, "body": body, "user": {"login": user, "type": user_type}, "author_association": "MEMBER"}
+    if kind == "pull_request_review_comment":
+        item.update(path="src/a.py", line=3, diff_hunk="@@ -1 +1 @@", commit_id="a" * 40)
+    pull = {"number": 57, "head": {"ref": "toren/x", "sha": "b" * 40, "repo": {"full_name": head}},
+            "base": {"ref": "main", "repo": {"full_name": "acme/widget"}}}
+    key = "review" if kind == "pull_request_review" else "comment"
+    default = "submitted" if kind == "pull_request_review" else "created"
+    return {"action": act or default, key: item, "pull_request": pull, "sender": {"login": user}}
+
+
+def test_pull_request_triggers_start_a_review_round():
+    t = action.read_trigger("issue_comment", comment_event("/toren add a test", pr=True), "/toren", "toren")
+    assert t == action.Trigger("pr_comment", "alice", None, "add a test", 42)
+    for kind, name in (("pull_request_review", "pr_review"), ("pull_request_review_comment", "pr_review_comment")):
+        t = action.read_trigger(kind, pr_event(kind, "  /toren\nrename it"), "/toren", "toren")
+        assert t == action.Trigger(name, "alice", None, "rename it", 57)
+        assert action.read_trigger(kind, pr_event(kind, "/toren"), "/toren", "toren").instruction == ""
+        for event in (pr_event(kind, "/toren go", act="edited"), pr_event(kind, "/toren go", act="deleted"),
+                      pr_event(kind, "/toren go", act="dismissed"),
+                      pr_event(kind, "nice; /toren go"), pr_event(kind, ""),
+                      pr_event(kind, "/toren go", user="toren[bot]", user_type="Bot"),
+                      pr_event(kind, "/toren go", user="sneaky[bot]"),
+                      pr_event(kind, "<!-- toren:reply -->\n/toren go"),
+                      pr_event(kind, "/toren go", head="eve/widget"), pr_event(kind, "/toren go", head=None)):
+            reason = action.read_trigger(kind, event, "/toren", "toren")
+            assert isinstance(reason, str), event
+    assert "fork" in action.read_trigger("pull_request_review", pr_event("pull_request_review", "/toren go",
+                                                                           head="eve/widget"), "/toren", "toren")
+    assert "edited comment never" in action.read_trigger(
+        "pull_request_review_comment", pr_event("pull_request_review_comment", "/toren", act="edited"), "/toren",
+        "toren")
 
 
 def test_inputs(monkeypatch):
