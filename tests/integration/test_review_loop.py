@@ -138,6 +138,9 @@ def test_a_second_round_counts_on_and_names_the_first(github, capsys):
     assert parents(github, second["commit"]) == [first["commit"]]
     body = github.pulls(REPO)[0]["body"]
     assert "| 1 | 2 review thread" in body and "| 2 | more |" in body
+    # the shell agent resumes nothing: its second task summarises the first round
+    task = github.read_file(REPO, BRANCH, "task-seen.md").decode()
+    assert "## Earlier rounds" in task and f"| 1 | 2 review thread\\(s\\) | `{first['commit'][:10]}`" in task
     assert main(["status", "--json"]) == 0
     jobs = {j["id"]: j for j in json.loads(capsys.readouterr().out)}
     assert jobs[second["job_id"]]["round"] == 2 and jobs[second["job_id"]]["parent_job"] == first["job_id"]
@@ -263,3 +266,48 @@ def test_a_branch_moved_with_a_conflicting_change_ends_branch_moved_and_pushes_n
     progress = [c["body"] for c in github.comments(REPO, number) if "toren:progress" in c["body"]]
     assert len(progress) == 1 and "branch moved" in progress[0] and "does not apply cleanly" in progress[0]
     assert "## Iterations" not in github.pulls(REPO)[0]["body"]
+
+
+# -- continuity: the second round of Claude Code continues the first round's session ------------------------------
+
+def test_a_second_claude_round_resumes_the_first_rounds_session(github, capsys, monkeypatch, tmp_path, toren_home):
+    from pathlib import Path
+
+    from tests.fakes.anthropic import FakeAnthropic
+    from tests.fakes.base import Script
+    from toren_action.sandbox.toolchain import cache_dir
+
+    for var in ("ANTHROPIC_API_KEY_FILE", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_UNIX_SOCKET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir({"HOME": str(Path.home())})))
+    number = toren_pr(github)
+    with FakeAnthropic(Script(file_path="/workspace/src/b.py", content="ROUND-ONE\n")) as model:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", model.script.api_key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
+        args = ["--pr", f"{REPO}#{number}", "--network", "host", "--model", "claude-sonnet-4-5"]
+        code, first, err = run(capsys, *args, "--instruction", "FIRST-ROUND-ASK")
+        assert code == 0, err
+        seen_first = len(model.requests)
+        model.script.content = "ROUND-TWO\n"
+        code, second, err = run(capsys, *args, "--instruction", "SECOND-ROUND-ASK")
+        assert code == 0, err
+        later = [r.json() for r in model.requests[seen_first:] if r.path.split("?")[0].endswith("/v1/messages")]
+
+    assert parents(github, second["commit"]) == [first["commit"]]
+    assert github.read_file(REPO, BRANCH, "src/b.py") == b"ROUND-TWO\n"
+    # the session was kept with the first job (0600 record, files in its 0700 directory) ...
+    record = toren_home / "jobs" / first["job_id"] / "agent-session.json"
+    assert record.stat().st_mode & 0o777 == 0o600
+    session = json.loads(record.read_text())["session_id"]
+    assert list((toren_home / "jobs" / first["job_id"] / "agent-session").rglob(f"{session}.jsonl"))
+    # ... and the second round continued it: the model saw the first round's messages before the new task
+    texts = [json.dumps(body.get("messages", [])) for body in later if body.get("tools")]
+    assert texts and any("FIRST-ROUND-ASK" in t and "SECOND-ROUND-ASK" in t for t in texts)
+    log = (toren_home / "jobs" / second["job_id"] / "job.log")
+    assert f"continuing the claude session of job {first['job_id']}" in log.read_text()
+    # never in the repository
+    for ref in (BRANCH,):
+        listing = subprocess.run(["git", "--git-dir", str(github.bare_path(REPO)), "ls-tree", "-r", "--name-only",
+                                  ref], capture_output=True, text=True, check=True).stdout
+        assert "agent-session" not in listing and ".jsonl" not in listing

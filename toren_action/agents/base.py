@@ -39,6 +39,10 @@ class RunContext:
     key_proxy: bool = False
     #: The base URL the CLI uses to reach the key proxy's relay (TCP CLIs), when key_proxy is on.
     key_proxy_url: str | None = None
+    #: Where the CLI keeps its sessions in the container (a directory of the job's, writable), when it may.
+    session_dir: str | None = None
+    #: The session of the round before to continue (a review round), when the CLI resumes sessions.
+    resume_session: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class StreamParser:
         self.final_text: str | None = None
         #: Set once the CLI has reported its final result (no budget stop after that).
         self.finished = False
+        #: The CLI's session id, when it reports one (a later review round may resume it); a UUID or None.
+        self.session_id: str | None = None
 
     def feed(self, line: str) -> list[str]:
         """Readable log lines for one line of output (none hides it)."""
@@ -193,6 +199,8 @@ class AgentProfile:
     #: its own cost figure.
     meters_live: bool = True
     reports_cost: bool = False
+    #: The CLI keeps a session that a later run can resume (``--resume SESSION``), in RunContext.session_dir.
+    resumes_sessions: bool = False
 
     def __init__(self, version: str | None = None) -> None:
         if version:

@@ -241,6 +241,15 @@ def pull_task(pr: PullRequest, instruction: str | None, original: Task | None, e
                 source=f"pull request {pr.repo}#{pr.number}")
 
 
+def earlier_rounds(body: str, limit: int = 3_000) -> str | None:
+    """A short summary of the earlier rounds: the rows of the body's Iterations section (Toren's own table)."""
+    rows = [line for line in _section(body).splitlines() if _ROW.match(line)]
+    if not rows:
+        return None
+    text = "\n".join(["| Round | Asked | Commit | Verification | Cost |", "|---|---|---|---|---|", *rows])
+    return text if len(text) <= limit else text[-limit:]
+
+
 def check_instruction(text: str | None) -> None:
     if text is not None and len(text.encode("utf-8")) > MAX_INSTRUCTION_BYTES:
         raise UsageError("--instruction", f"the instruction is {len(text.encode())} bytes; at most "

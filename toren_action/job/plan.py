@@ -449,7 +449,7 @@ def _pull_plan(s: Settings, api: GitHub, endpoints: Endpoints, token: Secret,
     original = None
     if pull.toren and pull.source_issue:
         original = api.issue_task(IssueRef(ref.repo, pull.source_issue))
-    task = review.pull_task(pull, s.instruction, original, None)
+    task = review.pull_task(pull, s.instruction, original, review.earlier_rounds(pull.body))
     return GitHubPlan(api, endpoints, token, ref.repo, ref.repo, None, pull.base_branch, pull), task
 
 

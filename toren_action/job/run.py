@@ -328,10 +328,15 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
             mounts.append(key_proxy.mount)
             passthrough.update(key_proxy.env)
             relays += key_proxy.relays
+        session = _session_mount(job)
+        if session is not None:
+            mounts.append(session[0])
         ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
                          s.max_turns, s.max_cost_usd, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
                          passthrough, key_proxy=key_proxy is not None,
-                         key_proxy_url=key_proxy.url if key_proxy else None)
+                         key_proxy_url=key_proxy.url if key_proxy else None,
+                         session_dir=session[0].target if session else None,
+                         resume_session=session[1] if session else None)
         env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job.id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
@@ -354,6 +359,84 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
         secrets_dir = job.dir / "secrets"
         stack.callback(remove_tree, secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
         yield Sandbox(plan, image.docker, spec, secrets_dir)
+
+
+#: The agent's sessions in the container (the job's ``agent-session`` directory), and the record of its id.
+CONTAINER_SESSION = "/run/toren/session"
+SESSION_DIR, SESSION_RECORD = "agent-session", "agent-session.json"
+#: A session larger than this (in all) is not carried to the next round; the prompt's summary is enough.
+MAX_SESSION_BYTES = 64 * 1024 * 1024
+
+
+def _session_mount(job: JobRun) -> tuple[Mount, str | None] | None:
+    """For a CLI that resumes sessions, on a job whose result goes to GitHub (a later review round may continue
+    it): the job's session directory, writable by the agent, mounted where the CLI keeps its sessions; for a
+    review round whose previous round ran here, that round's session files copied in and its id to resume.
+    Never in the repository or the artifacts; the job's directory is 0700."""
+    plan = job.plan
+    if not plan.profile.resumes_sessions or plan.github is None:
+        return None
+    dest = job.dir / SESSION_DIR
+    dest.mkdir(mode=0o700, exist_ok=True)
+    resume = _previous_session(job, dest) if plan.pull is not None and plan.parent_job else None
+    if os.geteuid() == 0 and os.geteuid() != plan.uid:
+        for root, _dirs, files in os.walk(dest):
+            os.chown(root, plan.uid, plan.gid)
+            for name in files:
+                os.lchown(os.path.join(root, name), plan.uid, plan.gid)
+    return Mount(str(dest), CONTAINER_SESSION, False), resume
+
+
+def _previous_session(job: JobRun, dest: Path) -> str | None:
+    """Copy the previous round's session files (regular files only, never a link, bounded) into ``dest``;
+    return its session id, or None (then the prompt's summary of earlier rounds is all the agent has)."""
+    import json
+    import shutil
+
+    from toren_action.agents.claude import SESSION_ID
+
+    plan = job.plan
+    assert plan.parent_job is not None
+    source = job_dir(job.home, plan.parent_job)
+    try:
+        record = json.loads((source / SESSION_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("agent") != plan.profile.name:
+        return None
+    session = record.get("session_id")
+    if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
+        return None
+    root, total, copied = source / SESSION_DIR, 0, []
+    for dirpath, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+        for name in files:
+            path = os.path.join(dirpath, name)
+            info = os.lstat(path)
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            total += info.st_size
+            if total > MAX_SESSION_BYTES:
+                job.log.line(f"toren: the previous round's session is over {MAX_SESSION_BYTES >> 20} MiB; not resumed")
+                return None
+            copied.append(os.path.relpath(path, root))
+    for rel in copied:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src, \
+                open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as out:
+            shutil.copyfileobj(src, out)
+    job.log.stage("building", f"continuing the {plan.profile.name} session of job {plan.parent_job}")
+    return session
+
+
+def _keep_session(job: JobRun, watch: _AgentWatch) -> None:
+    """The CLI's session id with the job (0600), for the next review round."""
+    import json
+
+    session = watch.parser.session_id
+    if session and (job.dir / SESSION_DIR).is_dir():
+        write_private(job.dir / SESSION_RECORD, json.dumps({"agent": job.plan.profile.name, "session_id": session}))
 
 
 def _start_key_proxy(job: JobRun, stack: ExitStack) -> _Wiring:
@@ -482,6 +565,7 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
     finally:
         if watch.started:
             _record_usage(job, watch)
+            _keep_session(job, watch)
     job.store.update(job.id, exit_code=result.exit_code)
     return AgentRun(result.exit_code, watch.stopped[0] if watch.stopped else watch.parser.verdict, sandbox.spec)
 
