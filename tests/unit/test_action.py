@@ -134,6 +134,46 @@ def test_a_refused_actor_gets_a_comment_and_the_step_fails(monkeypatch, tmp_path
         assert not re.search(r"@[A-Za-z0-9]", comment["body"])
 
 
+@pytest.mark.parametrize("kind", ["issue_comment", "pull_request_review", "pull_request_review_comment"])
+@pytest.mark.parametrize("who", ["read-only", "bot"])
+def test_a_read_only_users_or_a_bots_pull_request_comment_starts_nothing(monkeypatch, tmp_path, capsys, kind, who):
+    from tests.fakes.github import FakeGitHub
+
+    with FakeGitHub(tmp_path / "gh") as gh:
+        gh.add_repo("acme/widget", files={"a.txt": "a\n"})
+        number = gh.add_pull("acme/widget", "toren/x", {"a.txt": "b\n"}, body="<!-- toren:pull-request -->")
+        gh.set_permission("acme/widget", "rita", "read")
+        user, user_type = ("rita", "User") if who == "read-only" else ("helper[bot]", "Bot")
+        if kind == "issue_comment":
+            payload = comment_event("/toren go", user=user, user_type=user_type, pr=True)
+            payload["issue"]["number"] = number
+        else:
+            payload = pr_event(kind, "/toren go", user=user, user_type=user_type)
+            payload["pull_request"]["number"] = number
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(payload))
+        out_file = tmp_path / "output"
+        out_file.touch()
+        for k, v in {"GITHUB_EVENT_NAME": kind, "GITHUB_EVENT_PATH": str(event), "GITHUB_OUTPUT": str(out_file),
+                     "GITHUB_REPOSITORY": "acme/widget", "GITHUB_API_URL": gh.api_url,
+                     "GITHUB_SERVER_URL": gh.server_url, "INPUT_GITHUB_TOKEN": gh.token,
+                     "TOREN_HOME": str(tmp_path / "h"), "RUNNER_TEMP": str(tmp_path)}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        code = action.run()
+        out = capsys.readouterr().out
+        if who == "bot":  # not a trigger at all: green, skipped, not a single API call
+            assert code == 0 and "skipped" in out_file.read_text() and "from a bot" in out
+            assert not gh.requests
+        else:  # refused before any build: the permission check is the only thing that happened
+            assert code == 20 and "rita has read permission" in out and "refused" in out_file.read_text()
+            assert not gh.git_requests()
+            (comment,) = gh.comments("acme/widget", number)
+            assert "Toren did not start" in comment["body"] and not re.search(r"@[A-Za-z0-9]", comment["body"])
+        assert not (tmp_path / "h" / "jobs").exists()
+        assert gh.branch_sha("acme/widget", "toren/x") == gh.pulls("acme/widget")[0]["head"]["sha"]
+
+
 def runner_commands(out: str) -> list[str]:
     """The workflow commands a GitHub runner would act on in this output, by its rules: a line that starts, past
     white space, with ``::name`` is one; after ``::stop-commands::TOKEN`` only ``::TOKEN::`` is; ``##[name``
