@@ -311,3 +311,26 @@ def test_a_second_claude_round_resumes_the_first_rounds_session(github, capsys, 
         listing = subprocess.run(["git", "--git-dir", str(github.bare_path(REPO)), "ls-tree", "-r", "--name-only",
                                   ref], capture_output=True, text=True, check=True).stdout
         assert "agent-session" not in listing and ".jsonl" not in listing
+
+
+def test_a_round_runs_in_the_background_too(github, toren_home):
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    number = toren_pr(github)
+    old_head = github.branch_sha(REPO, BRANCH)
+
+    def toren(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "toren_action", *args], capture_output=True, text=True,
+                              env=subprocess_env(), timeout=180)
+
+    proc = toren("run", "--pr", f"{REPO}#{number}", "--instruction", "in the background", "--base-image",
+                 BASE_IMAGE, "--pull", "never", *SHELL)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip()
+    assert toren("logs", job_id, "--follow").returncode == 0
+    (job,) = json.loads(toren("status", "--json").stdout)
+    assert job["id"] == job_id and job["state"] == "succeeded" and job["pr_number"] == number and job["round"] == 1
+    assert parents(github, github.branch_sha(REPO, BRANCH)) == [old_head]
+    assert "| 1 | in the background |" in github.pulls(REPO)[0]["body"]
