@@ -122,7 +122,8 @@ def test_a_writers_round_is_one_commit_on_the_head_with_a_reply_on_each_thread(g
     # toren status shows the pull request and the round
     assert main(["status", "--json"]) == 0
     (job,) = json.loads(capsys.readouterr().out)
-    assert job["pr_number"] == number and job["round"] == 1 and job["parent_job"] == "0123456789abcd"
+    # the body names job 0123456789abcd, which this host never ran: no round before this one here
+    assert job["pr_number"] == number and job["round"] == 1 and job["parent_job"] is None
     monkeypatch.setenv("COLUMNS", "300")  # one line per job
     assert main(["status"]) == 0
     assert f"{BRANCH} (PR #{number}, round 1)" in capsys.readouterr().out
@@ -334,3 +335,25 @@ def test_a_round_runs_in_the_background_too(github, toren_home):
     assert job["id"] == job_id and job["state"] == "succeeded" and job["pr_number"] == number and job["round"] == 1
     assert parents(github, github.branch_sha(REPO, BRANCH)) == [old_head]
     assert "| 1 | in the background |" in github.pulls(REPO)[0]["body"]
+
+
+def test_a_job_the_body_names_is_the_round_before_only_when_it_worked_on_this_repository(github, capsys,
+                                                                                          toren_home):
+    from toren_action.jobs.store import Store
+
+    store = Store(toren_home)
+    other = store.create_job(repo="https://example.invalid/secret/repo.git", branch="b", agent="claude", model=None,
+                             base_image="i", inputs={})
+    mine = store.create_job(repo=f"{github.server_url}/{REPO}.git", branch=BRANCH, agent="shell", model=None,
+                            base_image="i", inputs={})
+    store.close()
+    results = {}
+    for named in (other, mine):
+        number = github.add_pull(REPO, f"toren/for-{named}", {"src/a.py": "def other():\n    return 2\n"},
+                                 body=TOREN_BODY.replace("0123456789abcd", named))
+        code, results[named], err = run(capsys, "--pr", f"{REPO}#{number}", *SHELL)
+        assert code == 0, err
+    assert main(["status", "--json"]) == 0
+    jobs = {j["id"]: j for j in json.loads(capsys.readouterr().out)}
+    assert jobs[results[other]["job_id"]]["parent_job"] is None  # another repository's job: its session stays
+    assert jobs[results[mine]["job_id"]]["parent_job"] == mine

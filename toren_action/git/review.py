@@ -260,15 +260,14 @@ def check_instruction(text: str | None) -> None:
 # -- what Toren writes back --------------------------------------------------------------------------------------
 
 def thread_reply(thread: Thread, commit: str | None, files: list[str], reason: str = "") -> str:
-    """What changed for this thread (the commit's files, those in the thread's file first), or why nothing did."""
+    """What changed for this thread (the commit and its files, the thread's own file first), or why nothing did."""
     if commit is None:
         return f"{REPLY_MARKER}\nToren: no change for this thread: {inline(reason or 'the agent changed nothing')}."
-    here = [f for f in files if f == thread.path]
-    shown = ", ".join(code(f) for f in (here + [f for f in files if f != thread.path])[:10])
-    more = f" and {len(files) - 10} more" if len(files) > 10 else ""
-    head = f"changed {code(thread.path)}" if here else f"did not change {code(thread.path)}; it changed"
-    return f"{REPLY_MARKER}\nToren {head} in {commit[:10]}" + (f": {shown}{more}" if files and not (
-        here and len(files) == 1) else "") + "."
+    ordered = [f for f in files if f == thread.path] + [f for f in files if f != thread.path]
+    shown = ", ".join(code(f) for f in ordered[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+    if thread.path in files:
+        return f"{REPLY_MARKER}\nToren changed {shown} in {commit[:10]}."
+    return f"{REPLY_MARKER}\nToren's commit {commit[:10]} changed {shown} (not {code(thread.path)})."
 
 
 def reply_to_threads(api: GitHub, pr: PullRequest, text_for, redact) -> int:

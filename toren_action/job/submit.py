@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.config.settings import Settings
+from toren_action.core.errors import TorenError
 from toren_action.core.paths import toren_home
 from toren_action.core.redact import redact_data
 from toren_action.job.log import Reporter
@@ -63,7 +64,13 @@ def with_round(plan: Plan, store: Store, job_id: str) -> Plan:
     if plan.pull is None:
         return plan
     before = store.last_round(plan.origin, plan.pull.number, job_id)
-    parent = before.id if before else plan.parent_job
+    parent = before.id if before else None
+    if parent is None and plan.parent_job:  # the job the body names (anyone who may edit it wrote that): only
+        try:  # a job of this host on this very repository, else its session could carry another repository's
+            named = store.get(plan.parent_job)
+        except TorenError:
+            named = None
+        parent = named.id if named is not None and named.repo == plan.origin else None
     store.update(job_id, pr_number=plan.pull.number, round=plan.round, parent_job=parent, pr_url=plan.pull.html_url)
     return dataclasses.replace(plan, parent_job=parent)
 
