@@ -271,6 +271,13 @@ def test_a_branch_moved_with_a_conflicting_change_ends_branch_moved_and_pushes_n
 
 # -- continuity: the second round of Claude Code continues the first round's session ------------------------------
 
+def resumed(conversations: list[list]) -> bool:
+    """Whether a request of the second round carried the first round's own prompt as an earlier message of its
+    conversation (the second round's prompt names the first round's ask too, in its summary: that is not it)."""
+    return any(any("FIRST-ROUND-ASK" in json.dumps(m) and "SECOND-ROUND-ASK" not in json.dumps(m) for m in items)
+               and any("SECOND-ROUND-ASK" in json.dumps(m) for m in items) for items in conversations)
+
+
 def test_a_second_claude_round_resumes_the_first_rounds_session(github, capsys, monkeypatch, tmp_path, toren_home):
     from pathlib import Path
 
@@ -303,8 +310,7 @@ def test_a_second_claude_round_resumes_the_first_rounds_session(github, capsys, 
     session = json.loads(record.read_text())["session_id"]
     assert list((toren_home / "jobs" / first["job_id"] / "agent-session").rglob(f"{session}.jsonl"))
     # ... and the second round continued it: the model saw the first round's messages before the new task
-    texts = [json.dumps(body.get("messages", [])) for body in later if body.get("tools")]
-    assert texts and any("FIRST-ROUND-ASK" in t and "SECOND-ROUND-ASK" in t for t in texts)
+    assert resumed([body.get("messages", []) for body in later if body.get("tools")])
     log = (toren_home / "jobs" / second["job_id"] / "job.log")
     assert f"continuing the claude session of job {first['job_id']}" in log.read_text()
     # never in the repository
@@ -357,3 +363,33 @@ def test_a_job_the_body_names_is_the_round_before_only_when_it_worked_on_this_re
     jobs = {j["id"]: j for j in json.loads(capsys.readouterr().out)}
     assert jobs[results[other]["job_id"]]["parent_job"] is None  # another repository's job: its session stays
     assert jobs[results[mine]["job_id"]]["parent_job"] == mine
+
+
+def test_a_second_codex_round_resumes_the_first_rounds_thread(github, capsys, monkeypatch, tmp_path, toren_home):
+    from pathlib import Path
+
+    from tests.fakes.base import Script
+    from tests.fakes.openai_responses import FakeResponses
+    from toren_action.sandbox.toolchain import cache_dir
+
+    for var in ("OPENAI_API_KEY_FILE", "OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir({"HOME": str(Path.home())})))
+    number = toren_pr(github)
+    with FakeResponses(Script()) as model:
+        monkeypatch.setenv("OPENAI_API_KEY", model.script.api_key)
+        monkeypatch.setenv("OPENAI_BASE_URL", model.url + "/v1")
+        args = ["--pr", f"{REPO}#{number}", "--agent", "codex", "--network", "host", "--model", "gpt-5.5"]
+        code, first, err = run(capsys, *args, "--instruction", "FIRST-ROUND-ASK")
+        assert code == 0, err
+        seen_first = len(model.requests)
+        model.script.content = "round two\n"
+        code, second, err = run(capsys, *args, "--instruction", "SECOND-ROUND-ASK")
+        assert code in (0,), err
+        later = [r.body.decode() for r in model.requests[seen_first:] if r.path.split("?")[0].endswith("/responses")]
+    record = json.loads((toren_home / "jobs" / first["job_id"] / "agent-session.json").read_text())
+    assert record["agent"] == "codex"
+    assert resumed([json.loads(body).get("input") or [] for body in later])
+    log = (toren_home / "jobs" / second["job_id"] / "job.log").read_text()
+    assert f"continuing the codex session of job {first['job_id']}" in log

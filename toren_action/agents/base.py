@@ -8,6 +8,7 @@ readable log lines, usage figures and a verdict on failures (bad key, rate limit
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,18 @@ NODE_PREFIX = "/opt/toren/node"
 CLI_PREFIX = "/opt/toren/cli"
 #: argv placeholder the launcher replaces with the prompt file's text.
 PROMPT_ARG = "@TOREN_PROMPT@"
+
+
+#: An agent CLI's session id (Claude Code's session, Codex's thread): a UUID. What a CLI's stream reports is the
+#: agent's text: nothing else is taken, kept or passed back to it.
+SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def session_link(session_dir: str, home_path: str) -> str:
+    """Shell that makes ``$HOME/<home_path>`` (where the CLI keeps its sessions) a link to the job's session
+    directory (mounted writable), so that the sessions outlive the container."""
+    parent = home_path.rsplit("/", 1)[0]
+    return f'mkdir -p "$HOME/{parent}" && ln -sfn "{session_dir}" "$HOME/{home_path}" && '
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ CLI needs it. A subscription login (``~/.claude/.credentials.json``) is copied i
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from toren_action.agents.base import (
     CLI_PREFIX,
     PROMPT_ARG,
+    SESSION_ID,
     AgentProfile,
     Credential,
     KeyProxySpec,
@@ -21,11 +21,10 @@ from toren_action.agents.base import (
     StreamParser,
     Verdict,
     api_verdict,
+    session_link,
 )
 
 CREDENTIALS_FILE = ".credentials.json"
-#: A Claude Code session id: a UUID (what the stream reports is the agent's text: nothing else is taken).
-SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class ClaudeProfile(AgentProfile):
@@ -79,7 +78,7 @@ class ClaudeProfile(AgentProfile):
             setup = (f'mkdir -p "$HOME/.claude" && cp "{ctx.secrets_dir}/CLAUDE_CREDENTIALS" '
                      f'"$HOME/.claude/{CREDENTIALS_FILE}" && chmod 600 "$HOME/.claude/{CREDENTIALS_FILE}" && ')
         if ctx.session_dir:  # the sessions (~/.claude/projects) live in the job's directory, for a later round
-            setup += f'mkdir -p "$HOME/.claude" && ln -sfn "{ctx.session_dir}" "$HOME/.claude/projects" && '
+            setup += session_link(ctx.session_dir, ".claude/projects")
         if setup:
             return ["/bin/sh", "-c", setup + 'exec "$@"', "claude", *argv]
         return argv

@@ -393,7 +393,7 @@ def _previous_session(job: JobRun, dest: Path) -> str | None:
     import json
     import shutil
 
-    from toren_action.agents.claude import SESSION_ID
+    from toren_action.agents.base import SESSION_ID
 
     plan = job.plan
     assert plan.parent_job is not None
