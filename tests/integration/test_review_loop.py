@@ -290,11 +290,15 @@ def test_a_second_claude_round_resumes_the_first_rounds_session(github, capsys, 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TOREN_CACHE_DIR", str(cache_dir({"HOME": str(Path.home())})))
     number = toren_pr(github)
+    secret = "s3cr3t-deploy-value-0123456789"
+    monkeypatch.setenv("DEPLOY_KEY", secret)
     with FakeAnthropic(Script(file_path="/workspace/src/b.py", content="ROUND-ONE\n")) as model:
         monkeypatch.setenv("ANTHROPIC_API_KEY", model.script.api_key)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", model.url)
-        args = ["--pr", f"{REPO}#{number}", "--network", "host", "--model", "claude-sonnet-4-5"]
-        code, first, err = run(capsys, *args, "--instruction", "FIRST-ROUND-ASK")
+        args = ["--pr", f"{REPO}#{number}", "--network", "host", "--model", "claude-sonnet-4-5",
+                "--secret", "DEPLOY_KEY"]
+        # the conversation holds a secret (here the instruction does): the kept session is redacted like the log
+        code, first, err = run(capsys, *args, "--instruction", f"FIRST-ROUND-ASK with {secret}")
         assert code == 0, err
         seen_first = len(model.requests)
         model.script.content = "ROUND-TWO\n"
@@ -308,7 +312,10 @@ def test_a_second_claude_round_resumes_the_first_rounds_session(github, capsys, 
     record = toren_home / "jobs" / first["job_id"] / "agent-session.json"
     assert record.stat().st_mode & 0o777 == 0o600
     session = json.loads(record.read_text())["session_id"]
-    assert list((toren_home / "jobs" / first["job_id"] / "agent-session").rglob(f"{session}.jsonl"))
+    (kept,) = list((toren_home / "jobs" / first["job_id"] / "agent-session").rglob(f"{session}.jsonl"))
+    assert "FIRST-ROUND-ASK with ***" in kept.read_text()
+    leaks = [p for p in toren_home.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert {p.relative_to(toren_home / "jobs").parts[1:] for p in leaks} <= {("task", "prompt.md")}  # the agent's
     # ... and the second round continued it: the model saw the first round's messages before the new task
     assert resumed([body.get("messages", []) for body in later if body.get("tools")])
     log = (toren_home / "jobs" / second["job_id"] / "job.log")
@@ -393,3 +400,15 @@ def test_a_second_codex_round_resumes_the_first_rounds_thread(github, capsys, mo
     assert resumed([json.loads(body).get("input") or [] for body in later])
     log = (toren_home / "jobs" / second["job_id"] / "job.log").read_text()
     assert f"continuing the codex session of job {first['job_id']}" in log
+
+
+def test_a_spec_jobs_pull_request_gives_the_round_its_spec(github, capsys, tmp_path):
+    (tmp_path / "task.md").write_text("# Tidy the helper\n\nSPEC-ONLY-DETAIL: keep it short.\n")
+    code, opened, err = run(capsys, "--spec", "task.md", "--repo", REPO, "--branch", "toren/spec", "--agent",
+                            "shell", "--command", "echo '# spec' > spec.txt")
+    assert code == 0, err
+    (pr,) = github.pulls(REPO)
+    code, round_, err = run(capsys, "--pr", f"{REPO}#{pr['number']}", *SHELL)
+    assert code == 0, err
+    task = github.read_file(REPO, "toren/spec", "task-seen.md").decode()
+    assert "SPEC-ONLY-DETAIL: keep it short." in task and f"the task of job {opened['job_id']}" in task

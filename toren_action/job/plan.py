@@ -15,7 +15,7 @@ from toren_action.agents import get_profile
 from toren_action.agents.base import AgentProfile, RunContext
 from toren_action.config import validate
 from toren_action.config.settings import Settings
-from toren_action.config.task import Task, from_spec
+from toren_action.config.task import Task, from_spec, title_of
 from toren_action.config.validate import IssueRef, Mount, RepoRef
 from toren_action.core.errors import ActorNotAllowed, MissingCredentials, UsageError
 from toren_action.core.redact import CREDENTIAL_NAME, Redactor, Secret
@@ -449,8 +449,33 @@ def _pull_plan(s: Settings, api: GitHub, endpoints: Endpoints, token: Secret,
     original = None
     if pull.toren and pull.source_issue:
         original = api.issue_task(IssueRef(ref.repo, pull.source_issue))
+    elif pull.toren and pull.source_job:  # a spec's pull request: the task as its job kept it, on this host
+        original = _kept_task(pull.source_job, endpoints.clone_url(ref.repo))
     task = review.pull_task(pull, s.instruction, original, review.earlier_rounds(pull.body))
     return GitHubPlan(api, endpoints, token, ref.repo, ref.repo, None, pull.base_branch, pull), task
+
+
+def _kept_task(job_id: str, origin: str) -> Task | None:
+    """The task a job of this host on ``origin`` ran (its redacted ``task.md``), or None."""
+    from toren_action.core.errors import TorenError
+    from toren_action.core.paths import job_dir, read_bounded, toren_home
+    from toren_action.jobs.store import Store
+
+    home = toren_home()
+    if not (home / "toren.db").is_file():
+        return None
+    store = Store(home)
+    try:
+        job = store.get(job_id)
+    except TorenError:
+        return None
+    finally:
+        store.close()
+    data = read_bounded(job_dir(home, job_id), "task.md", 200_000) if job.repo == origin else None
+    if not data:
+        return None
+    body = data.decode("utf-8", errors="replace")
+    return Task(title=title_of(body, fallback=f"job {job_id}"), body=body, source=f"the task of job {job_id}")
 
 
 #: Linux limits one argument to 128 KiB; the prompt is one argument of the CLI.

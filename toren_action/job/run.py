@@ -228,7 +228,7 @@ def _job_mounts(plan: Plan, jdir: Path, ws_path: Path) -> list[Mount]:
     prompt.write_text(plan.task.prompt(_repo_instructions(ws_path)), "utf-8")
     prompt.chmod(0o444)
     # the task as given, for a later review round of its pull request on this host (the job's dir is 0700)
-    write_private(jdir / "task.md", plan.task.body)
+    write_private(jdir / "task.md", plan.redactor(plan.task.body))
     mounts = [
         Mount(str(ws_path), "/workspace", False),
         # the agent may read .git (status, diff, log) but never write it: no hooks, no config
@@ -431,11 +431,36 @@ def _previous_session(job: JobRun, dest: Path) -> str | None:
 
 
 def _keep_session(job: JobRun, watch: _AgentWatch) -> None:
-    """The CLI's session id with the job (0600), for the next review round."""
+    """The CLI's session id with the job (0600), for the next review round; the session's files redacted like
+    the log (a secret the agent read is in its conversation), or removed when they are over MAX_SESSION_BYTES."""
     import json
 
+    root = job.dir / SESSION_DIR
+    if not root.is_dir():
+        return
+    files, total = [], 0
+    for dirpath, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                os.unlink(path)  # only the CLI's own regular files are kept
+                continue
+            total += os.lstat(path).st_size
+            files.append(path)
+    if total > MAX_SESSION_BYTES:
+        job.log.line(f"toren: the agent's session is over {MAX_SESSION_BYTES >> 20} MiB; not kept for a later round")
+        remove_tree(root)
+        return
+    for path in files:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            data = fh.read()
+        masked = job.plan.redactor.bytes(data)
+        if masked != data:
+            with open(os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW), "wb") as fh:
+                fh.write(masked)
     session = watch.parser.session_id
-    if session and (job.dir / SESSION_DIR).is_dir():
+    if session:
         write_private(job.dir / SESSION_RECORD, json.dumps({"agent": job.plan.profile.name, "session_id": session}))
 
 
