@@ -412,3 +412,17 @@ def test_a_spec_jobs_pull_request_gives_the_round_its_spec(github, capsys, tmp_p
     assert code == 0, err
     task = github.read_file(REPO, "toren/spec", "task-seen.md").decode()
     assert "SPEC-ONLY-DETAIL: keep it short." in task and f"the task of job {opened['job_id']}" in task
+
+
+@pytest.mark.parametrize("extra,command,code,state", [
+    ([], "mkdir -p .github/workflows; echo 'on: push' > .github/workflows/x.yml", 21, "blocked_by_policy"),
+    (["--verify", "test ! -e src/a.py"], "echo more >> src/a.py", 8, "failed"),
+])
+def test_a_round_gets_the_same_checks_before_its_push(github, capsys, extra, command, code, state):
+    number = toren_pr(github)
+    head = github.branch_sha(REPO, BRANCH)
+    got, result, err = run(capsys, "--pr", f"{REPO}#{number}", *extra, "--agent", "shell", "--command", command)
+    assert got == code and result["state"] == state, err
+    assert github.branch_sha(REPO, BRANCH) == head  # nothing pushed
+    assert not [c for c in github.review_comments(REPO, number) if c["user"]["login"] == "toren-bot"]
+    assert "## Iterations" not in github.pulls(REPO)[0]["body"]
