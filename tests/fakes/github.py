@@ -995,11 +995,13 @@ class FakeGitHub:
                 return self._error(422, "Validation Failed",
                                    [{"resource": "PullRequestReviewComment", "code": "missing_field",
                                      "field": "body"}])
-            root = self._review_comment(r, self._root(r, parent))
-            assert root is not None
+            if parent.in_reply_to_id is not None:  # "Replies to replies are not supported." (GitHub's docs)
+                return self._error(422, "Validation Failed",
+                                   [{"resource": "PullRequestReviewComment", "code": "invalid",
+                                     "field": "in_reply_to"}])
+            root = parent
             review = _Review(self._next_id(), issue.number, self.login, "", "COMMENTED", root.commit_id, _now())
             r.reviews.append(review)
-            # GitHub makes every reply a reply to the thread's first comment
             c = _ReviewComment(self._next_id(), issue.number, self.login, data["body"], root.path, root.line,
                                root.side, root.diff_hunk, root.commit_id, _now(), review.id, root.id)
             r.review_comments.append(c)

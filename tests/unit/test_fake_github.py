@@ -290,12 +290,14 @@ def test_review_comments_threads_and_replies(gh: FakeGitHub):
     assert c.commit_id == pr.head.sha and c.user.login == "alice" and c.raw_data["author_association"] == "COLLABORATOR"
     assert comments[1].in_reply_to_id == first and comments[1].diff_hunk == c.diff_hunk
     assert c.pull_request_review_id in {r.id for r in pr.get_reviews()}
-    # a reply to a reply is a reply to the thread's first comment; GitHub makes it from the token's user
-    made = pr.create_review_comment_reply(reply, "done")
+    # a reply goes to the thread's first comment, from the token's user; a reply to a reply is refused, as GitHub
+    # does ("Replies to replies are not supported")
+    made = pr.create_review_comment_reply(first, "done")
     assert made.in_reply_to_id == first and made.user.login == gh.login and made.path == "src/a.py"
-    with pytest.raises(GithubException) as e:
-        pr.create_review_comment_reply(999_999, "x")
-    assert e.value.status == 404
+    for target, status in ((reply, 422), (999_999, 404)):
+        with pytest.raises(GithubException) as e:
+            pr.create_review_comment_reply(target, "x")
+        assert e.value.status == status
     # the threads with isResolved, through GraphQL at GHES's /api/graphql
     _, data = g.requester.graphql_query(THREADS, {"owner": "acme", "name": "widget", "number": number})
     threads = data["data"]["repository"]["pullRequest"]["reviewThreads"]["nodes"]
