@@ -213,6 +213,17 @@ def test_each_refusal_names_its_reason_and_starts_nothing(github, capsys, toren_
     _nothing_started(github, toren_home, number, head)
 
 
+def test_a_pull_request_from_the_default_branch_is_never_pushed_to(github, capsys, toren_home):
+    github.commit(REPO, "release", {"R.md": "r\n"}, "release", parent="main")
+    number = github.add_pull(REPO, "main", {"src/a.py": "def other():\n    return 2\n"}, body=TOREN_BODY,
+                             base="release", author="walt")
+    head = github.branch_sha(REPO, "main")
+    for extra in ([], ["--allow-any-pr"]):
+        code, _, err = run(capsys, "--pr", f"{REPO}#{number}", *extra, *SHELL)
+        assert code == 2 and "the repository's default branch" in err, err
+    assert github.branch_sha(REPO, "main") == head
+
+
 def test_allow_any_pr_takes_a_same_repository_pull_request_toren_did_not_open(github, capsys):
     number = github.add_pull(REPO, "feature", {"src/a.py": "def other():\n    return 2\n"}, body="mine",
                              author="walt")

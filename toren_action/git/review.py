@@ -130,6 +130,11 @@ def read_pull(api: GitHub, ref: IssueRef, allow_any: bool) -> PullRequest:
     if head_repo is None or head_repo.lower() != ref.repo.lower():
         raise ActorNotAllowed(f"--pr: {what} comes from a fork ({head_repo or 'a deleted repository'}); Toren "
                               "never pushes to a fork nor runs a fork's code with the repository's secrets")
+    with api_errors(f"repository {ref.repo}"):
+        default = repo.default_branch
+    if head_branch == default:
+        raise UsageError("--pr", f"{what} comes from {default}, the repository's default branch; Toren pushes a round "
+                                 "only to a pull request's own branch")
     toren = PR_MARKER in body
     if not toren and not allow_any:
         raise UsageError("--pr", f"{what} was not opened by Toren (its body has no Toren marker); pass "
