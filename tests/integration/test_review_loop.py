@@ -324,7 +324,7 @@ def test_a_second_claude_round_resumes_the_first_rounds_session(github, capsys, 
     assert record.stat().st_mode & 0o777 == 0o600
     session = json.loads(record.read_text())["session_id"]
     (kept,) = list((toren_home / "jobs" / first["job_id"] / "agent-session").rglob(f"{session}.jsonl"))
-    assert "FIRST-ROUND-ASK with ***" in kept.read_text()
+    assert "FIRST-ROUND-ASK with ***" in kept.read_text() and kept.stat().st_mode & 0o777 == 0o600
     leaks = [p for p in toren_home.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert {p.relative_to(toren_home / "jobs").parts[1:] for p in leaks} <= {("task", "prompt.md")}  # the agent's
     # ... and the second round continued it: the model saw the first round's messages before the new task

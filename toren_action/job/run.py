@@ -453,6 +453,7 @@ def _keep_session(job: JobRun, watch: _AgentWatch) -> None:
         remove_tree(root)
         return
     for path in files:
+        os.chmod(path, 0o600)  # the conversation: the job's owner's alone, like the record
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             data = fh.read()
         masked = job.plan.redactor.bytes(data)
