@@ -77,3 +77,24 @@ def test_an_instruction_over_20_kb_is_refused_in_bytes():
         review.check_instruction("x" * 20481)
     with pytest.raises(UsageError, match="--instruction"):
         review.check_instruction("\u00e9" * 10241)
+
+
+def test_the_kept_session_is_regular_files_only_and_no_link_is_entered(tmp_path):
+    import os
+
+    from toren_action.job.run import _session_files
+
+    root = tmp_path / "agent-session"
+    (root / "-workspace").mkdir(parents=True)
+    (root / "-workspace" / "s.jsonl").write_text("{}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "host-secret").write_text("x" * 10)
+    (root / "link-to-dir").symlink_to(outside)
+    (root / "-workspace" / "link-to-file").symlink_to(outside / "host-secret")
+    os.mkfifo(root / "fifo")
+    assert _session_files(root) == [("-workspace/s.jsonl", 3)]
+    assert (root / "link-to-dir").is_symlink()  # only listed, nothing removed
+    assert _session_files(root, drop_others=True) == [("-workspace/s.jsonl", 3)]
+    assert sorted(p.name for p in root.rglob("*")) == ["-workspace", "s.jsonl"]
+    assert (outside / "host-secret").read_text() == "x" * 10  # never entered, never touched

@@ -407,20 +407,12 @@ def _previous_session(job: JobRun, dest: Path) -> str | None:
     session = record.get("session_id")
     if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
         return None
-    root, total, copied = source / SESSION_DIR, 0, []
-    for dirpath, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
-        for name in files:
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            if not os.path.isfile(path) or os.path.islink(path):
-                continue
-            total += info.st_size
-            if total > MAX_SESSION_BYTES:
-                job.log.line(f"toren: the previous round's session is over {MAX_SESSION_BYTES >> 20} MiB; not resumed")
-                return None
-            copied.append(os.path.relpath(path, root))
-    for rel in copied:
+    root = source / SESSION_DIR
+    copied = _session_files(root)
+    if sum(size for _, size in copied) > MAX_SESSION_BYTES:
+        job.log.line(f"toren: the previous round's session is over {MAX_SESSION_BYTES >> 20} MiB; not resumed")
+        return None
+    for rel, _size in copied:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src, \
@@ -428,6 +420,25 @@ def _previous_session(job: JobRun, dest: Path) -> str | None:
             shutil.copyfileobj(src, out)
     job.log.stage("building", f"continuing the {plan.profile.name} session of job {plan.parent_job}")
     return session
+
+
+def _session_files(root: Path, drop_others: bool = False) -> list[tuple[str, int]]:
+    """The regular files under ``root`` (relative path, size), reached through no link; ``drop_others``: every
+    other entry (a link, a FIFO, a socket) is removed, never entered."""
+    import stat
+
+    found = []
+    for dirpath, dirs, names in os.walk(root, followlinks=False):
+        for name in [*names, *dirs]:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                found.append((os.path.relpath(path, root), os.lstat(path).st_size))
+            elif not stat.S_ISDIR(mode) and drop_others:
+                os.unlink(path)
+        dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(dirpath, d))
+                   and not os.path.islink(os.path.join(dirpath, d))]  # a removed link is no directory either
+    return found
 
 
 def _keep_session(job: JobRun, watch: _AgentWatch) -> None:
@@ -438,21 +449,13 @@ def _keep_session(job: JobRun, watch: _AgentWatch) -> None:
     root = job.dir / SESSION_DIR
     if not root.is_dir():
         return
-    files, total = [], 0
-    for dirpath, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
-        for name in names:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                os.unlink(path)  # only the CLI's own regular files are kept
-                continue
-            total += os.lstat(path).st_size
-            files.append(path)
-    if total > MAX_SESSION_BYTES:
+    files = _session_files(root, drop_others=True)  # only the CLI's own regular files are kept
+    if sum(size for _, size in files) > MAX_SESSION_BYTES:
         job.log.line(f"toren: the agent's session is over {MAX_SESSION_BYTES >> 20} MiB; not kept for a later round")
         remove_tree(root)
         return
-    for path in files:
+    for rel, _size in files:
+        path = str(root / rel)
         os.chmod(path, 0o600)  # the conversation: the job's owner's alone, like the record
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             data = fh.read()
