@@ -3,7 +3,8 @@
 Inputs arrive as INPUT_<NAME> variables that action.yml sets explicitly (composite actions get none of their
 own). Order matters: every secret input is masked (``::add-mask::``) before anything else is printed; then
 the event decides whether this run is a trigger (a label, a comment starting with the trigger phrase, a
-manual dispatch); the actor's permission is checked; the job runs synchronously with one ``::group::`` per
+manual dispatch; on a pull request a comment, a review or a review comment starting with it: a review round);
+the actor's permission is checked; the job runs synchronously with one ``::group::`` per
 stage; outputs go to GITHUB_OUTPUT, a markdown summary to GITHUB_STEP_SUMMARY, and the redacted log, record
 and pull-request body to an artifact directory under RUNNER_TEMP (never under GITHUB_WORKSPACE).
 """
@@ -100,10 +101,53 @@ def mask_secrets() -> None:
 
 @dataclass(frozen=True)
 class Trigger:
-    kind: str  # "dispatch" | "label" | "comment"
+    kind: str  # "dispatch" | "label" | "comment" | "pr_comment" | "pr_review" | "pr_review_comment"
     actor: str
     issue: int | None = None
     instruction: str = ""  # a comment's text after the trigger phrase
+    pr: int | None = None  # the pull request a review round works on
+
+
+#: The pull request events that can start a review round, each with the one action that does.
+PR_EVENTS = {"pull_request_review": "submitted", "pull_request_review_comment": "created"}
+
+
+def _from_person(user: dict[str, Any], body: str) -> str | None:
+    """Why a text by ``user`` is never a trigger (a bot, or Toren's own), or None."""
+    if user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]") or "<!-- toren:" in body:
+        return "the comment is from a bot or is Toren's own; it never triggers a run"
+    return None
+
+
+def _after_phrase(body: str, phrase: str) -> str | None:
+    """The text after the trigger phrase when the body starts with it (as a word of its own), else None."""
+    text = body.lstrip()
+    if not text.startswith(phrase) or text[len(phrase):len(phrase) + 1] not in ("", " ", "\t", "\n", "\r"):
+        return None
+    return text[len(phrase):].strip()
+
+
+def _pr_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trigger | str:
+    """A review (its body) or a review comment (an inline comment) that starts with the trigger phrase."""
+    if event.get("action") != PR_EVENTS[event_name]:
+        return (f"{event_name} event '{event.get('action')}' is not a trigger (only '{PR_EVENTS[event_name]}' "
+                "is: an edited comment never starts a run)")
+    item = event.get("review" if event_name == "pull_request_review" else "comment") or {}
+    user, body = item.get("user") or {}, item.get("body") or ""
+    why = _from_person(user, body)
+    if why:
+        return why
+    pull = event.get("pull_request") or {}
+    head = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
+    base = ((pull.get("base") or {}).get("repo") or {}).get("full_name")
+    if not head or head != base:
+        return "the pull request comes from a fork; Toren never pushes to a fork nor runs its code with secrets"
+    instruction = _after_phrase(body, phrase)
+    if instruction is None:
+        return f"the {'review' if event_name == 'pull_request_review' else 'review comment'} does not start " \
+               f"with {phrase!r}"
+    return Trigger("pr_review" if event_name == "pull_request_review" else "pr_review_comment",
+                   user.get("login", ""), None, instruction, pull.get("number"))
 
 
 def read_trigger(event_name: str, event: dict[str, Any], phrase: str, label: str) -> Trigger | str:
@@ -125,15 +169,22 @@ def read_trigger(event_name: str, event: dict[str, Any], phrase: str, label: str
         comment = event.get("comment") or {}
         user = comment.get("user") or {}
         body = comment.get("body") or ""
-        if user.get("type") == "Bot" or user.get("login", "").endswith("[bot]") or "<!-- toren:" in body:
-            return "the comment is from a bot or is Toren's own; it never triggers a run"
-        if issue.get("pull_request"):
-            return "comments on pull requests are not triggers yet; comment on the issue"
+        why = _from_person(user, body)
+        if why:
+            return why
+        if issue.get("pull_request"):  # a comment on a pull request's conversation: a review round
+            instruction = _after_phrase(body, phrase)
+            if instruction is None:
+                return f"the comment does not start with {phrase!r}"
+            return Trigger("pr_comment", user.get("login", sender), None, instruction, issue.get("number"))
         if not body.lstrip().startswith(phrase):
             return f"the comment does not start with {phrase!r}"
         return Trigger("comment", user.get("login", sender), issue.get("number"),
                        body.lstrip()[len(phrase):].strip())
-    return f"event {event_name!r} is not a trigger (use issues, issue_comment or workflow_dispatch)"
+    if event_name in PR_EVENTS:
+        return _pr_trigger(event_name, event, phrase)
+    return (f"event {event_name!r} is not a trigger (use issues, issue_comment, pull_request_review, "
+            "pull_request_review_comment or workflow_dispatch)")
 
 
 class ActionsReporter:
@@ -207,7 +258,8 @@ def run() -> int:
     except TorenError as exc:
         from toren_action.core.errors import ActorNotAllowed
 
-        if isinstance(exc, ActorNotAllowed) and trigger.issue and get_bool("comment_on_refusal", True):
+        if isinstance(exc, ActorNotAllowed) and (trigger.issue or trigger.pr) and get_bool("comment_on_refusal",
+                                                                                              True):
             _comment_refusal(trigger, str(exc))
         said = in_workflow_words(exc)
         core.error(terminal(f"Toren: {said}"))
@@ -242,7 +294,11 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     flags.update(repo=repo, actor=trigger.actor, allow_actors=[u.lstrip("@") for u in allowed] or None)
     run_id = os.environ.get("GITHUB_RUN_ID", str(int(time.time())))
     spec_text, spec_file = get("spec"), get("spec_file")
-    if spec_text or spec_file:
+    if trigger.pr:  # a review round on the pull request: its head branch, its threads, the new instruction
+        flags["pr"] = f"{repo}#{trigger.pr}"
+        if trigger.instruction:
+            flags["instruction"] = trigger.instruction
+    elif spec_text or spec_file:
         if spec_text:
             path = _runner_temp() / f"toren-task-{run_id}.md"
             path.write_text(spec_text + "\n", "utf-8")
@@ -255,8 +311,11 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
                                              + json.dumps(trigger.instruction[:2000]))
     else:
         raise UsageError("input spec", "a manual run needs the task: give the spec input (text) or spec-file")
-    flags["branch"] = flags.get("branch") or (f"toren/issue-{trigger.issue}" if trigger.issue
-                                              else f"toren/run-{run_id}")
+    if trigger.pr:
+        flags.pop("branch", None)  # the pull request's head branch
+    else:
+        flags["branch"] = flags.get("branch") or (f"toren/issue-{trigger.issue}" if trigger.issue
+                                                  else f"toren/run-{run_id}")
     if trigger.kind == "dispatch" and not allowed:
         flags.pop("actor")  # whoever may dispatch a workflow already has write access
     flags = {k: v for k, v in flags.items() if v is not None}
@@ -300,7 +359,7 @@ def _comment_refusal(trigger: Trigger, reason: str) -> None:
         return
     try:
         gh = GitHub(Endpoints.from_environ(dict(os.environ)), token)
-        issue = gh.repo(os.environ.get("GITHUB_REPOSITORY", "")).get_issue(trigger.issue)
+        issue = gh.repo(os.environ.get("GITHUB_REPOSITORY", "")).get_issue(trigger.issue or trigger.pr)
         # no @mention of the person refused (a refusal must not become a way to notify anyone), and the
         # reason, which names them, as inert text
         issue.create_comment(f"{MARKER}refused -->\nToren did not start: {inline(reason.removeprefix('--actor: '))}.")

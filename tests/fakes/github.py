@@ -33,6 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 
 DOCS = "https://docs.github.com/rest"
 API_PREFIX = "/api/v3"
+#: GitHub Enterprise Server's GraphQL endpoint (what PyGithub derives from an /api/v3 base URL).
+GRAPHQL_PATH = "/api/graphql"
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
 #: The coarse `permission` GitHub reports for each fine role.
 COARSE = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read", "none": "none"}
@@ -113,6 +115,35 @@ class _Issue:
 
 
 @dataclass
+class _ReviewComment:
+    """A pull request review comment (an inline comment on a line of the diff); a reply has in_reply_to_id."""
+
+    id: int
+    pull_number: int
+    login: str
+    body: str
+    path: str
+    line: int
+    side: str
+    diff_hunk: str
+    commit_id: str
+    created_at: str
+    review_id: int
+    in_reply_to_id: int | None = None
+
+
+@dataclass
+class _Review:
+    id: int
+    pull_number: int
+    login: str
+    body: str
+    state: str  # APPROVED | CHANGES_REQUESTED | COMMENTED
+    commit_id: str
+    submitted_at: str
+
+
+@dataclass
 class _Repo:
     id: int
     owner: str
@@ -123,6 +154,10 @@ class _Repo:
     created_at: str
     issues: dict[int, _Issue] = field(default_factory=dict)
     permissions: dict[str, str] = field(default_factory=dict)
+    fork_of: str | None = None  # the parent's owner/name for a fork
+    review_comments: list[_ReviewComment] = field(default_factory=list)
+    reviews: list[_Review] = field(default_factory=list)
+    resolved: set[int] = field(default_factory=set)  # ids of the first comments of resolved threads
 
     @property
     def full_name(self) -> str:
@@ -146,6 +181,8 @@ class FakeGitHub:
         self._repos: dict[str, _Repo] = {}
         self._users: dict[str, dict] = {}
         self._failures: list[_Failure] = []
+        #: (repo, callback) run once, just before the next push to that repository is served
+        self._before_push: list[tuple[str, Any]] = []
         self._ids = 1000
         self.rate_limit = 5000
         self.rate_remaining = 4999
@@ -338,6 +375,121 @@ class FakeGitHub:
             r = self._repo(repo)
             return [self._pull_json(r, i) for i in sorted(r.issues.values(), key=lambda i: i.number) if i.pull]
 
+    def add_fork(self, fork: str, parent: str) -> Path:
+        """A fork of `parent` (its branches copied) owned by the fork's owner."""
+        owner, name = self._split(fork)
+        bare = self.bare_path(fork)
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        self._git("clone", "--bare", "-q", str(self.bare_path(parent)), str(bare))
+        self._git("config", "http.receivepack", "true", git_dir=bare)
+        self.user(owner)
+        p = self._repo(parent)
+        with self._lock:
+            self._repos[fork] = _Repo(self._next_id(), owner, name, p.default_branch, p.private, p.description,
+                                      _now(), fork_of=parent)
+        return bare
+
+    def commit(self, repo: str, branch: str, files: dict[str, str | bytes], message: str = "A change",
+               parent: str | None = None) -> str:
+        """Commit `files` (added or replaced) on top of `branch` (or of `parent`, a branch or sha, creating
+        `branch`), straight in the bare repository, as someone pushing would; returns the new sha."""
+        bare = self.bare_path(repo)
+        start = parent or f"refs/heads/{branch}"
+        with tempfile.TemporaryDirectory(prefix="fake-gh-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self._git("read-tree", start, git_dir=bare, env=env)
+            for rel, content in files.items():
+                data = content.encode() if isinstance(content, str) else content
+                blob = subprocess.run(["git", "--git-dir", str(bare), "hash-object", "-w", "--stdin"], input=data,
+                                      check=True, capture_output=True, env={**os.environ, **_GIT_ENV}).stdout
+                self._git("update-index", "--add", "--cacheinfo", f"100644,{blob.decode().strip()},{rel}",
+                          git_dir=bare, env=env)
+            tree = self._git("write-tree", git_dir=bare, env=env).strip()
+        base = self._git("rev-parse", start + "^{commit}", git_dir=bare).strip()
+        sha = self._git("commit-tree", tree, "-p", base, "-m", message, git_dir=bare).strip()
+        self._git("update-ref", f"refs/heads/{branch}", sha, git_dir=bare)
+        return sha
+
+    def add_pull(self, repo: str, head: str, files: dict[str, str | bytes], title: str = "A change",
+                 body: str | None = "", author: str | None = None, base: str | None = None,
+                 head_repo: str | None = None, state: str = "open", merged: bool = False) -> int:
+        """A pull request from `head` (a new branch of `head_repo`, default `repo`: a fork's for a fork PR, made
+        with `files` committed on `base`) into `base`; returns its number."""
+        r = self._repo(repo)
+        base = base or r.default_branch
+        source = head_repo or repo
+        base_sha = self._rev(r, f"refs/heads/{base}")
+        assert base_sha, base
+        head_sha = self.commit(source, head, files, title, parent=base_sha if source == repo else base)
+        author = author or self.login
+        self.user(author)
+        number = max(r.issues, default=0) + 1
+        at = _now()
+        issue = _Issue(self._next_id(), number, title, body, author, at, at, state=state)
+        if state == "closed":
+            issue.closed_at = at
+        issue.pull = {"head": head, "base": base, "head_sha": head_sha, "base_sha": base_sha, "draft": False,
+                      "reviewers": [], "maintainer_can_modify": True, "commits": 1, "merged": merged,
+                      "head_repo": source}
+        with self._lock:
+            r.issues[number] = issue
+        return number
+
+    def add_review(self, repo: str, number: int, login: str, body: str = "", state: str = "COMMENTED",
+                   user_type: str | None = None) -> int:
+        """A submitted review (its body may be empty); returns its id."""
+        r = self._repo(repo)
+        self.user(login, user_type or ("Bot" if login.endswith("[bot]") else "User"))
+        review = _Review(self._next_id(), number, login, body, state, self._pull_head(r, number), _now())
+        with self._lock:
+            r.reviews.append(review)
+        return review.id
+
+    def add_review_comment(self, repo: str, number: int, login: str, body: str, path: str = "", line: int = 0,
+                           in_reply_to: int | None = None, review_id: int | None = None,
+                           user_type: str | None = None) -> int:
+        """An inline comment on `path` at `line` (of the head's version, side RIGHT) of pull request `number`,
+        or a reply to comment `in_reply_to` (same path and line). Its diff_hunk is GitHub's: the diff hunk up to
+        the commented line. Returns its id."""
+        r = self._repo(repo)
+        self.user(login, user_type or ("Bot" if login.endswith("[bot]") else "User"))
+        issue = r.issues[number]
+        assert issue.pull is not None
+        if in_reply_to is not None:
+            root = self._review_comment(r, in_reply_to)
+            assert root is not None, in_reply_to
+            while root.in_reply_to_id is not None:
+                root = self._review_comment(r, root.in_reply_to_id)
+                assert root is not None
+            path, line, hunk, commit = root.path, root.line, root.diff_hunk, root.commit_id
+        else:
+            commit = self._pull_head(r, number)
+            hunk = self._diff_hunk(repo, issue.pull["base_sha"], commit, path, line)
+        if review_id is None:  # a lone comment makes a review of its own, as on GitHub
+            review_id = self.add_review(repo, number, login, "", "COMMENTED", user_type)
+        c = _ReviewComment(self._next_id(), number, login, body, path, line, "RIGHT", hunk, commit, _now(),
+                           review_id, in_reply_to)
+        with self._lock:
+            r.review_comments.append(c)
+        return c.id
+
+    def resolve_thread(self, repo: str, comment_id: int) -> None:
+        """Mark the thread that comment `comment_id` starts as resolved."""
+        with self._lock:
+            self._repo(repo).resolved.add(comment_id)
+
+    def review_comments(self, repo: str, number: int) -> list[dict]:
+        """The pull request's review comments (replies included) as the API would show them."""
+        with self._lock:
+            r = self._repo(repo)
+            return [self._review_comment_json(r, c) for c in r.review_comments if c.pull_number == number]
+
+    def before_next_push(self, repo: str, callback) -> None:
+        """Run `callback()` once, just before the next push to `repo` is served (its ref advertisement): for a
+        branch someone else moved while a job ran (see commit())."""
+        with self._lock:
+            self._before_push.append((repo, callback))
+
     def branch_sha(self, repo: str, branch: str) -> str | None:
         return self._rev(self._repo(repo), f"refs/heads/{branch}")
 
@@ -346,7 +498,8 @@ class FakeGitHub:
                               check=True, capture_output=True, env={**os.environ, **_GIT_ENV}).stdout
 
     def git_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if not r.path.startswith(API_PREFIX + "/") and r.path != API_PREFIX]
+        return [r for r in self.requests if not r.path.startswith(API_PREFIX + "/") and r.path != API_PREFIX
+                and r.path != GRAPHQL_PATH]
 
     def api_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.startswith(API_PREFIX + "/") or r.path == API_PREFIX]
@@ -372,6 +525,35 @@ class FakeGitHub:
         out = subprocess.run(["git", "--git-dir", str(self.bare_path(r.full_name)), "rev-parse", "-q", "--verify",
                               ref + "^{commit}"], capture_output=True, text=True, env={**os.environ, **_GIT_ENV})
         return out.stdout.strip() or None if out.returncode == 0 else None
+
+    def _pull_head(self, r: _Repo, number: int) -> str:
+        p = r.issues[number].pull
+        assert p is not None
+        return self._rev(self._repo(p.get("head_repo") or r.full_name), f"refs/heads/{p['head']}") or p["head_sha"]
+
+    @staticmethod
+    def _review_comment(r: _Repo, comment_id: int) -> _ReviewComment | None:
+        return next((c for c in r.review_comments if c.id == comment_id), None)
+
+    def _diff_hunk(self, repo: str, base: str, head: str, path: str, line: int) -> str:
+        """GitHub's diff_hunk: the header of the hunk holding new line `line` and the hunk's lines up to it."""
+        diff = self._git("diff", "--no-color", "--no-ext-diff", "-U3", base, head, "--", path,
+                         git_dir=self.bare_path(repo))
+        hunk: list[str] = []
+        new = 0
+        for text in diff.splitlines():
+            m = re.match(r"@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@", text)
+            if m:
+                hunk, new = [text], int(m.group(1))
+                continue
+            if not hunk or text.startswith("\\"):
+                continue
+            hunk.append(text)
+            if not text.startswith("-"):
+                if new == line:
+                    return "\n".join(hunk)
+                new += 1
+        return "\n".join(hunk)
 
     def _role(self, r: _Repo, login: str) -> str | None:
         """The fine role of `login` on the repository; None for a user GitHub does not know."""
@@ -401,7 +583,7 @@ class FakeGitHub:
             "id": r.id, "node_id": _node_id("R", r.id), "name": r.name, "full_name": r.full_name,
             "owner": self._user_json(r.owner), "private": r.private,
             "visibility": "private" if r.private else "public", "html_url": f"{self.server_url}/{r.full_name}",
-            "description": r.description, "fork": False, "url": api,
+            "description": r.description, "fork": r.fork_of is not None, "url": api,
             "issues_url": f"{api}/issues{{/number}}", "pulls_url": f"{api}/pulls{{/number}}",
             "clone_url": f"{self.server_url}/{r.full_name}.git", "git_url": f"{self.server_url}/{r.full_name}.git",
             "ssh_url": f"git@127.0.0.1:{r.full_name}.git", "svn_url": f"{self.server_url}/{r.full_name}",
@@ -436,7 +618,8 @@ class FakeGitHub:
         if i.pull:
             pull_api = f"{self.api_url}/repos/{r.full_name}/pulls/{i.number}"
             out["pull_request"] = {"url": pull_api, "html_url": html, "diff_url": f"{html}.diff",
-                                   "patch_url": f"{html}.patch", "merged_at": None}
+                                   "patch_url": f"{html}.patch",
+                                   "merged_at": i.closed_at if i.pull.get("merged") else None}
             out["draft"] = i.pull["draft"]
         return out
 
@@ -465,8 +648,10 @@ class FakeGitHub:
         assert p is not None
         api = f"{self.api_url}/repos/{r.full_name}/pulls/{i.number}"
         html = f"{self.server_url}/{r.full_name}/pull/{i.number}"
-        head_sha = self._rev(r, f"refs/heads/{p['head']}") or p["head_sha"]
+        head_repo = self._repo(p.get("head_repo") or r.full_name)
+        head_sha = self._rev(head_repo, f"refs/heads/{p['head']}") or p["head_sha"]
         base_sha = self._rev(r, f"refs/heads/{p['base']}") or p["base_sha"]
+        merged = bool(p.get("merged"))
         return {
             "id": i.id, "node_id": _node_id("PR", i.id), "url": api, "html_url": html,
             "diff_url": f"{html}.diff", "patch_url": f"{html}.patch",
@@ -476,16 +661,120 @@ class FakeGitHub:
             "number": i.number, "state": i.state, "locked": False, "title": i.title, "body": i.body,
             "user": self._user_json(i.login), "labels": [self._label_json(r, n) for n in i.labels],
             "milestone": None, "draft": p["draft"], "created_at": i.created_at, "updated_at": i.updated_at,
-            "closed_at": i.closed_at, "merged_at": None, "merge_commit_sha": None,
+            "closed_at": i.closed_at, "merged_at": i.closed_at if merged else None, "merge_commit_sha": None,
             "assignee": self._user_json(i.assignees[0]) if i.assignees else None,
             "assignees": [self._user_json(a) for a in i.assignees],
             "requested_reviewers": [self._user_json(u) for u in p["reviewers"]], "requested_teams": [],
-            "head": self._ref_json(r, p["head"], head_sha), "base": self._ref_json(r, p["base"], base_sha),
+            "head": self._ref_json(head_repo, p["head"], head_sha), "base": self._ref_json(r, p["base"], base_sha),
             "author_association": self._association(r, i.login), "auto_merge": None,
-            "merged": False, "mergeable": True, "rebaseable": True, "mergeable_state": "clean", "merged_by": None,
-            "comments": len(i.comments), "review_comments": 0, "maintainer_can_modify": p["maintainer_can_modify"],
+            "merged": merged, "mergeable": True, "rebaseable": True, "mergeable_state": "clean", "merged_by": None,
+            "comments": len(i.comments),
+            "review_comments": sum(1 for c in r.review_comments if c.pull_number == i.number),
+            "maintainer_can_modify": p["maintainer_can_modify"],
             "commits": p.get("commits", 1), "additions": 0, "deletions": 0, "changed_files": 0,
         }
+
+    def _review_comment_json(self, r: _Repo, c: _ReviewComment) -> dict:
+        """As GET /repos/{owner}/{repo}/pulls/comments/{id} shows it (single-line comment on the RIGHT side)."""
+        api = f"{self.api_url}/repos/{r.full_name}/pulls"
+        html = f"{self.server_url}/{r.full_name}/pull/{c.pull_number}"
+        out = {
+            "url": f"{api}/comments/{c.id}", "pull_request_review_id": c.review_id, "id": c.id,
+            "node_id": _node_id("PRRC", c.id), "diff_hunk": c.diff_hunk, "path": c.path, "commit_id": c.commit_id,
+            "original_commit_id": c.commit_id, "user": self._user_json(c.login), "body": c.body,
+            "created_at": c.created_at, "updated_at": c.created_at, "html_url": f"{html}#discussion_r{c.id}",
+            "pull_request_url": f"{api}/{c.pull_number}", "author_association": self._association(r, c.login),
+            "_links": {"self": {"href": f"{api}/comments/{c.id}"}, "html": {"href": f"{html}#discussion_r{c.id}"},
+                       "pull_request": {"href": f"{api}/{c.pull_number}"}},
+            "reactions": {"url": f"{api}/comments/{c.id}/reactions", "total_count": 0},
+            "start_line": None, "original_start_line": None, "start_side": None, "line": c.line,
+            "original_line": c.line, "side": c.side, "original_position": 1, "position": 1,
+            "subject_type": "line",
+        }
+        if c.in_reply_to_id is not None:
+            out["in_reply_to_id"] = c.in_reply_to_id
+        return out
+
+    def _review_json(self, r: _Repo, v: _Review) -> dict:
+        html = f"{self.server_url}/{r.full_name}/pull/{v.pull_number}"
+        return {
+            "id": v.id, "node_id": _node_id("PRR", v.id), "user": self._user_json(v.login), "body": v.body,
+            "state": v.state, "html_url": f"{html}#pullrequestreview-{v.id}",
+            "pull_request_url": f"{self.api_url}/repos/{r.full_name}/pulls/{v.pull_number}",
+            "author_association": self._association(r, v.login), "submitted_at": v.submitted_at,
+            "commit_id": v.commit_id,
+            "_links": {"html": {"href": f"{html}#pullrequestreview-{v.id}"},
+                       "pull_request": {"href": f"{self.api_url}/repos/{r.full_name}/pulls/{v.pull_number}"}},
+        }
+
+    def _files_json(self, r: _Repo, i: _Issue) -> list[dict]:
+        """GET /pulls/{n}/files: each file of the three-dot diff with its counts."""
+        p = i.pull
+        assert p is not None
+        bare = self.bare_path(p.get("head_repo") or r.full_name)
+        head = self._pull_head(r, i.number)
+        out = []
+        for row in self._git("diff", "--numstat", "-z", "--no-renames", p["base_sha"], head,
+                             git_dir=bare).split("\0"):
+            if not row.strip():
+                continue
+            added, deleted, name = row.split("\t", 2)
+            a, d = (int(added), int(deleted)) if added != "-" else (0, 0)
+            out.append({"sha": "0" * 40, "filename": name, "status": "modified", "additions": a, "deletions": d,
+                        "changes": a + d,
+                        "blob_url": f"{self.server_url}/{r.full_name}/blob/{head}/{name}",
+                        "raw_url": f"{self.server_url}/{r.full_name}/raw/{head}/{name}",
+                        "contents_url": f"{self.api_url}/repos/{r.full_name}/contents/{name}?ref={head}"})
+        return out
+
+    def _graphql(self, req: Recorded):
+        """POST /api/graphql: only the one query shape Toren sends, repository.pullRequest.reviewThreads, with
+        every field GitHub's ReviewThread and PullRequestReviewComment objects give it. Anything else is a
+        GraphQL error (HTTP 200, an `errors` array), as GitHub answers a query it cannot resolve."""
+        try:
+            data = req.json() or {}
+        except ValueError:
+            return self._json(400, {"message": "Problems parsing JSON", "documentation_url": DOCS})
+        query, variables = str(data.get("query") or ""), data.get("variables") or {}
+        if "reviewThreads" not in query or "pullRequest" not in query:
+            return self._json(200, {"errors": [{"message": "the fake GitHub answers only reviewThreads"}]})
+        full = f"{variables.get('owner')}/{variables.get('name')}"
+        r = self._repos.get(full)
+        issue = r.issues.get(int(variables.get("number") or 0)) if r else None
+        if r is None or issue is None or issue.pull is None:
+            return self._json(200, {"data": {"repository": None if r is None else {"pullRequest": None}},
+                                    "errors": [{"type": "NOT_FOUND", "path": ["repository"],
+                                                "message": f"Could not resolve to a PullRequest with the number "
+                                                           f"of {variables.get('number')}."}]})
+        threads = []
+        mine = [c for c in r.review_comments if c.pull_number == issue.number]
+        for root in (c for c in mine if c.in_reply_to_id is None):
+            chain = [root] + [c for c in mine if c.in_reply_to_id is not None and self._root(r, c) == root.id]
+            nodes = []
+            for c in chain:
+                u = self.user(c.login)
+                nodes.append({"id": _node_id("PRRC", c.id), "databaseId": c.id, "body": c.body,
+                              "author": {"__typename": "Bot" if u["type"] == "Bot" else "User", "login": c.login},
+                              "authorAssociation": self._association(r, c.login), "createdAt": c.created_at,
+                              "path": c.path, "line": c.line, "originalLine": c.line, "diffHunk": c.diff_hunk,
+                              "outdated": False, "url": f"{self.server_url}/{full}/pull/{issue.number}"
+                                                         f"#discussion_r{c.id}",
+                              "replyTo": {"databaseId": c.in_reply_to_id} if c.in_reply_to_id else None})
+            threads.append({"id": _node_id("PRRT", root.id), "isResolved": root.id in r.resolved,
+                            "isOutdated": False, "path": root.path, "line": root.line, "originalLine": root.line,
+                            "diffSide": root.side, "startLine": None, "subjectType": "LINE",
+                            "comments": {"totalCount": len(nodes), "nodes": nodes,
+                                         "pageInfo": {"hasNextPage": False, "endCursor": None}}})
+        page = {"totalCount": len(threads), "nodes": threads, "pageInfo": {"hasNextPage": False, "endCursor": None}}
+        return self._json(200, {"data": {"repository": {"pullRequest": {"reviewThreads": page}}}})
+
+    def _root(self, r: _Repo, c: _ReviewComment) -> int:
+        while c.in_reply_to_id is not None:
+            parent = self._review_comment(r, c.in_reply_to_id)
+            if parent is None:
+                break
+            c = parent
+        return c.id
 
     # ------------------------------------------------------------------ dispatch
 
@@ -552,6 +841,11 @@ class FakeGitHub:
             injected = self._injected(req, path)
             if injected:
                 return injected
+            if path == GRAPHQL_PATH and req.method == "POST":
+                if not self._rest_authorized(req.headers.get("authorization", "")):
+                    return self._error(401, "Bad credentials")
+                with self._lock:
+                    return self._graphql(req)
             if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
                 if not self._rest_authorized(req.headers.get("authorization", "")):
                     return self._error(401, "Bad credentials")
@@ -601,7 +895,10 @@ class FakeGitHub:
         q = {k: v[-1] for k, v in query.items()}
 
         if rest == "" and method == "GET":
-            return self._json(200, self._repo_json(r))
+            out = self._repo_json(r)
+            if r.fork_of:
+                out["parent"] = out["source"] = self._repo_json(self._repo(r.fork_of))
+            return self._json(200, out)
 
         if (m := re.fullmatch(r"/collaborators/([^/]+)/permission", rest)) and method == "GET":
             role = self._role(r, m.group(1))
@@ -672,6 +969,44 @@ class FakeGitHub:
             return self._list_pulls(r, q)
         if rest == "/pulls" and method == "POST":
             return self._create_pull(r, data if isinstance(data, dict) else {})
+        if (m := re.fullmatch(r"/pulls/comments/(\d+)", rest)) and method == "GET":
+            c = self._review_comment(r, int(m.group(1)))
+            return self._json(200, self._review_comment_json(r, c)) if c else self._error(404, "Not Found")
+        if m := re.fullmatch(r"/pulls/(\d+)/(comments|reviews|files)", rest):
+            issue = r.issues.get(int(m.group(1)))
+            if issue is None or issue.pull is None:
+                return self._error(404, "Not Found")
+            url = f"{self.api_url}/repos/{r.full_name}/pulls/{issue.number}/{m.group(2)}"
+            if method != "GET":
+                return self._error(404, "Not Found")
+            if m.group(2) == "comments":
+                return self._paginate(url, q, [self._review_comment_json(r, c) for c in r.review_comments
+                                               if c.pull_number == issue.number])
+            if m.group(2) == "reviews":
+                return self._paginate(url, q, [self._review_json(r, v) for v in r.reviews
+                                               if v.pull_number == issue.number])
+            return self._paginate(url, q, self._files_json(r, issue))
+        if (m := re.fullmatch(r"/pulls/(\d+)/comments/(\d+)/replies", rest)) and method == "POST":
+            issue = r.issues.get(int(m.group(1)))
+            parent = self._review_comment(r, int(m.group(2)))
+            if issue is None or issue.pull is None or parent is None or parent.pull_number != issue.number:
+                return self._error(404, "Not Found")
+            if not isinstance(data, dict) or not isinstance(data.get("body"), str) or not data["body"]:
+                return self._error(422, "Validation Failed",
+                                   [{"resource": "PullRequestReviewComment", "code": "missing_field",
+                                     "field": "body"}])
+            if parent.in_reply_to_id is not None:  # "Replies to replies are not supported." (GitHub's docs)
+                return self._error(422, "Validation Failed",
+                                   [{"resource": "PullRequestReviewComment", "code": "invalid",
+                                     "field": "in_reply_to"}])
+            root = parent
+            review = _Review(self._next_id(), issue.number, self.login, "", "COMMENTED", root.commit_id, _now())
+            r.reviews.append(review)
+            c = _ReviewComment(self._next_id(), issue.number, self.login, data["body"], root.path, root.line,
+                               root.side, root.diff_hunk, root.commit_id, _now(), review.id, root.id)
+            r.review_comments.append(c)
+            return self._json(201, self._review_comment_json(r, c),
+                              {"Location": f"{self.api_url}/repos/{r.full_name}/pulls/comments/{c.id}"})
         if m := re.fullmatch(r"/pulls/(\d+)(/requested_reviewers)?", rest):
             issue = r.issues.get(int(m.group(1)))
             if issue is None or issue.pull is None:
@@ -843,6 +1178,12 @@ class FakeGitHub:
             return 403, text, b"Dumb HTTP is not supported.\n"
         if service == "git-receive-pack" and RANK.get(role or "none", 0) < RANK["write"]:
             return 403, text, f"Permission to {full}.git denied to {self.login}.\n".encode()
+        if service == "git-receive-pack" and action == "info/refs":
+            with self._lock:
+                due = [cb for repo, cb in self._before_push if repo == full]
+                self._before_push = [(repo, cb) for repo, cb in self._before_push if repo != full]
+            for cb in due:
+                cb()
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")},
             **_GIT_ENV,

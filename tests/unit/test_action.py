@@ -28,13 +28,50 @@ def test_triggers():
         ("issue_comment", comment_event("looks good")),
         ("issue_comment", comment_event("/toren go", user="toren-bot[bot]", user_type="Bot")),
         ("issue_comment", comment_event("<!-- toren:progress -->\n/toren")),  # Toren's own comment
-        ("issue_comment", comment_event("/toren go", pr=True)),
+        ("issue_comment", comment_event("please /toren go", pr=True)),  # not at the start
+        ("issue_comment", comment_event("/torenate", pr=True)),
+        ("issue_comment", comment_event("/toren go", pr=True, act="edited")),
+        ("issue_comment", comment_event("/toren go", pr=True, user="ci[bot]", user_type="Bot")),
         ("issue_comment", comment_event("/toren go", act="edited")),
         ("issues", {**labeled, "label": {"name": "bug"}}),
         ("issues", {**labeled, "action": "opened"}),
         ("push", {}),
     ]:
         assert isinstance(action.read_trigger(name, event, "/toren", "toren"), str), (name, event)
+
+
+def pr_event(kind, body, user="alice", user_type="User", act=None, head="acme/widget"):
+    item = {"id": 9, "body": body, "user": {"login": user, "type": user_type}, "author_association": "MEMBER"}
+    if kind == "pull_request_review_comment":
+        item.update(path="src/a.py", line=3, diff_hunk="@@ -1 +1 @@", commit_id="a" * 40)
+    pull = {"number": 57, "head": {"ref": "toren/x", "sha": "b" * 40, "repo": {"full_name": head}},
+            "base": {"ref": "main", "repo": {"full_name": "acme/widget"}}}
+    key = "review" if kind == "pull_request_review" else "comment"
+    default = "submitted" if kind == "pull_request_review" else "created"
+    return {"action": act or default, key: item, "pull_request": pull, "sender": {"login": user}}
+
+
+def test_pull_request_triggers_start_a_review_round():
+    t = action.read_trigger("issue_comment", comment_event("/toren add a test", pr=True), "/toren", "toren")
+    assert t == action.Trigger("pr_comment", "alice", None, "add a test", 42)
+    for kind, name in (("pull_request_review", "pr_review"), ("pull_request_review_comment", "pr_review_comment")):
+        t = action.read_trigger(kind, pr_event(kind, "  /toren\nrename it"), "/toren", "toren")
+        assert t == action.Trigger(name, "alice", None, "rename it", 57)
+        assert action.read_trigger(kind, pr_event(kind, "/toren"), "/toren", "toren").instruction == ""
+        for event in (pr_event(kind, "/toren go", act="edited"), pr_event(kind, "/toren go", act="deleted"),
+                      pr_event(kind, "/toren go", act="dismissed"),
+                      pr_event(kind, "nice; /toren go"), pr_event(kind, ""),
+                      pr_event(kind, "/toren go", user="toren[bot]", user_type="Bot"),
+                      pr_event(kind, "/toren go", user="sneaky[bot]"),
+                      pr_event(kind, "<!-- toren:reply -->\n/toren go"),
+                      pr_event(kind, "/toren go", head="eve/widget"), pr_event(kind, "/toren go", head=None)):
+            reason = action.read_trigger(kind, event, "/toren", "toren")
+            assert isinstance(reason, str), event
+    assert "fork" in action.read_trigger("pull_request_review", pr_event("pull_request_review", "/toren go",
+                                                                           head="eve/widget"), "/toren", "toren")
+    assert "edited comment never" in action.read_trigger(
+        "pull_request_review_comment", pr_event("pull_request_review_comment", "/toren", act="edited"), "/toren",
+        "toren")
 
 
 def test_inputs(monkeypatch):
@@ -95,6 +132,46 @@ def test_a_refused_actor_gets_a_comment_and_the_step_fails(monkeypatch, tmp_path
         # the refused person is named, never @-mentioned: a refusal is no way to notify anyone
         assert "Toren did not start" in comment["body"] and "rita has read permission" in comment["body"]
         assert not re.search(r"@[A-Za-z0-9]", comment["body"])
+
+
+@pytest.mark.parametrize("kind", ["issue_comment", "pull_request_review", "pull_request_review_comment"])
+@pytest.mark.parametrize("who", ["read-only", "bot"])
+def test_a_read_only_users_or_a_bots_pull_request_comment_starts_nothing(monkeypatch, tmp_path, capsys, kind, who):
+    from tests.fakes.github import FakeGitHub
+
+    with FakeGitHub(tmp_path / "gh") as gh:
+        gh.add_repo("acme/widget", files={"a.txt": "a\n"})
+        number = gh.add_pull("acme/widget", "toren/x", {"a.txt": "b\n"}, body="<!-- toren:pull-request -->")
+        gh.set_permission("acme/widget", "rita", "read")
+        user, user_type = ("rita", "User") if who == "read-only" else ("helper[bot]", "Bot")
+        if kind == "issue_comment":
+            payload = comment_event("/toren go", user=user, user_type=user_type, pr=True)
+            payload["issue"]["number"] = number
+        else:
+            payload = pr_event(kind, "/toren go", user=user, user_type=user_type)
+            payload["pull_request"]["number"] = number
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(payload))
+        out_file = tmp_path / "output"
+        out_file.touch()
+        for k, v in {"GITHUB_EVENT_NAME": kind, "GITHUB_EVENT_PATH": str(event), "GITHUB_OUTPUT": str(out_file),
+                     "GITHUB_REPOSITORY": "acme/widget", "GITHUB_API_URL": gh.api_url,
+                     "GITHUB_SERVER_URL": gh.server_url, "INPUT_GITHUB_TOKEN": gh.token,
+                     "TOREN_HOME": str(tmp_path / "h"), "RUNNER_TEMP": str(tmp_path)}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        code = action.run()
+        out = capsys.readouterr().out
+        if who == "bot":  # not a trigger at all: green, skipped, not a single API call
+            assert code == 0 and "skipped" in out_file.read_text() and "from a bot" in out
+            assert not gh.requests
+        else:  # refused before any build: the permission check is the only thing that happened
+            assert code == 20 and "rita has read permission" in out and "refused" in out_file.read_text()
+            assert not gh.git_requests()
+            (comment,) = gh.comments("acme/widget", number)
+            assert "Toren did not start" in comment["body"] and not re.search(r"@[A-Za-z0-9]", comment["body"])
+        assert not (tmp_path / "h" / "jobs").exists()
+        assert gh.branch_sha("acme/widget", "toren/x") == gh.pulls("acme/widget")[0]["head"]["sha"]
 
 
 def runner_commands(out: str) -> list[str]:

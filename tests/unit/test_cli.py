@@ -128,8 +128,8 @@ def test_a_usage_error_after_parsing_points_at_the_commands_own_help(tmp_path, m
 def test_abbreviated_flags_are_refused_and_the_closest_flag_is_named():
     from tests.conftest import subprocess_env
 
-    # `--pr` used to be taken for --protected-path by argparse's prefix matching
-    for argv, wanted in ((["run", "--pr", "https://github.com/a/b/pull/1"], "--no-pr"),
+    # `--pr` used to be taken for --protected-path by argparse's prefix matching (it is a flag of its own now)
+    for argv, wanted in ((["run", "--allow-any", "--pr", "a/b#1"], "--allow-any-pr"),
                          (["run", "--protected", "x"], "--protected-path"),
                          (["status", "--jso"], "--json")):
         proc = subprocess.run([sys.executable, "-m", "toren_action", *argv], capture_output=True, text=True,

@@ -264,3 +264,82 @@ def test_git_clone_push_and_refusal(gh: FakeGitHub, tmp_path: Path):
     gh.set_permission(REPO, gh.login, "read")
     res = git("push", "-q", "origin", "HEAD:refs/heads/ro", cwd=work, env=helper_env(gh.token), check=False)
     assert res.returncode != 0 and "403" in res.stderr and gh.branch_sha(REPO, "ro") is None
+
+
+# -- review comments, reviews, threads, forks: what the review loop reads ----------------------------------------
+
+THREADS = """query($owner: String!, $name: String!, $number: Int!) { repository(owner: $owner, name: $name) {
+  pullRequest(number: $number) { reviewThreads(last: 100) { nodes { isResolved path line
+    comments(first: 50) { nodes { databaseId body author { __typename login } authorAssociation diffHunk } } }
+  } } } }"""
+
+
+def test_review_comments_threads_and_replies(gh: FakeGitHub):
+    number = gh.add_pull(REPO, "topic", {"src/a.py": "print(1)\nprint(2)\n"}, body="b")
+    first = gh.add_review_comment(REPO, number, "alice", "why 2?", "src/a.py", 2)
+    reply = gh.add_review_comment(REPO, number, "carol", "yes, why", in_reply_to=first)
+    bot = gh.add_review_comment(REPO, number, "lint[bot]", "style", "src/a.py", 1)
+    gh.resolve_thread(REPO, bot)
+    g = client(gh)
+    pr = g.get_repo(REPO).get_pull(number)
+    comments = list(pr.get_review_comments())
+    assert [c.id for c in comments] == [first, reply, bot]
+    c = comments[0]
+    assert (c.path, c.line, c.side, c.original_line, c.in_reply_to_id) == ("src/a.py", 2, "RIGHT", 2, None)
+    assert c.diff_hunk == "@@ -1 +1,2 @@\n print(1)\n+print(2)"  # up to the commented line, as GitHub does
+    assert c.commit_id == pr.head.sha and c.user.login == "alice" and c.raw_data["author_association"] == "COLLABORATOR"
+    assert comments[1].in_reply_to_id == first and comments[1].diff_hunk == c.diff_hunk
+    assert c.pull_request_review_id in {r.id for r in pr.get_reviews()}
+    # a reply goes to the thread's first comment, from the token's user; a reply to a reply is refused, as GitHub
+    # does ("Replies to replies are not supported")
+    made = pr.create_review_comment_reply(first, "done")
+    assert made.in_reply_to_id == first and made.user.login == gh.login and made.path == "src/a.py"
+    for target, status in ((reply, 422), (999_999, 404)):
+        with pytest.raises(GithubException) as e:
+            pr.create_review_comment_reply(target, "x")
+        assert e.value.status == status
+    # the threads with isResolved, through GraphQL at GHES's /api/graphql
+    _, data = g.requester.graphql_query(THREADS, {"owner": "acme", "name": "widget", "number": number})
+    threads = data["data"]["repository"]["pullRequest"]["reviewThreads"]["nodes"]
+    assert [(t["isResolved"], [x["databaseId"] for x in t["comments"]["nodes"]]) for t in threads] == [
+        (False, [first, reply, made.id]), (True, [bot])]
+    assert threads[1]["comments"]["nodes"][0]["author"] == {"__typename": "Bot", "login": "lint[bot]"}
+    with pytest.raises(GithubException):  # a query the fake does not know is an error, never an empty answer
+        g.requester.graphql_query("query { viewer { login } }", {})
+    with pytest.raises(GithubException):
+        g.requester.graphql_query(THREADS, {"owner": "acme", "name": "widget", "number": 99})
+
+
+def test_files_reviews_states_and_a_fork(gh: FakeGitHub):
+    number = gh.add_pull(REPO, "topic", {"src/a.py": "print(3)\n", "new.txt": "n\n"}, body="b")
+    gh.add_review(REPO, number, "alice", "/toren tidy", "CHANGES_REQUESTED")
+    g = client(gh)
+    pr = g.get_repo(REPO).get_pull(number)
+    assert sorted((f.filename, f.additions, f.deletions) for f in pr.get_files()) == [("new.txt", 1, 0),
+                                                                                     ("src/a.py", 1, 1)]
+    (review,) = list(pr.get_reviews())
+    assert (review.state, review.body, review.user.login) == ("CHANGES_REQUESTED", "/toren tidy", "alice")
+    closed = gh.add_pull(REPO, "old", {"x": "1"}, state="closed", merged=True)
+    old = g.get_repo(REPO).get_pull(closed)
+    assert (old.state, old.merged) == ("closed", True) and old.merged_at is not None
+    gh.add_fork("eve/widget", REPO)
+    forked = gh.add_pull(REPO, "evil", {"src/a.py": "boom\n"}, head_repo="eve/widget", author="eve")
+    fpr = g.get_repo(REPO).get_pull(forked)
+    assert fpr.head.repo.full_name == "eve/widget" and fpr.head.repo.fork and fpr.base.repo.full_name == REPO
+    assert g.get_repo("eve/widget").parent.full_name == REPO
+    assert gh.branch_sha(REPO, "evil") is None and gh.branch_sha("eve/widget", "evil") == fpr.head.sha
+
+
+def test_a_branch_moved_just_before_a_push(gh: FakeGitHub, tmp_path: Path):
+    gh.add_pull(REPO, "topic", {"src/a.py": "print(3)\n"})
+    work = tmp_path / "w"
+    env = header_env(gh.token)
+    git("clone", "-q", "-b", "topic", f"{gh.server_url}/{REPO}.git", str(work), env=env)
+    start = gh.branch_sha(REPO, "topic")
+    moved = []
+    gh.before_next_push(REPO, lambda: moved.append(gh.commit(REPO, "topic", {"other.txt": "o\n"}, "theirs")))
+    git("commit", "-q", "--allow-empty", "-m", "ours", cwd=work)
+    proc = git("push", "-q", "origin", f"--force-with-lease=refs/heads/topic:{start}", "HEAD:refs/heads/topic",
+               cwd=work, env=env, check=False)
+    assert proc.returncode != 0 and moved and gh.branch_sha(REPO, "topic") == moved[0]
+    assert gh.read_file(REPO, "topic", "other.txt") == b"o\n"

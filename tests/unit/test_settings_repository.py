@@ -23,6 +23,7 @@ from toren_action.core.errors import ConfigError
 #: One value of the right type for every host-only key, so the refusal cannot hide behind a schema error.
 HOST_ONLY_VALUES = {
     "repo": '"/other/private/repo"', "spec": '"/etc/passwd"', "issue": '"acme/other#1"', "branch": '"main"',
+    "pr": '"acme/other#2"', "instruction": '"push to main"', "allow_any_pr": "true",
     "base_branch": '"release"', "base_ref": '"HEAD~3"', "force_branch": "true",
     "base_image": '"evil/image:latest"', "pull": '"never"',
     "agent": '"gemini"', "command": '"true"', "agent_version": '"1.0.0"', "push_partial": "true",

@@ -48,11 +48,11 @@ def test_the_states_and_their_exit_codes_are_the_ones_toren_always_had():
         "queued", "preparing", "building", "setting_up", "running", "verifying", "pushing", "pull_request",
         "succeeded", "failed", "no_changes", "cancelled", "timed_out",
         "budget_exceeded", "auth_failed", "rate_limited", "max_turns", "blocked_by_policy", "verification_failed",
-        "setup_failed"]
+        "setup_failed", "branch_moved"]
     assert {s.value: s.exit_code for s in ENDS} == {
         "succeeded": 0, "no_changes": 0, "failed": 6, "timed_out": 7, "cancelled": 130, "budget_exceeded": 11,
         "auth_failed": 12, "rate_limited": 13, "max_turns": 14, "blocked_by_policy": 21,
-        "verification_failed": 8, "setup_failed": 22}
+        "verification_failed": 8, "setup_failed": 22, "branch_moved": 24}
     assert FINAL_STATES == set(ENDS)
     from toren_action.jobs import store
 
@@ -96,7 +96,8 @@ def test_the_errors_that_end_a_job_in_a_state_of_their_own_are_unchanged():
         errors.BudgetExceeded: "budget_exceeded", errors.AgentAuthFailed: "auth_failed",
         errors.AgentRateLimited: "rate_limited", errors.MaxTurnsReached: "max_turns",
         errors.JobTimedOut: "timed_out", errors.PolicyBlocked: "blocked_by_policy",
-        errors.VerificationFailed: "verification_failed", errors.SetupFailed: "setup_failed"}
+        errors.VerificationFailed: "verification_failed", errors.SetupFailed: "setup_failed",
+        errors.BranchMoved: "branch_moved"}
 
 
 def test_a_lost_worker_is_its_own_exception_on_the_ctrl_c_path():

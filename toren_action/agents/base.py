@@ -8,6 +8,7 @@ readable log lines, usage figures and a verdict on failures (bad key, rate limit
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,18 @@ NODE_PREFIX = "/opt/toren/node"
 CLI_PREFIX = "/opt/toren/cli"
 #: argv placeholder the launcher replaces with the prompt file's text.
 PROMPT_ARG = "@TOREN_PROMPT@"
+
+
+#: An agent CLI's session id (Claude Code's session, Codex's thread): a UUID. What a CLI's stream reports is the
+#: agent's text: nothing else is taken, kept or passed back to it.
+SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def session_link(session_dir: str, home_path: str) -> str:
+    """Shell that makes ``$HOME/<home_path>`` (where the CLI keeps its sessions) a link to the job's session
+    directory (mounted writable), so that the sessions outlive the container."""
+    parent = home_path.rsplit("/", 1)[0]
+    return f'mkdir -p "$HOME/{parent}" && ln -sfn "{session_dir}" "$HOME/{home_path}" && '
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,10 @@ class RunContext:
     key_proxy: bool = False
     #: The base URL the CLI uses to reach the key proxy's relay (TCP CLIs), when key_proxy is on.
     key_proxy_url: str | None = None
+    #: Where the CLI keeps its sessions in the container (a directory of the job's, writable), when it may.
+    session_dir: str | None = None
+    #: The session of the round before to continue (a review round), when the CLI resumes sessions.
+    resume_session: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,8 @@ class StreamParser:
         self.final_text: str | None = None
         #: Set once the CLI has reported its final result (no budget stop after that).
         self.finished = False
+        #: The CLI's session id, when it reports one (a later review round may resume it); a UUID or None.
+        self.session_id: str | None = None
 
     def feed(self, line: str) -> list[str]:
         """Readable log lines for one line of output (none hides it)."""
@@ -193,6 +212,8 @@ class AgentProfile:
     #: its own cost figure.
     meters_live: bool = True
     reports_cost: bool = False
+    #: The CLI keeps a session that a later run can resume (``--resume SESSION``), in RunContext.session_dir.
+    resumes_sessions: bool = False
 
     def __init__(self, version: str | None = None) -> None:
         if version:

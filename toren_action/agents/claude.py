@@ -13,6 +13,7 @@ from typing import Any
 from toren_action.agents.base import (
     CLI_PREFIX,
     PROMPT_ARG,
+    SESSION_ID,
     AgentProfile,
     Credential,
     KeyProxySpec,
@@ -20,6 +21,7 @@ from toren_action.agents.base import (
     StreamParser,
     Verdict,
     api_verdict,
+    session_link,
 )
 
 CREDENTIALS_FILE = ".credentials.json"
@@ -32,6 +34,7 @@ class ClaudeProfile(AgentProfile):
     default_model = "claude-sonnet-4-5"
     enforces_max_turns = True
     reports_cost = True
+    resumes_sessions = True
     credentials = (
         Credential("ANTHROPIC_API_KEY", "Anthropic API key", file_var="ANTHROPIC_API_KEY_FILE"),
         Credential("CLAUDE_CODE_OAUTH_TOKEN", "Claude subscription token (`claude setup-token`)"),
@@ -51,7 +54,11 @@ class ClaudeProfile(AgentProfile):
         # --setting-sources user: the repository's .claude/settings*.json could otherwise set an `env` that
         # sends the API key to another host, or an apiKeyHelper of its own
         argv = [f"{CLI_PREFIX}/bin/claude", "-p", PROMPT_ARG, "--output-format", "stream-json", "--verbose",
-                "--dangerously-skip-permissions", "--no-session-persistence", "--setting-sources", "user"]
+                "--dangerously-skip-permissions", "--setting-sources", "user"]
+        if not ctx.session_dir:
+            argv.insert(7, "--no-session-persistence")
+        if ctx.session_dir and ctx.resume_session and SESSION_ID.fullmatch(ctx.resume_session):
+            argv += ["--resume", ctx.resume_session]
         if settings:
             argv += ["--settings", json.dumps(settings)]
         if ctx.model:
@@ -66,10 +73,14 @@ class ClaudeProfile(AgentProfile):
             argv += ["--disallowed-tools", *ctx.disallowed_tools]
         if ctx.append_system_prompt:
             argv += ["--append-system-prompt", ctx.append_system_prompt]
+        setup = ""
         if "CLAUDE_CREDENTIALS" in ctx.credentials:  # the login file must sit in the agent's own home
-            copy = (f'mkdir -p "$HOME/.claude" && cp "{ctx.secrets_dir}/CLAUDE_CREDENTIALS" '
-                    f'"$HOME/.claude/{CREDENTIALS_FILE}" && chmod 600 "$HOME/.claude/{CREDENTIALS_FILE}" && ')
-            return ["/bin/sh", "-c", copy + 'exec "$@"', "claude", *argv]
+            setup = (f'mkdir -p "$HOME/.claude" && cp "{ctx.secrets_dir}/CLAUDE_CREDENTIALS" '
+                     f'"$HOME/.claude/{CREDENTIALS_FILE}" && chmod 600 "$HOME/.claude/{CREDENTIALS_FILE}" && ')
+        if ctx.session_dir:  # the sessions (~/.claude/projects) live in the job's directory, for a later round
+            setup += session_link(ctx.session_dir, ".claude/projects")
+        if setup:
+            return ["/bin/sh", "-c", setup + 'exec "$@"', "claude", *argv]
         return argv
 
     def environment(self, ctx: RunContext) -> dict[str, str]:
@@ -106,6 +117,8 @@ class ClaudeStream(StreamParser):
         kind, sub = event.get("type"), event.get("subtype")
         if kind == "system" and sub == "init":
             self.usage.model = event.get("model") or self.usage.model
+            if isinstance(event.get("session_id"), str) and SESSION_ID.fullmatch(event["session_id"]):
+                self.session_id = event["session_id"]
             return [f"claude {event.get('claude_code_version', '')} · model {event.get('model', '?')} · "
                     f"{len(event.get('tools') or [])} tools".replace("claude  ·", "claude ·")]
         if kind == "system" and sub == "api_retry":

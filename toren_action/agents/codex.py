@@ -15,6 +15,7 @@ from typing import Any
 from toren_action.agents.base import (
     CLI_PREFIX,
     PROMPT_ARG,
+    SESSION_ID,
     AgentProfile,
     Credential,
     KeyProxySpec,
@@ -22,6 +23,7 @@ from toren_action.agents.base import (
     StreamParser,
     Verdict,
     api_verdict,
+    session_link,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -33,6 +35,7 @@ class CodexProfile(AgentProfile):
     package = "@openai/codex"
     version = "0.169.0"
     meters_live = False  # tokens arrive only with turn.completed, at the end
+    resumes_sessions = True
     credentials = (Credential("OPENAI_API_KEY", "OpenAI API key", file_var="OPENAI_API_KEY_FILE"),)
     passthrough_env = ("OPENAI_BASE_URL",)
     key_proxy = KeyProxySpec("OPENAI_API_KEY", None, "OPENAI_BASE_URL", DEFAULT_BASE_URL, header="Authorization",
@@ -40,7 +43,8 @@ class CodexProfile(AgentProfile):
 
     def command(self, ctx: RunContext) -> list[str]:
         base_url = ctx.key_proxy_url or ctx.passthrough.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
-        argv = [f"{CLI_PREFIX}/bin/codex", "exec", "--json", "--skip-git-repo-check", "--ephemeral",
+        argv = [f"{CLI_PREFIX}/bin/codex", "exec", "--json", "--skip-git-repo-check",
+                *([] if ctx.session_dir else ["--ephemeral"]),
                 "--dangerously-bypass-approvals-and-sandbox", "--disable", "plugins",
                 "-c", "model_provider=toren",
                 "-c", 'model_providers.toren.name="toren"',
@@ -51,7 +55,12 @@ class CodexProfile(AgentProfile):
                 "-c", "check_for_update_on_startup=false", "-c", "feedback.enabled=false"]
         if ctx.model:
             argv += ["-m", ctx.model]
-        return [*argv, PROMPT_ARG]
+        if ctx.session_dir and ctx.resume_session and SESSION_ID.fullmatch(ctx.resume_session):
+            argv += ["resume", ctx.resume_session]  # the thread of the round before, then this round's prompt
+        argv.append(PROMPT_ARG)
+        if ctx.session_dir:  # the threads (~/.codex/sessions) live in the job's directory, for a later round
+            return ["/bin/sh", "-c", session_link(ctx.session_dir, ".codex/sessions") + 'exec "$@"', "codex", *argv]
+        return argv
 
     def parser(self) -> StreamParser:
         return CodexStream()
@@ -67,6 +76,8 @@ class CodexStream(StreamParser):
         item = event.get("item") or {}
         itype = item.get("type")
         if kind == "thread.started":
+            if isinstance(event.get("thread_id"), str) and SESSION_ID.fullmatch(event["thread_id"]):
+                self.session_id = event["thread_id"]
             return [f"codex thread {event.get('thread_id', '')}"]
         if kind == "turn.started":
             return []

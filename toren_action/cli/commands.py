@@ -109,6 +109,9 @@ def cmd_run_job(args: Namespace) -> int:
     except KeyboardInterrupt:  # cancelled (or its worker died: WorkerLost) before anything started
         store.set_state(job.id, JobState.CANCELLED, error="cancelled before it started")
         return Interrupted.exit_code
+    from toren_action.job.submit import with_round
+
+    plan = with_round(plan, store, job.id)  # a review round, as read now
     try:
         return run_job(plan, store, home, job.id).exit_code
     except TorenError as exc:  # Interrupted: the job is already marked cancelled

@@ -204,7 +204,7 @@ def status_renderable(jobs, *, wide: bool = False, total: int | None = None, now
         table.add_column(col, no_wrap=True, width=widths[col], overflow="ellipsis")
     for j, r in zip(jobs, rows, strict=True):
         if "REPO:BRANCH" in columns:
-            r["REPO:BRANCH"] = _repo_branch(one_line(_repo_name(j.repo)), one_line(j.branch), widths["REPO:BRANCH"])
+            r["REPO:BRANCH"] = _repo_branch(one_line(_repo_name(j.repo)), one_line(_branch(j)), widths["REPO:BRANCH"])
         # Text, never markup: a branch or an error holding "[red]" is shown as it is
         table.add_row(*(Text(r[c], style=JobState(j.state).colour if c == "STATE" else "") for c in columns))
     return table
@@ -212,6 +212,13 @@ def status_renderable(jobs, *, wide: bool = False, total: int | None = None, now
 
 #: The columns that give way (cut with "…") when the terminal is too narrow for the table.
 _FLEXIBLE = ("REPO:BRANCH", "RESULT", "REPO", "BRANCH", "AGENT")
+
+
+def _branch(j) -> str:
+    """The job's branch; a review round's with its pull request and round."""
+    if getattr(j, "pr_number", None):
+        return f"{j.branch} (PR #{j.pr_number}, round {getattr(j, 'round', None) or '?'})"
+    return j.branch
 
 
 def _status_cells(j, now: float, wide: bool) -> dict[str, str]:
@@ -222,9 +229,9 @@ def _status_cells(j, now: float, wide: bool) -> dict[str, str]:
         "STATE": f"{state.mark} {state}",
         "AGE": fmt_age(now - j.created_at),
         "TOOK": fmt_age(j.duration if j.finished_at or j.started_at is None else now - j.started_at),
-        "REPO:BRANCH": one_line(f"{_repo_name(j.repo)}:{j.branch}"),
+        "REPO:BRANCH": one_line(f"{_repo_name(j.repo)}:{_branch(j)}"),
         "REPO": one_line(_short_repo(j.repo)),
-        "BRANCH": one_line(j.branch),
+        "BRANCH": one_line(_branch(j)),
         "AGENT": one_line(j.agent + (f"/{j.model}" if j.model else "")),
         "TURNS": str(j.turns or "-"),
         "COST": f"${j.cost_usd:.4f}" if j.cost_usd is not None else "-",

@@ -123,6 +123,11 @@ class Settings:
     repo: str = _task(".", help="local path, git URL or owner/name (default: the current directory)")
     spec: str | None = _task(metavar="FILE", help="markdown file holding the task")
     issue: str | None = _task(metavar="URL", help="GitHub issue holding the task (URL or owner/name#N)")
+    # Host-only: which pull request Toren commits to and pushes (its head branch) is the user's to give.
+    pr: str | None = _task(metavar="URL", help="a pull request to iterate on: its head branch gets a new commit "
+                                                "addressing its unresolved review threads (URL or owner/name#N)")
+    instruction: str | None = _task(metavar="TEXT", help="with --pr: a new instruction for this round (at most "
+                                                         "20 KB)")
     branch: str | None = _task(help="branch to create (default: toren/<job id>)", action_input="branch")
     base_branch: str | None = _task(help="branch to start from (default: the repository's default branch)",
                                     action_input="base-branch")
@@ -279,6 +284,8 @@ class Settings:
         (), flags=("--allow-actor",), metavar="LOGIN",
         help="trust this GitHub login to start jobs whatever its permission (repeatable)")
     allow_fork: bool = _github(False, help="allow --repo to be a fork of the issue's repository")
+    #: Host-only: a repository's own file can never widen which pull requests Toren may push to.
+    allow_any_pr: bool = _github(False, help="with --pr: take a same-repository pull request Toren did not open")
     labels: tuple[str, ...] = _github((), flags=("--label",), metavar="LABEL", help="label for the PR (repeatable)",
                                       action_input="labels")
     reviewers: tuple[str, ...] = _github((), flags=("--reviewer",), metavar="LOGIN",

@@ -170,6 +170,23 @@ def issue_ref(text: str) -> IssueRef:
                      f"{text!r} is not an issue; use https://github.com/OWNER/NAME/issues/N or OWNER/NAME#N")
 
 
+_PR_URL = re.compile(
+    r"^https?://([^/\s@]+)/([A-Za-z0-9-]+/[A-Za-z0-9._-]+)/pulls?/([1-9][0-9]*)(?:/(?:files|commits|checks))?/?"
+    r"(?:#[\w-]*)?$")
+
+
+def pr_ref(text: str) -> IssueRef:
+    """A pull request: its URL (``https://HOST/OWNER/NAME/pull/N``) or ``OWNER/NAME#N``."""
+    m = _PR_URL.match(text.strip())
+    if m:
+        return IssueRef(m.group(2), int(m.group(3)), m.group(1))
+    m = _ISSUE_SHORT.match(text.strip())
+    if m:
+        return IssueRef(m.group(1), int(m.group(2)))
+    raise UsageError("--pr", f"{text!r} is not a pull request; use https://github.com/OWNER/NAME/pull/N or "
+                             "OWNER/NAME#N")
+
+
 def image_ref(ref: str, option: str = "--base-image") -> str:
     if not ref or len(ref) > 512 or not (_IMAGE_REF.match(ref) or _IMAGE_ID.match(ref)):
         raise UsageError(option,

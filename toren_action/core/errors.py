@@ -178,6 +178,13 @@ class SetupFailed(TorenError):
     state = JobState.SETUP_FAILED  # and its exit code
 
 
+class BranchMoved(TorenError):
+    """A pull request's head branch moved while the job ran and Toren's commit does not apply cleanly on top of
+    it: nothing was pushed (``toren run --pr``)."""
+
+    state = JobState.BRANCH_MOVED  # and its exit code
+
+
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 

@@ -60,6 +60,7 @@ class JobState(str, Enum):
     BLOCKED_BY_POLICY = "blocked_by_policy", True,  21,   "red",    "✘", "❌", "blocked by policy"
     VERIFICATION_FAILED = "verification_failed", True, 8, "red",   "✘", "❌", "verification failed"
     SETUP_FAILED =      "setup_failed",      True,  22,   "red",    "✘", "❌", "setup failed"
+    BRANCH_MOVED =      "branch_moved",      True,  24,   "yellow", "✘", "❌", "branch moved"
 
 
 #: The end states, for SQL (``state NOT IN (...)``) and membership tests.

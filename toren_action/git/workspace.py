@@ -322,16 +322,21 @@ class Workspace:
 
 
 def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str,
-                 base_commit: str | None = None) -> Workspace:
-    """A per-job clone sharing the mirror's objects, on a new branch from the base branch (or from
-    ``base_commit``, --base-ref's commit, fetched into the mirror by its id)."""
+                 base_commit: str | None = None, start: str | None = None) -> Workspace:
+    """A per-job clone sharing the mirror's objects, on a new branch from the base branch, or from
+    ``base_commit`` (--base-ref's commit, fetched into the mirror by its id), or from the commit ``start`` (a
+    pull request's head as it was when the round was planned)."""
     base = base_branch or default_branch(mirror)
     if base_commit:
         git("fetch", "--quiet", "--no-tags", "origin", base_commit, cwd=mirror, trusted=True)
+    first = start or base_commit
+    rev = f"{first}^{{commit}}" if first else f"refs/heads/{base}^{{commit}}"
     try:
-        commit = git("rev-parse", "--verify", f"{base_commit or 'refs/heads/' + base}^{{commit}}", cwd=mirror,
-                     trusted=True).strip()
+        commit = git("rev-parse", "--verify", rev, cwd=mirror, trusted=True).strip()
     except GitError:
+        if start:
+            raise GitError(f"commit {start[:12]} of {base!r} is not in {origin} any more (was the branch "
+                           "force-pushed?); run again") from None
         raise UsageError("--base-branch",
                          f"branch {base!r} does not exist in {origin}; name an existing branch") from None
     git("clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(dest))
@@ -429,6 +434,36 @@ def push(ws: Workspace, branch: str, force: bool, env: dict[str, str] | None = N
     else:
         args = [f"{'+' if force else ''}{commit}:refs/heads/{branch}"]
     git("push", "--quiet", "--no-verify", "origin", *args, cwd=ws.path, env=env, redact=redact, trusted=True)
+
+
+def replay(ws: Workspace, branch: str, commit: str, onto: str, author_name: str, author_email: str,
+           env: dict[str, str] | None = None, redact: Callable[[str], str] = str) -> tuple[Workspace, Change] | None:
+    """Fetch ``branch`` from the origin (it moved to ``onto``) and apply ``commit`` on top of it: the new
+    workspace (its base the new head) and change, or None when the commit does not apply cleanly."""
+    git("fetch", "--quiet", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+        cwd=ws.path, env=env, redact=redact, trusted=True)
+    fetched = git("rev-parse", "--verify", f"refs/remotes/origin/{branch}^{{commit}}", cwd=ws.path,
+                  trusted=True).strip()
+    if fetched != onto:  # it moved again since
+        return None
+    who = {"GIT_COMMITTER_NAME": author_name, "GIT_COMMITTER_EMAIL": author_email}
+    try:
+        git("checkout", "--quiet", "--force", "-B", branch, onto, cwd=ws.path, trusted=True)
+        git("cherry-pick", "--no-edit", "--allow-empty", commit, cwd=ws.path, env=who, trusted=True)
+    except GitError:
+        try:
+            git("cherry-pick", "--abort", cwd=ws.path, trusted=True)
+        except GitError:
+            pass
+        return None
+    new = git("rev-parse", "HEAD", cwd=ws.path, trusted=True).strip()
+    files = [f for f in git("diff", "--name-only", "-z", "--no-renames", onto, new, cwd=ws.path,
+                            trusted=True).split("\0") if f]
+    if not files:  # the branch already had the same change
+        return None
+    stat = printable(git("diff", "--stat", "--no-ext-diff", "--no-textconv", onto, new, cwd=ws.path,
+                         trusted=True)).rstrip()
+    return Workspace(ws.path, onto, ws.base_branch), Change(new, files, stat)
 
 
 def read_agent_summary(ws: Workspace, limit: int = 20_000) -> str | None:

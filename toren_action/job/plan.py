@@ -15,13 +15,14 @@ from toren_action.agents import get_profile
 from toren_action.agents.base import AgentProfile, RunContext
 from toren_action.config import validate
 from toren_action.config.settings import Settings
-from toren_action.config.task import Task, from_spec
+from toren_action.config.task import Task, from_spec, title_of
 from toren_action.config.validate import IssueRef, Mount, RepoRef
 from toren_action.core.errors import ActorNotAllowed, MissingCredentials, UsageError
 from toren_action.core.redact import CREDENTIAL_NAME, Redactor, Secret
 
 if TYPE_CHECKING:
     from toren_action.git.github import Endpoints, GitHub
+    from toren_action.git.review import PullRequest
     from toren_action.git.workspace import RemoteHeads
 
 CONTAINER_SECRETS = "/run/toren/secrets"
@@ -78,6 +79,12 @@ class Plan:
     on_failure: str = "discard"
     #: --secret-for setup: the secrets the setup gets (as files) and the agent never does.
     setup_secrets: tuple[Secret, ...] = ()
+    #: --pr: the pull request this round commits to (its head branch), as read when planned.
+    pull: PullRequest | None = None
+    #: --pr: this round's number (1 for the first round after the pull request was opened) and the job of the
+    #: round before, when this host ran it.
+    round: int | None = None
+    parent_job: str | None = None
 
     @property
     def redactor(self) -> Redactor:
@@ -122,8 +129,9 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     s = _branch_names(s)
     profile = _agent_profile(s)
     unused = _unused_by_agent(s, profile)
-    issue, task = _task_source(s, cwd)
-    target = _target(s, cwd, environ, issue)
+    pr_ref = _pull_source(s)
+    issue, task = _task_source(s, cwd) if pr_ref is None else (None, None)
+    target = _target(s, cwd, environ, issue, pr_ref)
     if s.actor and target.endpoints is None:
         raise UsageError(s.source_of("actor"), "only a job whose result goes to GitHub checks who started it; drop "
                                                "--actor for a local repository or a plain git URL")
@@ -143,15 +151,21 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
     gh = None
     if target.endpoints is not None and not _push_with_host_credentials(s, issue, environ):
         # the only part that talks to GitHub: after every local check
-        gh, task = _github_plan(s, target.endpoints, environ, target.repo, issue, task)
-        if profile.package and issue:
+        gh, task = _github_plan(s, target.endpoints, environ, target.repo, issue, task, pr_ref)
+        if profile.package and (issue or pr_ref):
             _check_agent_limits(profile, s, task)
     assert task is not None
     heads = _origin_heads(target.origin, gh)
     base = _base_branch(s, target.origin, heads)
     base_commit, warnings = _local_checkout(s, target.repo, base, heads)
     warnings = unused + warnings
-    lease = _push_lease(s, target.origin, branch, gh, heads.branches.get(branch))
+    pull = gh.pull if gh else None
+    lease: str | None
+    if pull is not None:  # the round commits on the pull request's head, and pushes only as a fast-forward of it
+        branch = validate.branch_name(pull.head_branch, "--pr")
+        lease = pull.head_sha
+    else:
+        lease = _push_lease(s, target.origin, branch, gh, heads.branches.get(branch))
     return Plan(settings=s, repo=target.repo, origin=target.origin, task=task, profile=profile, branch=branch,
                 mounts=mounts + access.mounts, env=env, secrets=secrets + access.secrets, network=network,
                 ca_bundle=ca_bundle, timeout_s=s.timeout_minutes * 60, uid=uid, gid=gid,
@@ -159,7 +173,8 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
                 key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, base_branch=base,
                 base_commit=base_commit, warnings=warnings, on_failure=s.on_failure,
-                setup_secrets=setup_secrets)
+                setup_secrets=setup_secrets, pull=pull, round=pull.rounds + 1 if pull else None,
+                parent_job=pull.source_job if pull else None)
 
 
 #: Networks every Docker engine has; any other name in --network is looked up (one call) before the job exists.
@@ -190,6 +205,26 @@ def _branch_names(s: Settings) -> Settings:
     base = validate.branch_name(s.base_branch, "--base-branch") if s.base_branch else None
     return s if (branch, base) == (s.branch, s.base_branch) else dataclasses.replace(s, branch=branch,
                                                                                       base_branch=base)
+
+
+def _pull_source(s: Settings) -> IssueRef | None:
+    """--pr, alone: not with --spec, --issue or --branch (the pull request's head branch is the branch);
+    --instruction and --allow-any-pr only with it."""
+    from toren_action.git.review import check_instruction
+
+    if not s.pr:
+        for key in ("instruction", "allow_any_pr"):
+            if getattr(s, key):
+                raise UsageError(s.source_of(key), "only with --pr; drop it, or name the pull request with --pr")
+        return None
+    for key in ("spec", "issue", "branch"):
+        if getattr(s, key):
+            raise UsageError("--pr", f"give --pr without {s.source_of(key)}: the pull request is the task and its "
+                                     "head branch is the branch")
+    if s.force_branch:
+        raise UsageError("--pr", "a round never force-pushes the pull request's branch; drop --force-branch")
+    check_instruction(s.instruction)
+    return validate.pr_ref(s.pr)
 
 
 def _agent_profile(s: Settings) -> AgentProfile:
@@ -237,9 +272,21 @@ def _task_source(s: Settings, cwd: str) -> tuple[IssueRef | None, Task | None]:
     return issue, task
 
 
-def _target(s: Settings, cwd: str, environ: dict[str, str], issue: IssueRef | None) -> _Target:
+def _target(s: Settings, cwd: str, environ: dict[str, str], issue: IssueRef | None,
+            pr_ref: IssueRef | None = None) -> _Target:
     """--repo (or the issue's repository); a URL on the GitHub server is that repository on GitHub (token, pull
     request)."""
+    if pr_ref is not None:
+        from toren_action.git.github import Endpoints
+
+        pr_endpoints = Endpoints.from_environ(environ)
+        if pr_ref.host and pr_ref.host != urlsplit(pr_endpoints.server_url).netloc:
+            raise UsageError("--pr", f"the pull request is on {pr_ref.host} but GITHUB_SERVER_URL is "
+                                     f"{pr_endpoints.server_url}; set GITHUB_SERVER_URL and GITHUB_API_URL for that "
+                                     "server")
+        if s.repo not in (".", pr_ref.repo):
+            raise UsageError("--repo", "with --pr the repository is the pull request's; leave --repo out")
+        return _Target(RepoRef("github", pr_ref.repo), pr_endpoints.clone_url(pr_ref.repo), pr_endpoints)
     if issue and s.repo == ".":  # --repo defaults to the issue's repository
         repo = RepoRef("github", issue.repo)
     else:
@@ -541,6 +588,8 @@ class GitHubPlan:
     issue: IssueRef | None
     #: The pull request's base: --base-branch, else base_repo's default branch (not a fork's)
     pr_base: str | None = None
+    #: --pr: the pull request this round works on
+    pull: PullRequest | None = None
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -574,7 +623,7 @@ def _push_with_host_credentials(s: Settings, issue: IssueRef | None, environ: di
 
 
 def _github_plan(s: Settings, endpoints: Endpoints, environ: dict[str, str], repo: RepoRef, issue: IssueRef | None,
-                 task: Task | None) -> tuple[GitHubPlan, Task]:
+                 task: Task | None, pr_ref: IssueRef | None = None) -> tuple[GitHubPlan, Task]:
     """GitHub's side, with the token (required: it reads the issue, pushes and opens the pull request): a --repo
     that is the issue's repository or an allowed fork of it, the actor's permission, the issue's task, and the
     pull request's base."""
@@ -599,6 +648,8 @@ def _github_plan(s: Settings, endpoints: Endpoints, environ: dict[str, str], rep
                                   "unless --allow-fork")
     if s.actor:
         api.check_actor(base_repo, s.actor, s.allow_actors)
+    if pr_ref is not None:
+        return _pull_plan(s, api, endpoints, token, pr_ref)
     if issue:
         task = api.issue_task(issue)
     with api_errors(f"repository {base_repo}"):
@@ -606,6 +657,45 @@ def _github_plan(s: Settings, endpoints: Endpoints, environ: dict[str, str], rep
     assert task is not None
     return GitHubPlan(api, endpoints, token, repo.location if repo.kind == "github" else base_repo, base_repo,
                       issue, pr_base), task
+
+
+def _pull_plan(s: Settings, api: GitHub, endpoints: Endpoints, token: Secret,
+               ref: IssueRef) -> tuple[GitHubPlan, Task]:
+    """--pr: the pull request (refused when closed, merged, from a fork or not Toren's), and the round's task:
+    the issue it came from, when Toren opened it for one in the same repository, is its original task."""
+    from toren_action.git import review
+
+    pull = review.read_pull(api, ref, s.allow_any_pr)
+    original = None
+    if pull.toren and pull.source_issue:
+        original = api.issue_task(IssueRef(ref.repo, pull.source_issue))
+    elif pull.toren and pull.source_job:  # a spec's pull request: the task as its job kept it, on this host
+        original = _kept_task(pull.source_job, endpoints.clone_url(ref.repo))
+    task = review.pull_task(pull, s.instruction, original, review.earlier_rounds(pull.body))
+    return GitHubPlan(api, endpoints, token, ref.repo, ref.repo, None, pull.base_branch, pull), task
+
+
+def _kept_task(job_id: str, origin: str) -> Task | None:
+    """The task a job of this host on ``origin`` ran (its redacted ``task.md``), or None."""
+    from toren_action.core.errors import TorenError
+    from toren_action.core.paths import job_dir, read_bounded, toren_home
+    from toren_action.jobs.store import Store
+
+    home = toren_home()
+    if not (home / "toren.db").is_file():
+        return None
+    store = Store(home)
+    try:
+        job = store.get(job_id)
+    except TorenError:
+        return None
+    finally:
+        store.close()
+    data = read_bounded(job_dir(home, job_id), "task.md", 200_000) if job.repo == origin else None
+    if not data:
+        return None
+    body = data.decode("utf-8", errors="replace")
+    return Task(title=title_of(body, fallback=f"job {job_id}"), body=body, source=f"the task of job {job_id}")
 
 
 #: Linux limits one argument to 128 KiB; the prompt is one argument of the CLI.

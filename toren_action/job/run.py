@@ -23,7 +23,9 @@ from toren_action.core.errors import (
     AgentAuthFailed,
     AgentFailed,
     AgentRateLimited,
+    BranchMoved,
     BudgetExceeded,
+    GitError,
     Interrupted,
     JobTimedOut,
     MaxTurnsReached,
@@ -175,10 +177,17 @@ def run_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Reporte
                 agent = retry_agent(job, prepared, image, verdict, committed.agent_summary or agent.final_text)
                 failure = decide_outcome(job, agent)
                 continue
-            if not delivers(plan, "verification"):
+            if not delivers(plan, "verification") or plan.pull is not None:
                 raise verdict
             failure = failure or verdict
             break
+        if plan.pull is not None:  # a review round: a fast-forward of the pull request's head, then the answers
+            if failure is not None:  # a round never pushes a failed change onto someone's pull request
+                raise failure
+            ws, change = push_round(job, prepared.ws, change, image, agent.spec)
+            job.outcome.commit, job.outcome.pr_url = change.commit, plan.pull.html_url
+            answer_round(job, change)
+            return _delivered(job, ws, change, None)
         text = describe_change(job, committed, findings, failure)
         deliver(job, prepared.ws, change, text, failure)
         return _delivered(job, prepared.ws, change, failure)
@@ -227,8 +236,9 @@ def _open_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Repor
     jdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     gh = plan.github
     progress = None
-    if gh and gh.issue:
-        progress = gh.api.progress(gh.base_repo, gh.issue.number, job_id)
+    if gh and (gh.issue or gh.pull):  # on the issue, or on the pull request of a review round
+        number = gh.issue.number if gh.issue else gh.pull.number  # type: ignore[union-attr]
+        progress = gh.api.progress(gh.base_repo, number, job_id)
         reporter = Tee(reporter or NullReporter(), progress)
     log = JobLog(log_path(home, job_id), plan.redactor, reporter or NullReporter(), started)
     store.update(job_id, started_at=time.time(), pid=os.getpid())
@@ -245,14 +255,20 @@ def prepare_workspace(job: JobRun) -> Prepared:
     plan = job.plan
     job.enter("preparing", f"cloning {plan.origin} into the job workspace")
     mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor)
-    ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace",
-                                plan.base_branch or plan.settings.base_branch, plan.branch,
-                                base_commit=plan.base_commit)
+    if plan.pull is not None:  # a review round: on the pull request's head as planned, never a new branch
+        ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace", plan.branch, plan.branch,
+                                    start=plan.pull.head_sha)
+        job.log.stage("preparing", f"pull request #{plan.pull.number}, round {plan.round}: {plan.branch} at "
+                                   f"{ws.base_commit[:10]}")
+    else:
+        ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace",
+                                    plan.base_branch or plan.settings.base_branch, plan.branch,
+                                    base_commit=plan.base_commit)
+        start = f"--base-ref {plan.settings.base_ref}" if plan.base_commit else ws.base_branch
+        job.log.stage("preparing", f"branch {plan.branch} from {start} at {ws.base_commit[:10]}")
     job.store.update(job.id, base_commit=ws.base_commit)
     for warning in plan.warnings:
         job.log.line(f"toren: warning: {warning}", show=False)  # the submitter showed it (cli, action)
-    start = f"--base-ref {plan.settings.base_ref}" if plan.base_commit else ws.base_branch
-    job.log.stage("preparing", f"branch {plan.branch} from {start} at {ws.base_commit[:10]}")
     workspace.give_tree_to(ws.path, plan.uid, plan.gid)
     return Prepared(ws, tuple(_job_mounts(plan, job.dir, ws.path)))
 
@@ -265,6 +281,8 @@ def _job_mounts(plan: Plan, jdir: Path, ws_path: Path) -> list[Mount]:
     prompt = task_dir / "prompt.md"
     prompt.write_text(plan.task.prompt(_repo_instructions(ws_path)), "utf-8")
     prompt.chmod(0o444)
+    # the task as given, for a later review round of its pull request on this host (the job's dir is 0700)
+    write_private(jdir / "task.md", plan.redactor(plan.task.body))
     mounts = [
         Mount(str(ws_path), "/workspace", False),
         # the agent may read .git (status, diff, log) but never write it: no hooks, no config
@@ -396,10 +414,15 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
             passthrough.update(key_proxy.env)
             relays += key_proxy.relays
         max_turns, max_cost = _round_limits(job)
+        session = _session_mount(job)
+        if session is not None:
+            mounts.append(session[0])
         ctx = RunContext(f"{CONTAINER_TASK}/prompt.md", s.model, s.command, CONTAINER_SECRETS, plan.credentials,
                          max_turns, max_cost, s.allowed_tools, s.disallowed_tools, s.append_system_prompt,
                          passthrough, key_proxy=key_proxy is not None,
-                         key_proxy_url=key_proxy.url if key_proxy else None)
+                         key_proxy_url=key_proxy.url if key_proxy else None,
+                         session_dir=session[0].target if session else None,
+                         resume_session=session[1] if session else None)
         env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job.id, "TOREN_TASK_FILE": ctx.prompt_file}
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
@@ -422,6 +445,113 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
         secrets_dir = job.dir / "secrets"
         stack.callback(remove_tree, secrets_dir)  # 0500 while the agent ran: remove_tree makes it writable first
         yield Sandbox(plan, image.docker, spec, secrets_dir)
+
+
+#: The agent's sessions in the container (the job's ``agent-session`` directory), and the record of its id.
+CONTAINER_SESSION = "/run/toren/session"
+SESSION_DIR, SESSION_RECORD = "agent-session", "agent-session.json"
+#: A session larger than this (in all) is not carried to the next round; the prompt's summary is enough.
+MAX_SESSION_BYTES = 64 * 1024 * 1024
+
+
+def _session_mount(job: JobRun) -> tuple[Mount, str | None] | None:
+    """For a CLI that resumes sessions, on a job whose result goes to GitHub (a later review round may continue
+    it): the job's session directory, writable by the agent, mounted where the CLI keeps its sessions; for a
+    review round whose previous round ran here, that round's session files copied in and its id to resume.
+    Never in the repository or the artifacts; the job's directory is 0700."""
+    plan = job.plan
+    if not plan.profile.resumes_sessions or plan.github is None:
+        return None
+    dest = job.dir / SESSION_DIR
+    dest.mkdir(mode=0o700, exist_ok=True)
+    resume = _previous_session(job, dest) if plan.pull is not None and plan.parent_job else None
+    if os.geteuid() == 0 and os.geteuid() != plan.uid:
+        for root, _dirs, files in os.walk(dest):
+            os.chown(root, plan.uid, plan.gid)
+            for name in files:
+                os.lchown(os.path.join(root, name), plan.uid, plan.gid)
+    return Mount(str(dest), CONTAINER_SESSION, False), resume
+
+
+def _previous_session(job: JobRun, dest: Path) -> str | None:
+    """Copy the previous round's session files (regular files only, never a link, bounded) into ``dest``;
+    return its session id, or None (then the prompt's summary of earlier rounds is all the agent has)."""
+    import json
+    import shutil
+
+    from toren_action.agents.base import SESSION_ID
+
+    plan = job.plan
+    assert plan.parent_job is not None
+    source = job_dir(job.home, plan.parent_job)
+    try:
+        record = json.loads((source / SESSION_RECORD).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("agent") != plan.profile.name:
+        return None
+    session = record.get("session_id")
+    if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
+        return None
+    root = source / SESSION_DIR
+    copied = _session_files(root)
+    if sum(size for _, size in copied) > MAX_SESSION_BYTES:
+        job.log.line(f"toren: the previous round's session is over {MAX_SESSION_BYTES >> 20} MiB; not resumed")
+        return None
+    for rel, _size in copied:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src, \
+                open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as out:
+            shutil.copyfileobj(src, out)
+    job.log.stage("building", f"continuing the {plan.profile.name} session of job {plan.parent_job}")
+    return session
+
+
+def _session_files(root: Path, drop_others: bool = False) -> list[tuple[str, int]]:
+    """The regular files under ``root`` (relative path, size), reached through no link; ``drop_others``: every
+    other entry (a link, a FIFO, a socket) is removed, never entered."""
+    import stat
+
+    found = []
+    for dirpath, dirs, names in os.walk(root, followlinks=False):
+        for name in [*names, *dirs]:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                found.append((os.path.relpath(path, root), os.lstat(path).st_size))
+            elif not stat.S_ISDIR(mode) and drop_others:
+                os.unlink(path)
+        dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(dirpath, d))
+                   and not os.path.islink(os.path.join(dirpath, d))]  # a removed link is no directory either
+    return found
+
+
+def _keep_session(job: JobRun, watch: _AgentWatch) -> None:
+    """The CLI's session id with the job (0600), for the next review round; the session's files redacted like
+    the log (a secret the agent read is in its conversation), or removed when they are over MAX_SESSION_BYTES."""
+    import json
+
+    root = job.dir / SESSION_DIR
+    if not root.is_dir():
+        return
+    files = _session_files(root, drop_others=True)  # only the CLI's own regular files are kept
+    if sum(size for _, size in files) > MAX_SESSION_BYTES:
+        job.log.line(f"toren: the agent's session is over {MAX_SESSION_BYTES >> 20} MiB; not kept for a later round")
+        remove_tree(root)
+        return
+    for rel, _size in files:
+        path = str(root / rel)
+        os.chmod(path, 0o600)  # the conversation: the job's owner's alone, like the record
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            data = fh.read()
+        masked = job.plan.redactor.bytes(data)
+        if masked != data:
+            with open(os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW), "wb") as fh:
+                fh.write(masked)
+    session = watch.parser.session_id
+    if session:
+        write_private(job.dir / SESSION_RECORD, json.dumps({"agent": job.plan.profile.name, "session_id": session}))
 
 
 def _start_key_proxy(job: JobRun, stack: ExitStack) -> _Wiring:
@@ -562,6 +692,7 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
         job.agent_s += time.monotonic() - started
         if watch.started:
             _record_usage(job, watch)
+            _keep_session(job, watch)
     if timed_out is not None:
         return AgentRun(-1, timed_out, sandbox.spec)
     job.store.update(job.id, exit_code=result.exit_code)
@@ -765,6 +896,8 @@ def _nothing_committed(job: JobRun, ws: Workspace, partial: TorenError | None) -
     else:
         job.enter("no_changes", "the agent left the tree unchanged; nothing to commit")
         job.outcome.state, job.outcome.exit_code, job.outcome.message = "no_changes", 0, "the agent changed nothing"
+        if job.plan.pull is not None:
+            answer_round(job, None)
     remove_tree(ws.path)
     return job.outcome
 
@@ -999,6 +1132,89 @@ def open_pull_request(job: JobRun, ws: Workspace, text: PrText, draft: bool = Fa
     for warning in gh.api.warnings:
         job.log.line(f"toren: warning: {warning}")
     job.log.stage("pull_request", f"{'opened' if created else 'updated'} #{number}: {job.outcome.pr_url}")
+
+
+def push_round(job: JobRun, ws: Workspace, change: Change, image: AgentImage,
+               spec: ContainerSpec) -> tuple[Workspace, Change]:
+    """Push a review round's commit as a fast-forward of the head the round started from (never a force push).
+    When the branch moved meanwhile: fetch it, apply the commit on the new head if it applies cleanly, run the
+    checks again on that commit and push it; otherwise end ``branch_moved`` with nothing pushed."""
+    from toren_action.git import workspace
+
+    plan = job.plan
+    assert plan.pull is not None
+    start = plan.pull.head_sha
+    job.enter("pushing", f"{plan.branch} to {plan.origin}, a fast-forward of {start[:10]}")
+    try:
+        workspace.push(ws, plan.branch, False, env=job.git_env, redact=plan.redactor, lease=start,
+                       commit=change.commit)
+        job.outcome.pushed_to = plan.origin
+        return ws, change
+    except GitError:
+        now = workspace.remote_heads(plan.origin, env=job.git_env, redact=plan.redactor).branches.get(plan.branch)
+        if now == start:
+            raise
+    if now is None:
+        raise BranchMoved(f"{plan.branch} was deleted during the run; nothing was pushed (the change is kept in "
+                          f"{ws.path})")
+    job.log.stage("pushing", f"{plan.branch} moved from {start[:10]} to {now[:10]} during the run; applying "
+                             "the commit on the new head")
+    replayed = workspace.replay(ws, plan.branch, change.commit, now, plan.settings.author_name,
+                                plan.settings.author_email, env=job.git_env, redact=plan.redactor)
+    if replayed is None:
+        raise BranchMoved(f"{plan.branch} moved from {start[:10]} to {now[:10]} during the run and the commit does "
+                          f"not apply cleanly on it; nothing was pushed (the change is kept in {ws.path})")
+    ws, change = replayed
+    (job.dir / "change.diff").write_text(plan.redactor(workspace.last_patch(ws, change.commit)), "utf-8")
+    check_change(job, ws, change)  # the checks judge the commit that is pushed, the replayed one
+    failed = verify_commit(job, image, ws, change, spec)
+    if failed is not None:
+        raise failed
+    job.enter("pushing", f"{plan.branch}: {change.commit[:10]} on {now[:10]}")
+    try:
+        workspace.push(ws, plan.branch, False, env=job.git_env, redact=plan.redactor, lease=now,
+                       commit=change.commit)
+    except GitError:
+        raise BranchMoved(f"{plan.branch} moved again during the run; nothing was pushed (the change is kept in "
+                          f"{ws.path})") from None
+    job.outcome.pushed_to = plan.origin
+    return ws, change
+
+
+def answer_round(job: JobRun, change: Change | None) -> None:
+    """A review round's answers on the pull request: a reply on each thread it handled, one on the instruction,
+    and a row in the body's Iterations section. Best effort: the round's commit is already pushed."""
+    from toren_action.core import texts
+    from toren_action.git import review
+    from toren_action.job.usage import usage_text
+
+    plan, gh, outcome = job.plan, job.plan.github, job.outcome
+    assert plan.pull is not None and gh is not None
+    pull, r = plan.pull, plan.redactor
+    commit, files = (change.commit, change.files) if change else (None, [])
+    if change:
+        job.store.update(job.id, result_commit=change.commit, files_changed=redact_data(change.files, r),
+                         diffstat=r(change.diffstat))
+        outcome.files, outcome.diffstat = redact_data(change.files, r), r(change.diffstat)
+    failed = review.reply_to_threads(gh.api, pull, lambda t: review.thread_reply(t, commit, files), r)
+    verify = (f"{plan.settings.verify} passed" if plan.settings.verify and change
+              else "not run" if plan.settings.verify else "not configured")
+    asked = plan.settings.instruction or f"{len(pull.threads)} review thread(s)"
+    try:
+        if plan.settings.instruction:
+            done = (f"commit {commit[:10]} changed " + ", ".join(texts.code(f) for f in files[:10])
+                    + (f" and {len(files) - 10} more" if len(files) > 10 else "")) if commit \
+                else "the agent changed nothing"
+            review.comment(gh.api, pull, r(f"{review.REPLY_MARKER}\nToren, round {plan.round}: "
+                                           f"{texts.inline(asked[:300])}: {done}."))
+        cost = usage_text(outcome.usage, outcome.cost_usd, outcome.cost_source, tokens=False) or ""
+        review.add_iteration(gh.api, pull, plan.round or 1, r(asked[:200]), commit, verify, cost)
+    except TorenError as exc:
+        failed += 1
+        job.log.line(f"toren: warning: {exc}")
+    if failed:
+        job.log.line(f"toren: warning: {failed} answer(s) on the pull request could not be written")
+    job.log.stage(job.state, f"answered {len(pull.threads)} thread(s) on #{pull.number}")
 
 
 def _delivered(job: JobRun, ws: Workspace, change: Change, failure: TorenError | None) -> Outcome:

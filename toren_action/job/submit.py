@@ -4,12 +4,14 @@ it here with the signal handling and heartbeat of a job's process."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from toren_action.config.settings import Settings
+from toren_action.core.errors import TorenError
 from toren_action.core.paths import toren_home
 from toren_action.core.redact import redact_data
 from toren_action.job.log import Reporter
@@ -54,7 +56,25 @@ def submit(settings: Settings, *, background: bool) -> Submitted:
     # the record keeps the inputs with secret values and token formats masked (a --command holding a token)
     store.create_job(job_id=job_id, repo=plan.origin, branch=plan.branch, agent=plan.profile.name,
                      model=settings.model, base_image=settings.base_image, inputs=redact_data(inputs, plan.redactor))
+    plan = with_round(plan, store, job_id)
     return Submitted(plan, store, home, job_id, docker)
+
+
+def with_round(plan: Plan, store: Store, job_id: str) -> Plan:
+    """A review round's record: its pull request, its number, and the round before it (the newest job on the
+    same pull request on this host, else the job that opened it)."""
+    if plan.pull is None:
+        return plan
+    before = store.last_round(plan.origin, plan.pull.number, job_id)
+    parent = before.id if before else None
+    if parent is None and plan.parent_job:  # the job the body names (anyone who may edit it wrote that): only
+        try:  # a job of this host on this very repository, else its session could carry another repository's
+            named = store.get(plan.parent_job)
+        except TorenError:
+            named = None
+        parent = named.id if named is not None and named.repo == plan.origin else None
+    store.update(job_id, pr_number=plan.pull.number, round=plan.round, parent_job=parent, pr_url=plan.pull.html_url)
+    return dataclasses.replace(plan, parent_job=parent)
 
 
 def run_in_foreground(job: Submitted, reporter: Reporter) -> Outcome:

@@ -102,6 +102,8 @@ def _m006_setup(conn: sqlite3.Connection) -> None:
     """The job's setup (job/setup.py), as JSON: whether the prepared environment was reused ("hit"), made
     ("miss"), made without the cache ("off") or there was no setup ("none"); its key, image and duration."""
     conn.execute("ALTER TABLE jobs ADD COLUMN setup TEXT")
+
+
 def _m007_verification(conn: sqlite3.Connection) -> None:
     """The verification's results (JSON: outcome, counts, the tests fixed, broken and still failing, the baseline,
     each round). Numbered 7 after _m006_setup (issue 15's setup); it adds its column only when missing, so either
@@ -109,6 +111,15 @@ def _m007_verification(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "verification" not in columns:
         conn.execute("ALTER TABLE jobs ADD COLUMN verification TEXT")
+
+
+def _m008_pull_request_round(conn: sqlite3.Connection) -> None:
+    """A review round (`toren run --pr`): the pull request's number, the round, and the job of the round before
+    (its session is continued when this host ran it)."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN pr_number INTEGER")
+    conn.execute("ALTER TABLE jobs ADD COLUMN round INTEGER")
+    conn.execute("ALTER TABLE jobs ADD COLUMN parent_job TEXT")
+    conn.execute("CREATE INDEX jobs_pull ON jobs(repo, pr_number)")
 
 
 #: The schema's history, oldest first: a database at version N (PRAGMA user_version) runs MIGRATIONS[N:].
@@ -121,6 +132,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m005_cancel_requested,
     _m006_setup,
     _m007_verification,
+    _m008_pull_request_round,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -173,6 +185,9 @@ class Job:
     verification: dict[str, Any] | None = None
     #: The setup's record (job/setup.py): {"cache": "hit"|"miss"|"off"|"none", "key", "image", "duration_s"}
     setup: dict[str, Any] | None = None
+    pr_number: int | None = None
+    round: int | None = None
+    parent_job: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -374,6 +389,13 @@ class Store:
                                     error=f"worker lost: its process {row['pid']} {why}"):
                     lost.append(row["id"])
         return lost
+
+    def last_round(self, repo: str, pr_number: int, other_than: str = "") -> Job | None:
+        """The newest job on pull request ``pr_number`` of ``repo`` (its origin), ``other_than`` aside: the round
+        before the next."""
+        row = self._conn.execute("SELECT * FROM jobs WHERE repo = ? AND pr_number = ? AND id != ? ORDER BY "
+                                 "created_at DESC, id DESC LIMIT 1", (repo, pr_number, other_than)).fetchone()
+        return _job(row) if row else None
 
     def has_unfinished(self) -> bool:
         placeholders = ",".join("?" * len(FINAL_STATES))
