@@ -34,7 +34,9 @@ HOST_ONLY_VALUES = {
     "network": '"host"', "timeout_minutes": "10080", "max_cost_usd": "100000", "ca_bundle": '"/tmp/evil.pem"',
     "draft": "true", "no_pr": "true", "memory": '"512g"', "pids_limit": "100000", "cpus": "1024",
     "author_name": '"Linus Torvalds"', "author_email": '"torvalds@linux-foundation.org"', "allow_mounts": '["/"]',
-    "agent_uid": "1",
+    "agent_uid": "1", "attempts": "16", "agents": '"claude,codex,gemini"', "max_cost_usd_per_attempt": "100000",
+    "first_verified": "true", "keep_attempts": "true", "judge": '"claude-opus-4-1"', "race_attempt": "3",
+    "race_record": '"/tmp/record.json"',
 }
 
 

@@ -166,6 +166,13 @@ class PolicyBlocked(TorenError):
     state = JobState.BLOCKED_BY_POLICY  # and its exit code
 
 
+class NoWinner(TorenError):
+    """A race ended with no attempt that passed verification and the diff policy; no pull request was opened
+    (each attempt's own end state says why)."""
+
+    exit_code = 22
+
+
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 
