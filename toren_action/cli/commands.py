@@ -27,6 +27,15 @@ def cmd_run(args: Namespace) -> int:
     from toren_action.job.submit import run_in_foreground, submit
 
     settings = Settings.load(run_flags(args), config_file=args.config)
+    from toren_action.job import race
+
+    if race.is_race(settings):
+        from toren_action.cli.race import run_race
+
+        return run_race(args, settings)
+    if settings.race_attempt:  # one attempt of a fleet race: in the foreground, its record written at the end
+        settings = race.fleet_settings(settings)
+        args.disable_daemon = True
     job = submit(settings, background=not args.disable_daemon)
     if not args.disable_daemon:
         return _start_background(args, job.store, job.home, job.job_id)
@@ -39,6 +48,12 @@ def cmd_run(args: Namespace) -> int:
     finally:
         reporter.close()
     record = job.store.get(job.job_id)
+    if settings.race_attempt:
+        from pathlib import Path as _Path
+
+        path = _Path(settings.race_record or f"toren-attempt-{settings.race_attempt}.json")
+        race.write_record(path, job.plan, record)
+        print(f"toren: attempt {settings.race_attempt}'s result record: {path}", file=sys.stderr)
     if args.json:
         print_json(outcome_json(outcome, record))
     else:
@@ -103,6 +118,17 @@ def cmd_run_job(args: Namespace) -> int:
         return run_job(plan, store, home, job.id).exit_code
     except TorenError as exc:  # Interrupted: the job is already marked cancelled
         return exc.exit_code
+    finally:
+        if job.race_id:  # an attempt of a race: its end may end the race (the last one, or --first-verified)
+            from toren_action.job.race import after_attempt
+
+            after_attempt(store, home, job.id, plan)
+
+
+def cmd_race(args: Namespace) -> int:
+    from toren_action.cli.race import cmd_race as race
+
+    return race(args)
 
 
 def cmd_scan(args: Namespace) -> int:
@@ -144,6 +170,13 @@ def cmd_cancel(args: Namespace) -> int:
 
     home = toren_home()
     store = Store(home)
+    from toren_action.jobs import race as races
+
+    r = races.find_race(store, args.job)
+    if r is not None:
+        from toren_action.cli.race import cancel_race
+
+        return cancel_race(store, home, r, args.wait)
     job = store.resolve(args.job)
     if job.state.final:
         print(f"job {job.id} already ended: {job.state}")

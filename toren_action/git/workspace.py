@@ -259,11 +259,14 @@ class Workspace:
     base_branch: str
 
 
-def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str) -> Workspace:
-    """A per-job clone sharing the mirror's objects, on a new branch from the base branch."""
+def create_clone(mirror: Path, origin: str, dest: Path, base_branch: str | None, branch: str,
+                 commit: str | None = None) -> Workspace:
+    """A per-job clone sharing the mirror's objects, on a new branch from the base branch (at ``commit`` when
+    given: the base commit every attempt of a race starts from)."""
     base = base_branch or default_branch(mirror)
     try:
-        commit = git("rev-parse", "--verify", f"refs/heads/{base}^{{commit}}", cwd=mirror, trusted=True).strip()
+        commit = git("rev-parse", "--verify", f"{commit or 'refs/heads/' + base}^{{commit}}", cwd=mirror,
+                     trusted=True).strip()
     except GitError:
         raise UsageError("--base-branch",
                          f"branch {base!r} does not exist in {origin}; name an existing branch") from None

@@ -118,6 +118,7 @@ def _m009_races(conn: sqlite3.Connection) -> None:
         choice TEXT,
         error TEXT,
         counters TEXT,
+        comment_id INTEGER,
         cancel_requested_at REAL,
         finished_at REAL,
         inputs TEXT NOT NULL
