@@ -255,7 +255,10 @@ def test_ctrl_c_removes_the_container_and_cancels_the_job(workdir, repo, toren_h
     deadline, job_id, running = time.monotonic() + 60, None, []
     while time.monotonic() < deadline and not running:
         if job_id is None and (toren_home / "toren.db").exists():
-            rows = sqlite3.connect(toren_home / "toren.db").execute("SELECT id FROM jobs").fetchall()
+            try:
+                rows = sqlite3.connect(toren_home / "toren.db").execute("SELECT id FROM jobs").fetchall()
+            except sqlite3.OperationalError:  # the file exists before the store's first migration commits
+                rows = []
             job_id = rows[0][0] if rows else None
         if job_id is not None:
             running = docker_client.containers.list(filters={"label": f"toren.job={job_id}", "status": "running"})

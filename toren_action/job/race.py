@@ -605,7 +605,7 @@ def from_artifacts(folder: Path, s: Settings, keep_attempts: bool) -> tuple[list
 def _fleet_plan(s: Settings, record: dict[str, Any]) -> Plan:
     """A plan for the final job of a fleet race: the repository the records name (the task, which the pull
     request's title comes from, is the one given to this command)."""
-    return delivery_plan(dataclasses.replace(s, repo=s.repo if s.repo != "." else record["origin"]))
+    return delivery_plan(dataclasses.replace(s, repo=s.repo if s.repo != "." or s.issue else record["origin"]))
 
 
 def delivery_plan(s: Settings) -> Plan:
