@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_IMAGE, git, subprocess_env
+from tests.integration.test_agents import VENDORS, agent_env  # noqa: F401 - agent_env: the fixture, used below
 
 pytestmark = pytest.mark.docker
 
@@ -229,3 +230,37 @@ def test_a_race_on_an_issue_opens_one_pull_request_with_the_table(tmp_path, tore
         assert "| 3 | shell |" in history[0][-1]
         leaks = [p for p in toren_home.rglob("*") if p.is_file() and GH_TOKEN.encode() in p.read_bytes()]
         assert not leaks and GH_TOKEN not in proc.stderr + proc.stdout
+
+
+# -- a shared budget: Claude Code attempts against the fake Anthropic API, each turn costing money
+
+
+def test_the_shared_budget_stops_the_attempts_and_starts_no_new_one(workdir, repo, toren_home, capsys,
+                                                                   docker_client, agent_env, monkeypatch):  # noqa: F811
+    from tests.fakes.base import Script
+    from toren_action.cli import main
+
+    vendor = VENDORS["claude"]
+    monkeypatch.setenv("TOREN_MAX_JOBS", "2")
+    with vendor.fake(Script(mode="loop")) as fake:
+        agent_env.setenv("ANTHROPIC_API_KEY", fake.script.api_key)
+        agent_env.setenv("ANTHROPIC_BASE_URL", fake.url)
+        code = main(["run", "--repo", "./myproject", "--spec", "task.md", "--branch", "toren/budget",
+                     "--agent", "claude", "--model", vendor.model, "--base-image", BASE_IMAGE, "--pull", "never",
+                     "--network", "host", "--timeout", "4", "--attempts", "3", "--max-cost-usd", "0.03",
+                     "--disable-daemon", "--json"])
+        out, err = capsys.readouterr()
+    assert code == 22, err  # no winner
+    result = json.loads(out)
+    rows = {a["attempt"]: a for a in result["attempts"]}
+    assert {a["state"] for a in rows.values()} == {"budget_exceeded"}
+    # the two that ran were stopped by the race's budget, each before its own cap (the race's 0.03) was reached
+    for n in (1, 2):
+        log = (toren_home / "jobs" / rows[n]["job_id"] / "job.log").read_text()
+        assert "the race's shared budget --max-cost-usd 0.03 is spent" in log
+        assert 0 < rows[n]["cost_usd"] < 0.03
+    assert 0.03 < result["spent_usd"] < 0.03 + rows[1]["cost_usd"] + rows[2]["cost_usd"]
+    # the third started after the budget was spent: it ended without running (no cost, no container)
+    assert rows[3]["cost_usd"] is None and rows[3]["turns"] is None
+    assert "was spent before attempt 3 started" in (toren_home / "jobs" / rows[3]["job_id"] / "job.log").read_text()
+    assert branches(repo) == []

@@ -136,7 +136,7 @@ _RULES = (
     ("fewest tests broken", lambda a: f"{a.counts['broken']} broken"),
     ("smallest change", lambda a: f"{a.changed_lines} lines"),
     ("cheapest", lambda a: "no cost" if a.cost_usd is None else f"${a.cost_usd:.4f}"),
-    ("fastest", lambda a: "time unknown" if a.duration_s is None else f"{a.duration_s:.0f}s"),
+    ("fastest", lambda a: "time unknown" if a.duration_s is None else f"{a.duration_s:.1f}s"),
 )
 
 

@@ -244,7 +244,7 @@ def _update_comment(store: Store, race_id: str, plan: Plan) -> None:
         gh.api.upsert_comment(gh.base_repo, gh.issue.number, race.comment_id, comment_body(store, race_id))
 
 
-def wait_for_race(sub: RaceSubmitted, on_end: Callable[[choose.Attempt], None], poll: float = 0.5) -> races.Race:
+def wait_for_race(sub: RaceSubmitted, on_end: Callable[[choose.Attempt], None], poll: float = 0.2) -> races.Race:
     """Wait (in the submitting process: `--disable-daemon`, the Action) until the race ends, calling ``on_end``
     with each attempt as it ends. When every attempt ended and none ended the race (its last one was lost:
     killed, its worker gone), this process ends it."""
