@@ -112,6 +112,11 @@ def test_records_are_read_and_chosen_like_a_race(tmp_path):
     ({"branch": "--upload-pack=evil"}, "--from-artifacts"),
     ({"branch": "toren/../main"}, "--from-artifacts"),
     ({"agent": 7}, "'agent' is missing or not a text"),
+    # a record naming a branch not its own would have the final job delete that branch as a loser's
+    ({"branch": "main"}, "branch 'main' is not attempt 1's own"),
+    ({"branch": "release/v1"}, "is not attempt 1's own"),
+    ({"branch": "toren/issue-1/claude-2"}, "is not attempt 1's own"),
+    ({"branch": "toren/issue-1/codex-1"}, "is not attempt 1's own"),  # agent claude
 ])
 def test_a_bad_record_is_refused_with_one_line(tmp_path, bad, words):
     write(tmp_path, "r.json", record(1, **bad))
@@ -128,6 +133,22 @@ def test_records_of_one_attempt_twice_or_of_two_repositories_are_refused(tmp_pat
     write(tmp_path, "b.json", record(2, origin="https://github.example/evil/w.git"))
     with pytest.raises(UsageError, match="2 different repositories"):
         race.read_records(tmp_path)
+
+
+def test_records_of_two_races_are_refused(tmp_path):
+    write(tmp_path, "a.json", record(1))
+    write(tmp_path, "b.json", record(2, branch="toren/other/claude-2"))
+    with pytest.raises(UsageError, match="the records are of 2 races"):
+        race.read_records(tmp_path)
+
+
+def test_a_fleet_attempt_needs_the_shared_branch_and_gets_its_own():
+    with pytest.raises(UsageError, match="^--race-attempt.*give --branch"):
+        race.fleet_settings(settings(race_attempt=2))
+    s = race.fleet_settings(settings(race_attempt=2, branch="toren/issue-9", agent="codex",
+                                     max_cost_usd_per_attempt=1.5))
+    assert s.branch == "toren/issue-9/codex-2" and s.max_cost_usd == 1.5
+    assert not race.is_race(settings(race_attempt=2, attempts=3))  # one attempt of a fleet race, not a race
 
 
 def test_links_huge_files_and_an_empty_folder(tmp_path):

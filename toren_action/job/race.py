@@ -42,6 +42,9 @@ MAX_RECORD_BYTES = 256 * 1024
 RECORD_KIND = "toren-race-attempt"
 #: How long the process that ends a race waits for the attempts it stopped (--first-verified) to end.
 STOP_WAIT_S = 60.0
+#: A race choosing for this long without a word from the process that claimed it has lost that process (it
+#: waits at most STOP_WAIT_S for stopped attempts, then a few GitHub calls).
+CHOOSING_LOST_S = 600.0
 
 
 def is_race(s: Settings) -> bool:
@@ -260,6 +263,12 @@ def wait_for_race(sub: RaceSubmitted, on_end: Callable[[choose.Attempt], None], 
             return r
         if r.state is RaceState.RUNNING and races.all_ended(sub.store, r.id) and races.claim(sub.store, r.id):
             finish_race(sub.store, sub.home, r.id, sub.plans[0])
+        elif r.state is RaceState.CHOOSING and time.time() - r.updated_at > CHOOSING_LOST_S:
+            # the process that claimed the race died while choosing (finish_race ends it however it fails,
+            # unless it was killed): end it here, as a reaper ends a lost job
+            races.update_race(sub.store, r.id, state=RaceState.NO_WINNER,
+                              error="the process ending the race was lost while choosing; `toren race ID --pick N` "
+                                    "opens the pull request from an attempt")
         time.sleep(poll)
 
 
@@ -545,12 +554,22 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
             if not isinstance(data.get(key), str):
                 raise UsageError("--from-artifacts", f"{path.name}: {key!r} is missing or not a text")
         validate.branch_name(data["branch"], "--from-artifacts")
+        # the branch must be the attempt's own, <base>/<agent>-<n>: a record naming any other (main) would have
+        # the final job delete it as a loser's
+        base, _, own = data["branch"].rpartition("/")
+        if not base or own != f"{data['agent']}-{n}":
+            raise UsageError("--from-artifacts", f"{path.name}: branch {data['branch']!r} is not attempt {n}'s own "
+                                                 f"(<branch>/{data['agent']}-{n})")
         found[n] = data
     if not found:
         raise UsageError("--from-artifacts", f"no attempt record (kind {RECORD_KIND!r}) under {folder}")
     origins = {d["origin"] for d in found.values()}
     if len(origins) > 1:
         raise UsageError("--from-artifacts", f"the records are of {len(origins)} different repositories")
+    bases = {d["branch"].rpartition("/")[0] for d in found.values()}
+    if len(bases) > 1:
+        raise UsageError("--from-artifacts", f"the records are of {len(bases)} races (branches under "
+                                             f"{', '.join(sorted(bases))}); give the folder of one race")
     return [found[n] for n in sorted(found)]
 
 
