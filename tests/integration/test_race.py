@@ -123,6 +123,10 @@ def test_pick_refuses_what_cannot_win_and_pushes_a_deleted_winner_again(workdir,
     assert "toren/pick/shell-3" in branches(repo) and git("show", "toren/pick/shell-3:more", cwd=repo).startswith("1")
     assert "toren/pick/shell-1" not in branches(repo)  # the earlier winner's branch goes, as a loser's would
     assert race_json(rid)["winner"] == 3
+    watched = toren("race", rid, "--watch", "--interval", "0.2", COLUMNS="200")  # an ended race: drawn once
+    assert watched.returncode == 0 and "picked by hand: attempt 3" in watched.stdout, watched.stderr
+    assert toren("race", rid, "--force").returncode == 2  # --force goes with --pick
+    assert toren("race", "zzzzzz").returncode == 2
 
 
 def test_first_verified_stops_the_others(workdir, repo, toren_home):
@@ -264,3 +268,39 @@ def test_the_shared_budget_stops_the_attempts_and_starts_no_new_one(workdir, rep
     assert rows[3]["cost_usd"] is None and rows[3]["turns"] is None
     assert "was spent before attempt 3 started" in (toren_home / "jobs" / rows[3]["job_id"] / "job.log").read_text()
     assert branches(repo) == []
+
+
+def test_the_action_races_with_the_attempts_input(tmp_path, toren_home, docker_client, monkeypatch, capsys):
+    from tests.fakes.github import FakeGitHub
+    from toren_action import action
+
+    with FakeGitHub(tmp_path / "github", token=GH_TOKEN) as fake:
+        fake.add_repo(GH_REPO, files={"src/a.py": "def old_name():\n    return 1\n"})
+        fake.add_issue(GH_REPO, 7, "Rename old_name", "Please rename it.", author="alice")
+        fake.set_permission(GH_REPO, "alice", "maintain")
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps({"action": "created", "issue": {"number": 7},
+                                     "comment": {"body": "/toren go", "user": {"login": "alice", "type": "User"}},
+                                     "sender": {"login": "alice"}}))
+        out_file, summary = tmp_path / "output", tmp_path / "summary"
+        out_file.touch()
+        for k, v in {"GITHUB_EVENT_NAME": "issue_comment", "GITHUB_EVENT_PATH": str(event),
+                     "GITHUB_OUTPUT": str(out_file), "GITHUB_STEP_SUMMARY": str(summary),
+                     "GITHUB_REPOSITORY": GH_REPO, "GITHUB_API_URL": fake.api_url,
+                     "GITHUB_SERVER_URL": fake.server_url, "INPUT_GITHUB_TOKEN": GH_TOKEN, "RUNNER_TEMP": str(tmp_path),
+                     "INPUT_AGENT": "shell", "INPUT_ATTEMPTS": "2", "INPUT_BASE_IMAGE": BASE_IMAGE,
+                     "INPUT_PULL": "never", "INPUT_VERIFY": "grep -q new_name src/a.py", "TOREN_MAX_JOBS": "2",
+                     "TOREN_COMMAND": 'if [ "$TOREN_ATTEMPT" = 2 ]; then sed -i s/old_name/new_name/ src/a.py; fi',
+                     }.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        code = action.run()
+        out = capsys.readouterr().out
+        assert code == 0, out
+        (pr,) = fake.pulls(GH_REPO)
+        assert pr["head"]["ref"] == "toren/issue-7/shell-2" and "## Race" in pr["body"]
+        outputs = out_file.read_text()
+        assert "chosen" in outputs and pr["html_url"] in outputs and "toren/issue-7/shell-2" in outputs
+        assert "## Toren race chosen" in summary.read_text() and "| no_changes |" in summary.read_text()
+        logs = sorted(p.name for p in (tmp_path / "toren-artifacts").glob("attempt-*.log"))
+        assert [n.split("-")[1] for n in logs] == ["1", "2"]
