@@ -185,13 +185,16 @@ def test_from_artifacts_chooses_among_two_separate_race_attempt_runs(workdir, re
     (["--agents", "shell", "--attempts", "9", "--agents", "shell,shell"], "--attempts"),  # 18 in all
     (["--attempts", "2", "--first-verified"], "--first-verified"),
     (["--attempts", "2", "--judge", "claude-opus-4-1"], "--judge"),
+    (["--attempts", "2"], "--branch"),  # see the test: toren/bad exists at the origin
 ])
 def test_bad_race_input_is_one_line_exit_2_and_starts_nothing(workdir, repo, toren_home, args, field):
+    if args == ["--attempts", "2"]:
+        git("branch", "toren/bad", cwd=repo)  # the race's base name is a branch: its attempts cannot push
     proc = toren(*race_args("true", *args, branch="toren/bad"))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and field in proc.stderr, proc.stderr
     assert not (toren_home / "races").exists() and not (toren_home / "jobs").exists()
-    assert branches(repo) == []
+    assert branches(repo) == ([] if args != ["--attempts", "2"] else ["toren/bad"])
 
 
 # -- on GitHub (the fake): one pull request from the winner, its body the table; one race comment on the issue

@@ -130,6 +130,7 @@ def submit_race(s: Settings, say: Callable[[str], None] = lambda _line: None) ->
     job_ids = tuple(new_job_id(now + n / 1000) for n in range(1, len(wanted) + 1))
     plans = tuple(make_plan(attempt_settings(s, agent, model, attempt_branch(base, agent, n)), job_ids[n - 1])
                   for n, (agent, model) in enumerate(wanted, start=1))
+    _check_base_is_free(plans[0], base)
     docker = container.client()
     home = toren_home()
     store = Store(home)
@@ -159,6 +160,16 @@ def submit_race(s: Settings, say: Callable[[str], None] = lambda _line: None) ->
     log(f"race {race_id}: {len(plans)} attempt(s) queued from {base_commit[:10]}, on branches {base}/<agent>-<n>")
     worker.ensure_worker(home)
     return RaceSubmitted(race_id, job_ids, store, home, plans)
+
+
+def _check_base_is_free(plan: Plan, base: str) -> None:
+    """The attempts push to ``<base>/<agent>-<n>``, which git cannot create while a branch ``base`` exists."""
+    from toren_action.git import workspace
+
+    env = plan.github.git_env if plan.github else {}
+    if workspace.remote_branch_sha(plan.origin, base, env=env, redact=plan.redactor):
+        raise UsageError("--branch", f"{base!r} is a branch of {plan.origin}, so the attempts' branches "
+                                     f"{base}/<agent>-<n> cannot be pushed; choose another --branch for the race")
 
 
 def prepare(home: Path, plans: tuple[Plan, ...], docker, log: Callable[[str], None]) -> tuple[str, dict[str, int]]:
