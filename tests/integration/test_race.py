@@ -147,14 +147,25 @@ def test_cancel_of_a_race_cancels_every_attempt(workdir, repo, toren_home, docke
     assert proc.returncode == 0, proc.stderr
     rid = proc.stdout.strip()
     wait_for(lambda: any(a["state"] == "running" for a in race_json(rid)["attempts"]))
+    # an attempt is an ordinary job: cancelling it alone leaves the race and the other attempts running
+    first = race_json(rid)["attempts"][0]["job_id"]
+    assert toren("cancel", first).returncode == 0
+    after = race_json(rid)
+    assert after["state"] == "running" and after["attempts"][0]["state"] == "cancelled"
+    assert toren("summary", first, "--plain").returncode == 0
     proc = toren("cancel", rid)
-    assert proc.returncode == 0 and f"cancelled race {rid}: 3 attempt(s) stopped" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and f"cancelled race {rid}: 2 attempt(s) stopped" in proc.stdout, proc.stderr
     result = race_json(rid)
     assert result["state"] == "cancelled"
     assert {a["state"] for a in result["attempts"]} == {"cancelled"}
     for a in result["attempts"]:
         assert not docker_client.containers.list(all=True, filters={"label": f"toren.job={a['job_id']}"})
     assert branches(repo) == []
+    assert toren("cancel", rid).stdout.strip() == f"race {rid} already ended: cancelled"
+    # cleanup --logs removes the attempts' records, and then the race's
+    proc = toren("cleanup", "--all", "--logs")
+    assert proc.returncode == 0 and f"removed race {rid}" in proc.stdout, proc.stderr
+    assert not (toren_home / "races" / rid).exists() and toren("race", rid).returncode == 2
 
 
 def test_from_artifacts_chooses_among_two_separate_race_attempt_runs(workdir, repo, toren_home, tmp_path):

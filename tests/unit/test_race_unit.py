@@ -189,3 +189,20 @@ def test_exactly_one_process_claims_a_race(tmp_path):
     assert won.count(True) == 1 and races.get_race(store, "01race").state is RaceState.CHOOSING
     assert [j.id for j in races.attempts(store, "01race")] == [job]
     assert store.get(job).race_id == "01race" and store.get(job).attempt == 1
+
+
+def test_a_prefix_that_names_a_race_and_a_job_is_ambiguous_for_cancel(tmp_path, monkeypatch, capsys):
+    from toren_action.cli import main
+
+    monkeypatch.setenv("TOREN_HOME", str(tmp_path))
+    store = Store(tmp_path)
+    races.create_race(store, race_id="01m8aaaaaa0000", repo="r", branch="b", base_commit=SHA, budget_usd=None,
+                      first_verified=False, keep_attempts=False, inputs={}, counters={})
+    store.create_job(repo="r", branch="b/shell-1", agent="shell", model=None, base_image="i", inputs={},
+                     job_id="01m8aaaaab0000", race_id="01m8aaaaaa0000", attempt=1)
+    assert main(["cancel", "01m8aaaaa"]) == 10
+    assert "matches a race and a job" in capsys.readouterr().err
+    assert races.get_race(store, "01m8aaaaaa0000").state is RaceState.RUNNING
+    assert store.get("01m8aaaaab0000").state is JobState.QUEUED
+    assert main(["cancel", "01m8aaaaab0000"]) == 0  # the attempt alone, by its id
+    assert races.get_race(store, "01m8aaaaaa0000").state is RaceState.RUNNING

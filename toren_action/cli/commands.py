@@ -15,7 +15,7 @@ from typing import Any
 
 from toren_action.cli.parser import run_flags
 from toren_action.cli.ui import print_json
-from toren_action.core.errors import Interrupted, TorenError, UsageError
+from toren_action.core.errors import Interrupted, JobNotFound, TorenError, UsageError
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
 from toren_action.core.texts import terminal
@@ -173,6 +173,9 @@ def cmd_cancel(args: Namespace) -> int:
     from toren_action.jobs import race as races
 
     r = races.find_race(store, args.job)
+    if r is not None and r.id != args.job.strip().lower() and races.job_matches(store, args.job):
+        # a race and its attempts have ids from the same moment: a short prefix may name either
+        raise JobNotFound(f"{args.job!r} matches a race and a job; give more characters of the id")
     if r is not None:
         from toren_action.cli.race import cancel_race
 
@@ -399,6 +402,14 @@ def cmd_cleanup(args: Namespace) -> int:
                         print(f"toren: could not remove all of {jdir / sub}", file=sys.stderr)
         if what:
             print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")
+    if args.logs:  # a race whose attempts' records are all gone goes too: its row, log, table and kept commits
+        from toren_action.jobs import race as races
+
+        for r in races.ended_without_attempts(store):
+            print(f"{'would remove' if args.dry_run else 'removed'} race {r.id}: {home / 'races' / r.id}")
+            if not args.dry_run:
+                remove_tree(home / "races" / r.id)
+                races.delete_race(store, r.id)
     if docker_client is not None and (args.all or args.older_than):
         _prune_images(docker_client, args.dry_run, home)
     if not jobs:

@@ -89,6 +89,13 @@ def find_race(store: Store, prefix: str) -> Race | None:
     return _race(rows[0])
 
 
+def job_matches(store: Store, prefix: str) -> bool:
+    """Whether some job's id starts with ``prefix`` (which then does not name a race alone)."""
+    prefix = prefix.strip().lower()
+    return store._conn.execute("SELECT 1 FROM jobs WHERE id >= ? AND id < ? LIMIT 1",
+                               (prefix, prefix + "~")).fetchone() is not None
+
+
 def list_races(store: Store, limit: int = 50) -> list[Race]:
     return [_race(r) for r in store._conn.execute("SELECT * FROM races ORDER BY id DESC LIMIT ?", (int(limit),))]
 
@@ -144,3 +151,17 @@ def count(store: Store, race_id: str, name: str, by: int = 1) -> None:
         counters = json.loads(row["counters"] or "{}") if row else {}
         counters[name] = counters.get(name, 0) + by
         conn.execute("UPDATE races SET counters = ? WHERE id = ?", (json.dumps(counters), race_id))
+
+
+def ended_without_attempts(store: Store) -> list[Race]:
+    """Ended races none of whose attempts is left in the store (`cleanup --logs` removed them)."""
+    finals = [s.value for s in RaceState if s.final]
+    rows = store._conn.execute(
+        f"SELECT * FROM races WHERE state IN ({','.join('?' * len(finals))}) AND NOT EXISTS "  # noqa: S608  # nosec B608: placeholders only
+        "(SELECT 1 FROM jobs WHERE jobs.race_id = races.id)", finals).fetchall()
+    return [_race(r) for r in rows]
+
+
+def delete_race(store: Store, race_id: str) -> None:
+    with store._tx() as conn:
+        conn.execute("DELETE FROM races WHERE id = ?", (race_id,))
