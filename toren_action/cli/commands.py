@@ -19,7 +19,8 @@ from toren_action.core.errors import Interrupted, JobNotFound, TorenError, Usage
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
 from toren_action.core.texts import terminal
-from toren_action.jobs.store import Store, pid_alive
+from toren_action.jobs.process import is_job_process
+from toren_action.jobs.store import Store
 
 
 def cmd_run(args: Namespace) -> int:
@@ -190,7 +191,7 @@ def cmd_cancel(args: Namespace) -> int:
         print(f"cancelled {job.id} (it had not started)")
         return 0
     store.request_cancel(job.id)  # whoever ends the job from now on ends it cancelled
-    if job.pid and _is_job_process(job.pid, job.id):
+    if job.pid and is_job_process(job.pid, job.id):
         try:
             os.kill(job.pid, signal.SIGTERM)  # the job's process cancels itself and removes its container
         except (ProcessLookupError, PermissionError):
@@ -200,12 +201,12 @@ def cmd_cancel(args: Namespace) -> int:
         job = store.get(job.id)
         if job.state.final:
             break
-        if not job.pid or not _is_job_process(job.pid, job.id):  # it died before it could handle the signal
+        if not job.pid or not is_job_process(job.pid, job.id):  # it died before it could handle the signal
             store.set_state(job.id, JobState.CANCELLED, error="cancelled (toren cancel)")
             break
         time.sleep(0.2)
     else:
-        if job.pid and _is_job_process(job.pid, job.id):  # it did not stop in time
+        if job.pid and is_job_process(job.pid, job.id):  # it did not stop in time
             try:
                 os.kill(job.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -220,16 +221,6 @@ def cmd_cancel(args: Namespace) -> int:
         return job.state.exit_code or 1
     print(f"cancelled {job.id}")
     return 0
-
-
-def _is_job_process(pid: int, job_id: str) -> bool:
-    """The pid still belongs to this job's process (not to a process that reused it after a reboot): safe to
-    signal. Stricter than the store's pid_alive (which also counts a job run by the Action)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:  # no /proc (not Linux): trust the pid while it is alive and the user's
-        return pid_alive(pid)
-    return job_id.encode() in cmdline or b"--disable-daemon" in cmdline
 
 
 def cmd_logs(args: Namespace) -> int:

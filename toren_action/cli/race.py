@@ -98,10 +98,12 @@ def show(store: Store, r: races.Race, as_json: bool) -> int:
 def cmd_race(args: Namespace) -> int:
     if args.from_artifacts:
         return _from_artifacts(args)
-    if not args.race:
-        raise UsageError("race", "name a race (its id, as `toren run --attempts` printed it) or --from-artifacts DIR")
     home = toren_home()
     store = Store(home)
+    if not args.race:
+        if args.pick is not None or args.force or args.watch:
+            raise UsageError("race", "name the race: `toren race ID --pick N`")
+        return _list(store, args.json)
     r = races.find_race(store, args.race)
     if r is None:
         raise UsageError("race", f"no race starts with {args.race!r}")
@@ -113,6 +115,24 @@ def cmd_race(args: Namespace) -> int:
         return _watch(store, r.id, args.interval)
     store.reap_lost()
     return show(store, races.get_race(store, r.id), args.json)
+
+
+def _list(store: Store, as_json: bool) -> int:
+    """`toren race`: the recent races, newest first."""
+    found = races.list_races(store)
+    rows = [{"race_id": r.id, "state": r.state, "attempts": len(races.attempts(store, r.id)), "winner": r.winner,
+             "branch": r.branch, "pr_url": r.pr_url, "created_at": r.created_at} for r in found]
+    if as_json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no races; `toren run --attempts N` starts one")
+        return 0
+    for row in rows:
+        winner = f"attempt {row['winner']}" if row["winner"] else "-"
+        print(terminal(f"{row['race_id']}  {row['state']:<9}  {row['attempts']:>2} attempt(s)  winner {winner:<10}  "
+                       f"{row['branch']}  {row['pr_url'] or ''}").rstrip())
+    return 0
 
 
 def _watch(store: Store, rid: str, interval: float) -> int:

@@ -35,6 +35,7 @@ from toren_action.core.states import JobState, RaceState
 from toren_action.job import choose
 from toren_action.job.plan import Plan, make_plan
 from toren_action.jobs import race as races
+from toren_action.jobs.process import is_job_process
 from toren_action.jobs.store import Job, Store, new_job_id
 
 #: The most bytes of one result record that --from-artifacts reads (a record is a few kB).
@@ -334,7 +335,7 @@ def stop_attempts(store: Store, home: Path, race_id: str, reason: str, wait: flo
                 continue
             job = store.get(job.id)
         store.request_cancel(job.id)
-        if job.pid and _is_job_process(job.pid, job.id):
+        if job.pid and is_job_process(job.pid, job.id):
             try:
                 os.kill(job.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
@@ -344,20 +345,10 @@ def stop_attempts(store: Store, home: Path, race_id: str, reason: str, wait: flo
         time.sleep(0.2)
     for job_id in stopped:
         job = store.get(job_id)
-        if not job.state.final and not (job.pid and _is_job_process(job.pid, job.id)):
+        if not job.state.final and not (job.pid and is_job_process(job.pid, job.id)):
             store.set_state(job_id, JobState.CANCELLED, error=reason)
     worker.remove_containers(stopped)
     return stopped
-
-
-def _is_job_process(pid: int, job_id: str) -> bool:
-    """The pid is still this job's `_run-job` process (not a pid reused since): safe to signal."""
-    try:
-        return job_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        from toren_action.jobs.store import pid_alive
-
-        return pid_alive(pid)
 
 
 def finish_race(store: Store, home: Path, race_id: str, plan: Plan) -> races.Race:
@@ -418,15 +409,19 @@ def open_winner_pr(home: Path, plan: Plan, race: races.Race, attempts: list[choo
         return None
     body_file = job_dir(home, winner.job_id or "") / "pr.md"
     body = body_file.read_text("utf-8") if body_file.is_file() else f"# {report.pr_title(plan, None)}\n"
-    links = _log_links()
-    body = plan.redactor(body.rstrip() + "\n\n## Race\n\n" + f"{len(attempts)} attempt(s) of this task; this pull "
-                         f"request is attempt {winner.number}'s.\n\n" + choose.markdown_table(attempts, choice, links)
-                         + "\n")
+    body = race_pr_body(plan, body, attempts, choice, f"{len(attempts)} attempt(s) of this task; this pull request "
+                                                      f"is attempt {winner.number}'s.")
     url, number, _created = gh.api.open_or_update_pr(gh.base_repo, gh.repo, winner.branch, gh.pr_base or "main",
                                                      report.pr_title(plan, None), body, s.draft, s.labels,
                                                      s.reviewers, s.assignees)
     race_log(home, race.id, f"winner: attempt {winner.number}; pull request #{number}: {url}")
     return url
+
+
+def race_pr_body(plan: Plan, body: str, attempts: list[choose.Attempt], choice: choose.Choice, intro: str) -> str:
+    """The winner's own pull request body, then the Race section: the comparison table of every attempt."""
+    return plan.redactor(body.rstrip() + f"\n\n## Race\n\n{intro}\n\n"
+                         + choose.markdown_table(attempts, choice, _log_links()) + "\n")
 
 
 def _log_links() -> dict[int, str] | None:
@@ -621,9 +616,8 @@ def from_artifacts(folder: Path, s: Settings, keep_attempts: bool) -> tuple[list
         rec = next(d for d in records if d["attempt"] == winner.number)
         raw = rec.get("pr_body")  # written by Toren in the matrix job (its texts already inert), bounded here
         body = raw[:60_000] if isinstance(raw, str) else f"# {report.pr_title(plan, None)}\n"
-        body = plan.redactor(body.rstrip() + "\n\n## Race\n\n" + f"{len(attempts)} attempt(s) over the runner "
-                             f"fleet; this pull request is attempt {winner.number}'s.\n\n"
-                             + choose.markdown_table(attempts, choice, _log_links()) + "\n")
+        body = race_pr_body(plan, body, attempts, choice, f"{len(attempts)} attempt(s) over the runner fleet; this "
+                                                          f"pull request is attempt {winner.number}'s.")
         pr_url, _n, _c = gh.api.open_or_update_pr(gh.base_repo, gh.repo, winner.branch, gh.pr_base or "main",
                                                   report.pr_title(plan, None), body, s.draft, s.labels, s.reviewers,
                                                   s.assignees)
