@@ -149,6 +149,10 @@ def test_a_fleet_attempt_needs_the_shared_branch_and_gets_its_own():
                                      max_cost_usd_per_attempt=1.5))
     assert s.branch == "toren/issue-9/codex-2" and s.max_cost_usd == 1.5
     assert not race.is_race(settings(race_attempt=2, attempts=3))  # one attempt of a fleet race, not a race
+    with pytest.raises(UsageError, match="^--race-attempt.*drop --attempts and --agents"):
+        race.fleet_settings(settings(race_attempt=2, attempts=3, branch="toren/x"))
+    with pytest.raises(UsageError, match="^--judge"):
+        race.fleet_settings(settings(race_attempt=2, judge="m", branch="toren/x"))
 
 
 def test_links_huge_files_and_an_empty_folder(tmp_path):

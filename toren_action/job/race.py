@@ -506,6 +506,9 @@ def fleet_settings(s: Settings) -> Settings:
     if not s.branch:
         raise UsageError("--race-attempt", "every attempt of a fleet race must push under the same name: give "
                                            "--branch (e.g. toren/issue-42)")
+    if s.attempts or s.agents:
+        raise UsageError("--race-attempt", "runs one attempt: the workflow's matrix says how many and which agents; "
+                                           "drop --attempts and --agents (give --agent)")
     if s.judge:
         entries(s)  # the same refusal as a race on one machine
     return dataclasses.replace(s, branch=attempt_branch(s.branch, s.agent, s.race_attempt or 1),
