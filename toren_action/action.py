@@ -319,8 +319,13 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     if trigger.kind == "dispatch" and not allowed:
         flags.pop("actor")  # whoever may dispatch a workflow already has write access
     flags = {k: v for k, v in flags.items() if v is not None}
+    settings = Settings.load(flags)
+    from toren_action.job import race
 
-    submitted = submit(Settings.load(flags), background=False)  # as `toren run --disable-daemon` does
+    if race.is_race(settings):  # the attempts and agents inputs: a race, one pull request from the best
+        return _run_race(settings)
+
+    submitted = submit(settings, background=False)  # as `toren run --disable-daemon` does
     home, job_id = submitted.home, submitted.job_id
     for warning in submitted.plan.warnings:  # a local checkout's uncommitted work or detached HEAD
         print(f"toren: warning: {warning}", file=sys.stderr)
@@ -348,6 +353,47 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
     if outcome.exit_code != 0:
         core.error(terminal(f"Toren: {outcome.state}: {outcome.message}"))
     return outcome.exit_code
+
+
+def _run_race(settings) -> int:
+    """A race in the Action: its attempts run on this runner (TOREN_MAX_JOBS at a time), each row is printed as
+    it ends; the outputs are the winner's (job-id is the race's id), the step summary holds the table."""
+    import shutil
+
+    from toren_action.core.errors import NoWinner
+    from toren_action.core.paths import log_path
+    from toren_action.core.states import RaceState
+    from toren_action.job import choose, race
+    from toren_action.jobs import race as races
+
+    core = _core()
+    sub = race.submit_race(settings, say=lambda line: print(terminal(f"toren: {line}"), flush=True))
+    core.set_output("job-id", sub.race_id)
+    r = race.wait_for_race(sub, lambda a: print(terminal("toren: attempt " + " | ".join(choose.cells(a))),
+                                                flush=True))
+    attempts = race.race_attempts(sub.store, r)
+    out = Path(os.environ.get("TOREN_ARTIFACTS") or Path(os.environ.get("RUNNER_TEMP") or sub.home)
+               / "toren-artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    for a in attempts:  # each attempt's redacted log, for the table's links
+        if a.job_id and log_path(sub.home, a.job_id).is_file():
+            shutil.copyfile(log_path(sub.home, a.job_id), out / f"attempt-{a.number}-{a.job_id}.log")
+    choice = choose.Choice(r.winner, (), (r.choice or {}).get("why", ""))
+    table = choose.markdown_table(attempts, choice)
+    (out / f"race-{r.id}.md").write_text(table + "\n", "utf-8")
+    winner = next((a for a in attempts if a.number == r.winner), None)
+    pr_number = re.search(r"/pull/(\d+)", r.pr_url or "")
+    spent = races.spent(sub.store, r.id)
+    outputs = {"status": str(r.state), "branch": winner.branch if winner else "", "pr-url": r.pr_url or "",
+               "pr-number": pr_number.group(1) if pr_number else "", "cost-usd": f"{spent:.4f}" if spent else "",
+               "turns": str(winner.turns or "") if winner else "", "log-path": str(out), "summary": table}
+    for key, value in outputs.items():
+        core.set_output(key, terminal(value))
+    _summary([f"## Toren race {inline(str(r.state).replace('_', ' '))}", "", table])
+    if r.state is RaceState.CHOSEN:
+        return 0
+    core.error(terminal(f"Toren: race {r.state}: {r.error or ''}"))
+    return NoWinner.exit_code if r.state is RaceState.NO_WINNER else r.state.exit_code or 1
 
 
 def _comment_refusal(trigger: Trigger, reason: str) -> None:

@@ -43,7 +43,7 @@ def test_no_command_prints_the_short_help_and_exits_0_as_gh_does(capsys):
     assert len(out.splitlines()) < 40
 
 
-COMMANDS = ("run", "status", "logs", "action", "scan", "cancel", "summary", "cleanup", "health")
+COMMANDS = ("run", "status", "logs", "action", "scan", "cancel", "summary", "cleanup", "health", "race")
 
 
 def _help(capsys, *argv: str) -> str:

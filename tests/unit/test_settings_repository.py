@@ -39,6 +39,9 @@ HOST_ONLY_VALUES = {
     "agent_uid": "1", "verify_baseline": "true", "verify_allow_preexisting": "true", "verify_timeout": "1440",
     "verify_retries": "5", "on_failure": '"branch"', "setup_network": '"host"', "setup_version": '"2"',
     "no_setup_cache": "true", "secret_for": '["setup"]',
+    "attempts": "16", "agents": '"claude,codex,gemini"', "max_cost_usd_per_attempt": "100000",
+    "first_verified": "true", "keep_attempts": "true", "judge": '"claude-opus-4-1"', "race_attempt": "3",
+    "race_record": '"/tmp/record.json"',
 }
 
 

@@ -272,8 +272,8 @@ def test_a_cancel_request_is_a_field_and_a_lost_job_that_had_one_ends_cancelled(
 def test_a_pid_another_user_owns_is_not_a_jobs_process(tmp_path, monkeypatch):
     """A job's process always runs as the user who started it: a pid that exists but may not be signalled
     (PermissionError) was reused by someone else's process, so the job is lost; `toren cancel` agrees."""
-    from toren_action.cli import commands
     from toren_action.jobs import store as store_module
+    from toren_action.jobs.process import is_job_process
 
     def kill(pid, sig):
         assert sig == 0
@@ -293,4 +293,4 @@ def test_a_pid_another_user_owns_is_not_a_jobs_process(tmp_path, monkeypatch):
     real_read = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(FileNotFoundError(str(self)))
                         if str(self).startswith("/proc/") else real_read(self))  # no /proc: the fallback
-    assert (commands._is_job_process(1111, theirs), commands._is_job_process(3333, mine)) == (False, True)
+    assert (is_job_process(1111, theirs), is_job_process(3333, mine)) == (False, True)

@@ -65,7 +65,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handlers = {"run": commands.cmd_run, "_run-job": commands.cmd_run_job, "_worker": commands.cmd_worker,
                 "logs": commands.cmd_logs, "summary": commands.cmd_summary, "cancel": commands.cmd_cancel,
                 "cleanup": commands.cmd_cleanup, "health": commands.cmd_health, "scan": commands.cmd_scan,
-                "action": commands.cmd_action}
+                "action": commands.cmd_action, "race": commands.cmd_race}
     return handlers[args.command_name](args)
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from toren_action.cli.parser import run_flags
 from toren_action.cli.ui import closed_pipe, print_json, say, silence_stdout
-from toren_action.core.errors import Interrupted, TorenError, UsageError
+from toren_action.core.errors import Interrupted, JobNotFound, TorenError, UsageError
 from toren_action.core.paths import job_dir, log_path, remove_tree, toren_home
 from toren_action.core.states import JobState
 from toren_action.core.texts import terminal
-from toren_action.jobs.store import Store, pid_alive
+from toren_action.jobs.process import is_job_process
+from toren_action.jobs.store import Store
 
 
 def cmd_run(args: Namespace) -> int:
@@ -27,6 +28,15 @@ def cmd_run(args: Namespace) -> int:
     from toren_action.job.submit import run_in_foreground, submit
 
     settings = Settings.load(run_flags(args), config_file=args.config)
+    from toren_action.job import race
+
+    if race.is_race(settings):
+        from toren_action.cli.race import run_race
+
+        return run_race(args, settings)
+    if settings.race_attempt:  # one attempt of a fleet race: in the foreground, its record written at the end
+        settings = race.fleet_settings(settings)
+        args.disable_daemon = True
     job = submit(settings, background=not args.disable_daemon)
     for warning in job.plan.warnings:
         say(f"toren: warning: {warning}")  # a closed stderr must not stop the job that now exists
@@ -41,6 +51,12 @@ def cmd_run(args: Namespace) -> int:
     finally:
         reporter.close()
     record = job.store.get(job.job_id)
+    if settings.race_attempt:
+        from pathlib import Path as _Path
+
+        path = _Path(settings.race_record or f"toren-attempt-{settings.race_attempt}.json")
+        race.write_record(path, job.plan, record)
+        say(f"toren: attempt {settings.race_attempt}'s result record: {path}")
     try:
         if args.json:
             print_json(outcome_json(outcome, record, log_path(job.home, job.job_id)))
@@ -116,6 +132,17 @@ def cmd_run_job(args: Namespace) -> int:
         return run_job(plan, store, home, job.id).exit_code
     except TorenError as exc:  # Interrupted: the job is already marked cancelled
         return exc.exit_code
+    finally:
+        if job.race_id:  # an attempt of a race: its end may end the race (the last one, or --first-verified)
+            from toren_action.job.race import after_attempt
+
+            after_attempt(store, home, job.id, plan)
+
+
+def cmd_race(args: Namespace) -> int:
+    from toren_action.cli.race import cmd_race as race
+
+    return race(args)
 
 
 def cmd_scan(args: Namespace) -> int:
@@ -160,6 +187,16 @@ def cmd_cancel(args: Namespace) -> int:
 
     home = toren_home()
     store = Store(home)
+    from toren_action.jobs import race as races
+
+    r = races.find_race(store, args.job)
+    if r is not None and r.id != args.job.strip().lower() and races.job_matches(store, args.job):
+        # a race and its attempts have ids from the same moment: a short prefix may name either
+        raise JobNotFound(f"{args.job!r} matches a race and a job; give more characters of the id")
+    if r is not None:
+        from toren_action.cli.race import cancel_race
+
+        return cancel_race(store, home, r, args.wait)
     job = store.resolve(args.job)
     if job.state.final:
         print(f"toren: job {job.id} already ended: {job.state}", file=sys.stderr)
@@ -170,7 +207,7 @@ def cmd_cancel(args: Namespace) -> int:
         print(f"cancelled {job.id} (it had not started)")
         return 0
     store.request_cancel(job.id)  # whoever ends the job from now on ends it cancelled
-    if job.pid and _is_job_process(job.pid, job.id):
+    if job.pid and is_job_process(job.pid, job.id):
         try:
             os.kill(job.pid, signal.SIGTERM)  # the job's process cancels itself and removes its container
         except (ProcessLookupError, PermissionError):
@@ -180,12 +217,12 @@ def cmd_cancel(args: Namespace) -> int:
         job = store.get(job.id)
         if job.state.final:
             break
-        if not job.pid or not _is_job_process(job.pid, job.id):  # it died before it could handle the signal
+        if not job.pid or not is_job_process(job.pid, job.id):  # it died before it could handle the signal
             store.set_state(job.id, JobState.CANCELLED, error="cancelled (toren cancel)")
             break
         time.sleep(0.2)
     else:
-        if job.pid and _is_job_process(job.pid, job.id):  # it did not stop in time
+        if job.pid and is_job_process(job.pid, job.id):  # it did not stop in time
             try:
                 os.kill(job.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -200,16 +237,6 @@ def cmd_cancel(args: Namespace) -> int:
         return job.state.exit_code or 1
     print(f"cancelled {job.id}")
     return 0
-
-
-def _is_job_process(pid: int, job_id: str) -> bool:
-    """The pid still belongs to this job's process (not to a process that reused it after a reboot): safe to
-    signal. Stricter than the store's pid_alive (which also counts a job run by the Action)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:  # no /proc (not Linux): trust the pid while it is alive and the user's
-        return pid_alive(pid)
-    return job_id.encode() in cmdline or b"--disable-daemon" in cmdline
 
 
 def cmd_logs(args: Namespace) -> int:
@@ -399,6 +426,14 @@ def cmd_cleanup(args: Namespace) -> int:
                         print(f"toren: could not remove all of {jdir / sub}", file=sys.stderr)
         if what:
             print(f"{'would remove' if args.dry_run else 'removed'} for {job.id}: {', '.join(what)}")
+    if args.logs:  # a race whose attempts' records are all gone goes too: its row, log, table and kept commits
+        from toren_action.jobs import race as races
+
+        for r in races.ended_without_attempts(store):
+            print(f"{'would remove' if args.dry_run else 'removed'} race {r.id}: {home / 'races' / r.id}")
+            if not args.dry_run:
+                remove_tree(home / "races" / r.id)
+                races.delete_race(store, r.id)
     if docker_client is not None and (args.all or args.older_than):
         from toren_action.job import setup
 

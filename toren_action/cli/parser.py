@@ -178,10 +178,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="paths not to report (repeatable), e.g. 'tests/*' for deliberate test fixtures")
     sc.add_argument("--json", action="store_true", help="print the findings (or the image's rows) as JSON")
 
-    cn = sub.add_parser("cancel", help="stop a job and remove its container",
+    rc = sub.add_parser("race", help="a race's attempts side by side, and its choice (docs/race.md)",
+                        description=_text("Show a race of several attempts on one task (toren run --attempts or "
+                                          "--agents): each attempt's state, tests, change, cost and time, and which "
+                                          "one was chosen and why; or pick another, or choose among a runner "
+                                          "fleet's records."),
+                        epilog=_examples("toren race 01m9 --watch", "toren race 01m9 --pick 3",
+                                         "toren race --from-artifacts records/ --issue acme/widget#42"))
+    rc.add_argument("race", nargs="?", help="race id or unambiguous prefix")
+    rc.add_argument("--json", action="store_true", help="print the race and its attempts as JSON")
+    rc.add_argument("--watch", "-w", action="store_true", help="redraw the table until the race ends")
+    rc.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period with --watch")
+    rc.add_argument("--pick", type=int, metavar="N", help="open the pull request from attempt N instead")
+    rc.add_argument("--force", action="store_true", help="with --pick: an attempt that did not pass verification")
+    rc.add_argument("--from-artifacts", metavar="DIR",
+                    help="choose among the result records of `toren run --race-attempt` (a runner fleet's race)")
+    rc.add_argument("--repo", help="with --from-artifacts: the repository (default: the records')")
+    rc.add_argument("--spec", metavar="FILE", help="with --from-artifacts: the task (for the pull request's title)")
+    rc.add_argument("--issue", metavar="URL", help="with --from-artifacts: the task's issue")
+    rc.add_argument("--keep-attempts", action="store_true", help="with --from-artifacts: keep the losers' branches")
+    rc.add_argument("--no-pr", action="store_true", help="with --from-artifacts: choose, open no pull request")
+    rc.add_argument("--draft", action="store_true", help="with --from-artifacts: open the pull request as a draft")
+    rc.add_argument("--config", metavar="FILE", help="settings file")
+
+    cn = sub.add_parser("cancel", help="stop a job (or every attempt of a race) and remove its container",
                         description="Stop a job: a queued one never starts; a running one stops as with Ctrl-C.",
                         epilog=_examples("toren cancel 01j9", "toren cancel 01j9 --wait 5   # then kill it"))
-    cn.add_argument("job", help="job id or unambiguous prefix")
+    cn.add_argument("job", help="job or race id, or an unambiguous prefix")
     cn.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                     help="how long to let it stop cleanly before killing it (default 30)")
 

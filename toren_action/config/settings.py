@@ -29,7 +29,7 @@ from toren_action.core.errors import ConfigError, UsageError
 
 #: The sections of ``toren run --help`` that settings' flags go in, in the order shown (cli adds "execution",
 #: the flags that are not settings, after them).
-GROUPS = ("task and repository", "agent", "container", "GitHub", "diff policy", "result")
+GROUPS = ("task and repository", "agent", "container", "GitHub", "diff policy", "result", "race")
 #: What a field's type makes of a setting: a scalar, a list (``tuple[str, ...]``, from a JSON array), or a map
 #: (a sorted tuple of pairs, from a JSON object: ``env``, ``prices``).
 KINDS = ("str", "int", "float", "bool", "list", "map")
@@ -97,6 +97,10 @@ def _container(default: Any = None, **spec: Any) -> Any:
 
 def _github(default: Any = None, **spec: Any) -> Any:
     return setting(default, group="GitHub", **spec)
+
+
+def _race(default: Any = None, **spec: Any) -> Any:
+    return setting(default, group="race", **spec)
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,25 @@ class Settings:
                                          help="reviewer for the PR (repeatable)", action_input="reviewers")
     assignees: tuple[str, ...] = _github((), flags=("--assignee",), metavar="LOGIN",
                                          help="assignee for the PR (repeatable)")
+
+    # -- race (docs/race.md): several attempts on one task, one pull request from the best. All host-only: how many
+    # agents run, which CLIs and what they may spend are the user's, like the agent and max_cost_usd.
+    attempts: int | None = _race(metavar="N", action_input="attempts",
+                                 help="race N attempts of the task per agent (1 to 16) and open one pull request "
+                                      "from the best (with --max-cost-usd as the race's shared budget)")
+    agents: str | None = _race(metavar="A,B[:MODEL]", action_input="agents",
+                               help="race these agents, comma-separated (agent:model picks a model), each "
+                                    "--attempts times")
+    max_cost_usd_per_attempt: float | None = _race(metavar="USD", help="stop one attempt of a race when its cost "
+                                                                       "passes this")
+    first_verified: bool = _race(False, help="stop the other attempts as soon as one passes --verify and the policy")
+    keep_attempts: bool = _race(False, help="keep the branches of the attempts that did not win")
+    judge: str | None = _race(metavar="MODEL", help="a model to break a tie between equal attempts (not available "
+                                                    "in this version: refused)")
+    race_attempt: int | None = _race(metavar="N", help="run attempt N of a race spread over a runner fleet: push "
+                                                       "its branch, open no pull request, write its result record")
+    race_record: str | None = _race(metavar="FILE", help="where --race-attempt writes its result record (default "
+                                                         "toren-attempt-N.json)")
 
     # -- no flag: files and TOREN_* only
     #: Price overrides per model: {model: {"input": USD/Mtok, "output": ..., "cache_read": ..., "cache_write": ...}}

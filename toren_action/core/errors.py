@@ -185,6 +185,13 @@ class BranchMoved(TorenError):
     state = JobState.BRANCH_MOVED  # and its exit code
 
 
+class NoWinner(TorenError):
+    """A race ended with no attempt that passed verification and the diff policy; no pull request was opened
+    (each attempt's own end state says why)."""
+
+    exit_code = 25
+
+
 class Interrupted(TorenError):
     """The user pressed Ctrl-C; the container was removed and the job marked cancelled."""
 

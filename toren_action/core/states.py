@@ -65,3 +65,30 @@ class JobState(str, Enum):
 
 #: The end states, for SQL (``state NOT IN (...)``) and membership tests.
 FINAL_STATES = frozenset(s for s in JobState if s.final)
+
+
+class RaceState(str, Enum):
+    """A race's state (jobs/race.py): its attempts run, then one process claims the choice, which ends the race
+    ``chosen`` (a winner, its pull request opened), ``no_winner`` (no attempt passed) or ``cancelled``."""
+
+    final: bool
+    exit_code: int | None
+
+    def __new__(cls, value: str, *facts: Any) -> RaceState:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.final, member.exit_code = facts
+        return member
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
+
+    #           value        final  exit
+    RUNNING =   "running",   False, None
+    CHOOSING =  "choosing",  False, None
+    CHOSEN =    "chosen",    True,  0
+    NO_WINNER = "no_winner", True,  25
+    CANCELLED = "cancelled", True,  130

@@ -272,6 +272,19 @@ class GitHub:
         self.warnings = warnings
         return pr.html_url, pr.number, created
 
+    def upsert_comment(self, full_name: str, number: int, comment_id: int | None, body: str) -> int | None:
+        """Write ``body`` as a new comment on the issue, or over the comment ``comment_id`` (a race's one comment,
+        edited as its table fills). Best effort, like the progress comment: None when GitHub refused."""
+        try:
+            with api_errors("race comment"):
+                issue = self.repo(full_name).get_issue(number)
+                if comment_id is None:
+                    return issue.create_comment(body).id
+                issue.get_comment(comment_id).edit(body)
+                return comment_id
+        except GitHubError:
+            return None
+
     def progress(self, full_name: str, number: int, job_id: str) -> ProgressComment:
         return ProgressComment(self.repo(full_name), number, job_id)
 

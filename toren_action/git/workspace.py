@@ -266,6 +266,13 @@ class RemoteHeads:
     branches: dict[str, str]  # name -> commit
 
 
+def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = None,
+                      redact: Callable[[str], str] = str) -> str | None:
+    """The commit ``branch`` points to in ``origin`` now, or None when it does not exist there (one ref asked)."""
+    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}", env=env, redact=redact)
+    return out.split()[0] if out.strip() else None
+
+
 def remote_heads(origin: str, env: dict[str, str] | None = None, redact: Callable[[str], str] = str) -> RemoteHeads:
     """Every branch of ``origin`` and its default one: one ``git ls-remote``, before any job exists."""
     out = git("ls-remote", "--symref", origin, "HEAD", "refs/heads/*", env=env, redact=redact)

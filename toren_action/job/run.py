@@ -43,6 +43,7 @@ from toren_action.job.log import JobLog, NullReporter, Reporter, Tee
 from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_SOCKETS, CONTAINER_TASK, MAX_PROMPT_BYTES, Plan
 from toren_action.job.report import Outcome
 from toren_action.job.usage import usage_text
+from toren_action.jobs import race as races
 from toren_action.jobs.store import Store
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class JobRun:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     #: the prepared environment the agent and the verification run in (job/setup.py); None without a setup
     setup: PreparedEnv | None = None
+    #: the race this job is an attempt of (docs/race.md), or None
+    race: RaceAttempt | None = None
 
     @property
     def git_env(self) -> dict[str, str]:
@@ -105,6 +108,17 @@ class JobRun:
         self.log.stage(state, message)
         self.store.set_state(self.id, state, error=self.log._redact(message))
         self.outcome.state, self.outcome.exit_code, self.outcome.message = state, code, self.log._redact(message)
+
+
+@dataclass(frozen=True)
+class RaceAttempt:
+    """What an attempt of a race shares with the others: the race, its base commit (the mirror was fetched and
+    the image built once, for the whole race), the shared budget."""
+
+    race_id: str
+    number: int
+    base_commit: str | None
+    budget_usd: float | None
 
 
 @dataclass(frozen=True)
@@ -236,13 +250,24 @@ def _open_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Repor
     jdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     gh = plan.github
     progress = None
-    if gh and (gh.issue or gh.pull):  # on the issue, or on the pull request of a review round
+    race = _race_of(store, job_id)
+    # on the issue, or on the pull request of a review round; a race keeps one comment for all its attempts
+    if gh and (gh.issue or gh.pull) and race is None:
         number = gh.issue.number if gh.issue else gh.pull.number  # type: ignore[union-attr]
         progress = gh.api.progress(gh.base_repo, number, job_id)
         reporter = Tee(reporter or NullReporter(), progress)
     log = JobLog(log_path(home, job_id), plan.redactor, reporter or NullReporter(), started)
     store.update(job_id, started_at=time.time(), pid=os.getpid())
-    return JobRun(plan, store, home, job_id, jdir, log, Outcome(job_id, "failed", 1, branch=plan.branch), progress)
+    return JobRun(plan, store, home, job_id, jdir, log, Outcome(job_id, "failed", 1, branch=plan.branch), progress,
+                  race=race)
+
+
+def _race_of(store: Store, job_id: str) -> RaceAttempt | None:
+    record = store.get(job_id)
+    if not record.race_id or not record.attempt:
+        return None
+    r = races.get_race(store, record.race_id)
+    return RaceAttempt(r.id, record.attempt, r.base_commit, r.budget_usd)
 
 
 # -- prepare the workspace ---------------------------------------------------------------------------------------
@@ -252,18 +277,25 @@ def prepare_workspace(job: JobRun) -> Prepared:
     agent's user."""
     from toren_action.git import workspace
 
-    plan = job.plan
+    plan, race = job.plan, job.race
     job.enter("preparing", f"cloning {plan.origin} into the job workspace")
-    mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor)
+    mirror = workspace.mirror_path(job.home, plan.origin)
+    if race is None or not (mirror / "HEAD").is_file():
+        mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor)
+        if race is not None:
+            races.count(job.store, race.race_id, "mirror_fetches")
+    else:
+        job.log.stage("preparing", f"attempt {race.number} of race {race.race_id}: the race's mirror, fetched once "
+                                   "for the race")
     if plan.pull is not None:  # a review round: on the pull request's head as planned, never a new branch
         ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace", plan.branch, plan.branch,
                                     start=plan.pull.head_sha)
         job.log.stage("preparing", f"pull request #{plan.pull.number}, round {plan.round}: {plan.branch} at "
                                    f"{ws.base_commit[:10]}")
-    else:
+    else:  # a race's attempts all start from the race's base commit
         ws = workspace.create_clone(mirror, plan.origin, job.dir / "workspace",
                                     plan.base_branch or plan.settings.base_branch, plan.branch,
-                                    base_commit=plan.base_commit)
+                                    base_commit=plan.base_commit, start=race.base_commit if race else None)
         start = f"--base-ref {plan.settings.base_ref}" if plan.base_commit else ws.base_branch
         job.log.stage("preparing", f"branch {plan.branch} from {start} at {ws.base_commit[:10]}")
     job.store.update(job.id, base_commit=ws.base_commit)
@@ -313,26 +345,33 @@ def _repo_instructions(ws_path: Path) -> str | None:
 
 def build_image(job: JobRun, docker=None) -> AgentImage:
     """The agent's image on the base image (its Node runtime for a CLI agent): reused when built before."""
-    from toren_action.sandbox import container, image
+    from toren_action.sandbox import container
 
     plan = job.plan
     job.enter("building", f"agent image on {plan.settings.base_image}")
     docker = docker or container.client()
-    base_id, arch = image.resolve_base(docker, plan.settings.base_image, plan.settings.pull, job.log.line)
+    tag, built = make_image(plan, docker, job.log.line)
+    job.outcome.image_built = built
+    job.store.update(job.id, image=tag)
+    job.log.stage("building", f"{'built' if built else 'reusing'} {tag}")
+    return AgentImage(tag, built, docker)
+
+
+def make_image(plan: Plan, docker, line: Callable[[str], None]) -> tuple[str, bool]:
+    """The plan's agent image: (tag, whether it was built now). A race makes it once for all its attempts."""
+    from toren_action.sandbox import image
+
+    base_id, arch = image.resolve_base(docker, plan.settings.base_image, plan.settings.pull, line)
     node_dir, node_label = None, ""
     if plan.profile.package:
         from toren_action.sandbox import toolchain
 
         node_arch = toolchain.wheel_arch(arch)
-        node_dir = toolchain.node_runtime(node_arch, job.log.line)
+        node_dir = toolchain.node_runtime(node_arch, line)
         node_label = f"{toolchain.NODE_VERSION}-{node_arch}"
     recipe = image.ImageRecipe(base_id, plan.profile, plan.uid, plan.gid, image.read_ca_bundle(plan.ca_bundle),
                                node_dir, node_label)
-    tag, built = image.ensure_image(docker, recipe, job.log.line)
-    job.outcome.image_built = built
-    job.store.update(job.id, image=tag)
-    job.log.stage("building", f"{'built' if built else 'reusing'} {tag}")
-    return AgentImage(tag, built, docker)
+    return image.ensure_image(docker, recipe, line)
 
 
 # -- prepare the environment -------------------------------------------------------------------------------------
@@ -424,6 +463,10 @@ def agent_sandbox(job: JobRun, prepared: Prepared, image: AgentImage) -> Iterato
                          session_dir=session[0].target if session else None,
                          resume_session=session[1] if session else None)
         env = {**plan.env, **plan.profile.environment(ctx), "TOREN_JOB_ID": job.id, "TOREN_TASK_FILE": ctx.prompt_file}
+        if job.race is not None:  # the same task for every attempt: a shell agent (or a seed) may vary by attempt
+            env.update(TOREN_ATTEMPT=str(job.race.number), TOREN_RACE_ID=job.race.race_id)
+        elif s.race_attempt:  # one attempt of a race spread over a runner fleet
+            env["TOREN_ATTEMPT"] = str(s.race_attempt)
         if plan.secrets:
             env["TOREN_SECRETS_DIR"] = CONTAINER_SECRETS
         _write_task_files(job, ctx)
@@ -646,6 +689,28 @@ class _AgentWatch:
         self.stopped: list[Verdict] = []
         self.prices = job.plan.settings.price_overrides()
         self.started = False
+        self.race_turns = 0
+
+    def _race_budget(self) -> Verdict | None:
+        """The race's shared budget: at each new turn this attempt's cost so far goes to the store, and the sum of
+        every attempt's passes the budget: stop (the other attempts see the same sum at their next turn)."""
+        from toren_action.agents.pricing import cost_usd
+
+        job, race = self.job, self.job.race
+        assert race is not None and race.budget_usd is not None
+        turns = self.parser.usage.turns
+        if turns == self.race_turns:
+            return None
+        self.race_turns = turns
+        cost, _ = cost_usd(_with_model(self.parser.usage, job.plan), self.prices)
+        if cost is None:
+            return None
+        job.store.update(job.id, cost_usd=cost, turns=turns)
+        total = races.spent(job.store, race.race_id)
+        if total > race.budget_usd:
+            return Verdict("budget", f"the race's shared budget --max-cost-usd {race.budget_usd:g} is spent "
+                                     f"(${total:.4f} by all its attempts)")
+        return None
 
     def show(self, line: str) -> bool:
         """One line of the agent's output: log it readably; True stops the container."""
@@ -658,6 +723,8 @@ class _AgentWatch:
         if self.stopped:
             return False
         verdict = parser.stop or (None if parser.finished else _budget_verdict(self.job, parser, self.prices))
+        if verdict is None and self.job.race is not None and self.job.race.budget_usd is not None:
+            verdict = self._race_budget()
         if self.job.progress:
             self.job.progress.turns(parser.usage.turns)
         if verdict:
@@ -672,6 +739,10 @@ def run_agent(job: JobRun, prepared: Prepared, image: AgentImage) -> AgentRun:
     however the run ends, once the sandbox is released."""
     plan = job.plan
     watch = _AgentWatch(job)
+    race = job.race
+    if race is not None and race.budget_usd is not None and races.spent(job.store, race.race_id) >= race.budget_usd:
+        raise BudgetExceeded(f"the race's shared budget --max-cost-usd {race.budget_usd:g} was spent before attempt "
+                             f"{race.number} started; it did not run")
     started = time.monotonic()
     timed_out = None
     try:
@@ -1105,8 +1176,24 @@ def deliver(job: JobRun, ws: Workspace, change: Change, text: PrText, failure: T
     --on-failure draft, and as a draft)."""
     push_commit(job, ws, change)
     gh = job.plan.github
+    if job.race is not None or job.plan.settings.race_attempt:  # the race opens one pull request, from its winner
+        _keep_for_race(job, ws, change)
+        return
     if gh and not job.plan.settings.no_pr and (failure is None or job.plan.on_failure == "draft"):
         open_pull_request(job, ws, text, draft=failure is not None)
+
+
+def _keep_for_race(job: JobRun, ws: Workspace, change: Change) -> None:
+    """A race's attempt also keeps its commit on the host (``races/<id>/commits.git``, refs/attempts/<n>), so that
+    `toren race --pick` can push it again after the losers' branches were deleted."""
+    from toren_action.git import workspace
+
+    if job.race is None:
+        return
+    keep = job.home / "races" / job.race.race_id / "commits.git"
+    if (keep / "HEAD").is_file():
+        workspace.git("push", "--quiet", "--no-verify", str(keep), f"{change.commit}:refs/attempts/{job.race.number}",
+                      cwd=ws.path, trusted=True)
 
 
 def push_commit(job: JobRun, ws: Workspace, change: Change) -> None:
@@ -1151,7 +1238,7 @@ def push_round(job: JobRun, ws: Workspace, change: Change, image: AgentImage,
         job.outcome.pushed_to = plan.origin
         return ws, change
     except GitError:
-        now = workspace.remote_heads(plan.origin, env=job.git_env, redact=plan.redactor).branches.get(plan.branch)
+        now = workspace.remote_branch_sha(plan.origin, plan.branch, env=job.git_env, redact=plan.redactor)
         if now == start:
             raise
     if now is None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from toren_action.core.errors import WorkerLost
-from toren_action.jobs.store import Store
+from toren_action.jobs.store import Store, pid_alive
 
 
 def stop_on_termination(parent: int | None = None) -> None:
@@ -44,3 +44,13 @@ def heartbeat(home: Path, job_id: str) -> threading.Thread:
     thread = threading.Thread(target=beat, daemon=True, name="heartbeat")
     thread.start()
     return thread
+
+
+def is_job_process(pid: int, job_id: str) -> bool:
+    """The pid still belongs to this job's process (not to a process that reused it after a reboot): safe to
+    signal. Stricter than the store's pid_alive (which also counts a job run by the Action)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc (not Linux): trust the pid while it is alive and the user's
+        return pid_alive(pid)
+    return job_id.encode() in cmdline or b"--disable-daemon" in cmdline

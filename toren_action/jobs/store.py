@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,37 @@ def _m008_pull_request_round(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX jobs_pull ON jobs(repo, pr_number)")
 
 
+def _m009_races(conn: sqlite3.Connection) -> None:
+    """Races: several attempts (ordinary jobs, linked by race_id and numbered by attempt) on one task, and the
+    choice among them."""
+    _statements(conn, """
+    CREATE TABLE races (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        state TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        base_commit TEXT,
+        budget_usd REAL,
+        first_verified INTEGER NOT NULL DEFAULT 0,
+        keep_attempts INTEGER NOT NULL DEFAULT 0,
+        winner INTEGER,
+        pr_url TEXT,
+        choice TEXT,
+        error TEXT,
+        counters TEXT,
+        comment_id INTEGER,
+        cancel_requested_at REAL,
+        finished_at REAL,
+        inputs TEXT NOT NULL
+    );
+    ALTER TABLE jobs ADD COLUMN race_id TEXT;
+    ALTER TABLE jobs ADD COLUMN attempt INTEGER;
+    CREATE INDEX jobs_race ON jobs(race_id, attempt)
+    """)
+
+
 #: The schema's history, oldest first: a database at version N (PRAGMA user_version) runs MIGRATIONS[N:].
 #: Add a new step at the end; never edit or reorder one that has shipped.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
@@ -133,6 +164,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m006_setup,
     _m007_verification,
     _m008_pull_request_round,
+    _m009_races,
 )
 #: A job whose process has not beaten for this long is lost, even if a process with its pid exists (reused).
 HEARTBEAT_TIMEOUT_S = 120.0
@@ -188,6 +220,8 @@ class Job:
     pr_number: int | None = None
     round: int | None = None
     parent_job: str | None = None
+    race_id: str | None = None  # the race this job is an attempt of (jobs/race.py)
+    attempt: int | None = None  # its number in the race, from 1
 
     @property
     def duration(self) -> float | None:
@@ -261,15 +295,16 @@ class Store:
                 conn.execute(f"PRAGMA user_version = {number}")
 
     def create_job(self, *, repo: str, branch: str, agent: str, model: str | None, base_image: str,
-                   inputs: dict[str, Any], job_id: str | None = None) -> str:
+                   inputs: dict[str, Any], job_id: str | None = None, race_id: str | None = None,
+                   attempt: int | None = None) -> str:
         now = time.time()
         job_id = job_id or new_job_id(now)
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO jobs (id, created_at, updated_at, state, repo, branch, agent, model, base_image, inputs)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, created_at, updated_at, state, repo, branch, agent, model, base_image, inputs,"
+                " race_id, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, now, now, JobState.QUEUED, repo, branch, agent, model, base_image,
-                 json.dumps(inputs, sort_keys=True)),
+                 json.dumps(inputs, sort_keys=True), race_id, attempt),
             )
             conn.execute("INSERT INTO events (job_id, ts, kind, data) VALUES (?, ?, 'state', ?)",
                          (job_id, now, json.dumps({"state": JobState.QUEUED})))
@@ -445,8 +480,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_JOB_FIELDS = frozenset(f.name for f in fields(Job))
+
+
 def _job(row: sqlite3.Row) -> Job:
-    data = dict(row)
+    data = {k: v for k, v in dict(row).items() if k in _JOB_FIELDS}  # a column a newer Toren added is ignored
     data["files_changed"] = json.loads(data["files_changed"] or "[]")
     data["inputs"] = json.loads(data["inputs"] or "{}")
     data["usage"] = json.loads(data["usage"]) if data.get("usage") else None

@@ -1,0 +1,212 @@
+"""A race's input and records without Docker: the attempts --agents and --attempts make, every refusal, the
+fleet's result records read as the untrusted files they are, and the store's claim (exactly one process ends
+a race)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from toren_action.config.settings import Settings
+from toren_action.core.errors import UsageError
+from toren_action.core.states import JobState, RaceState
+from toren_action.job import race
+from toren_action.jobs import race as races
+from toren_action.jobs.store import Store
+
+SHA = "a" * 40
+
+
+def settings(**kw) -> Settings:
+    return Settings.load({"spec": "t.md", **kw}, environ={}, cwd="/")
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({"attempts": 3, "agent": "shell"}, [("shell", None)] * 3),
+    ({"agents": "claude,codex:gpt-5"}, [("claude", None), ("codex", "gpt-5")]),
+    ({"agents": "claude:claude-opus-4-1, gemini", "attempts": 2},
+     [("claude", "claude-opus-4-1")] * 2 + [("gemini", None)] * 2),
+    ({"attempts": 2, "model": "claude-sonnet-4-5"}, [("claude", "claude-sonnet-4-5")] * 2),  # --model: --agent's
+])
+def test_the_attempts_of_a_race(flags, expected):
+    assert race.entries(settings(**flags)) == expected
+
+
+@pytest.mark.parametrize("flags,field,words", [
+    ({"agents": "claude,nosuch"}, "--agents", "unknown agent 'nosuch'"),
+    ({"agents": "claude,"}, "--agents", "unknown agent ''"),
+    ({"agents": "claude:--dangerously-skip"}, "--agents", "is not a model name"),
+    ({"agents": "claude:a b"}, "--agents", "is not a model name"),
+    ({"agents": "claude,codex", "attempts": 9}, "--attempts", "make 18; a race has at most 16"),
+    ({"attempts": 2, "first_verified": True}, "--first-verified", "needs --verify"),
+    ({"attempts": 2, "judge": "claude-opus-4-1"}, "--judge", "not available"),
+])
+def test_bad_race_input_is_refused_by_name(flags, field, words):
+    with pytest.raises(UsageError) as exc:
+        race.entries(settings(**flags))
+    assert str(exc.value).startswith(field) and words in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("value", [0, 17, -1])
+def test_attempts_out_of_range_are_refused_as_flags(value):
+    with pytest.raises(UsageError, match="^--attempts"):
+        settings(attempts=value)
+
+
+def test_each_attempt_gets_its_agent_branch_and_cost_cap():
+    s = settings(agents="claude,shell", command="make fix", max_cost_usd=6.0, max_cost_usd_per_attempt=2.5,
+                 model="m1")
+    one = race.attempt_settings(s, "claude", "m1", "toren/x/claude-1")
+    two = race.attempt_settings(s, "shell", None, "toren/x/shell-2")
+    assert (one.agent, one.branch, one.max_cost_usd, one.command, one.attempts) == ("claude", "toren/x/claude-1",
+                                                                                     2.5, None, None)
+    assert (two.agent, two.command, two.model) == ("shell", "make fix", None)
+    assert race.attempt_settings(settings(max_cost_usd=1.0, max_cost_usd_per_attempt=3.0), "claude", None,
+                                 "b").max_cost_usd == 1.0  # never above the race's budget
+    with pytest.raises(UsageError):
+        race.attempt_branch("toren/../x", "claude", 1)
+
+
+def test_race_settings_are_host_only(tmp_path):
+    from toren_action.core.errors import ConfigError
+
+    (tmp_path / "toren.toml").write_text("attempts = 16\n")
+    with pytest.raises(ConfigError, match="may not set attempts"):
+        Settings.load({}, environ={}, cwd=str(tmp_path))
+
+
+# -- the fleet's records ---------------------------------------------------------------------------------------
+
+def record(n: int, **kw) -> dict:
+    return {"kind": race.RECORD_KIND, "version": 1, "attempt": n, "agent": "claude", "state": "succeeded",
+            "branch": f"toren/issue-1/claude-{n}", "origin": "https://github.example/acme/w.git", "commit": SHA,
+            "verify": "pytest", "diffstat": " 1 file changed, 3 insertions(+)", **kw}
+
+
+def write(folder: Path, name: str, data) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_records_are_read_and_chosen_like_a_race(tmp_path):
+    write(tmp_path, "a/r.json", record(1, diffstat=" 1 file changed, 30 insertions(+)"))
+    write(tmp_path, "b/r.json", record(2))
+    write(tmp_path, "b/other.json", {"kind": "something else"})
+    write(tmp_path, "c/broken.json", "{not json")
+    attempts = [race.record_attempt(d) for d in race.read_records(tmp_path)]
+    from toren_action.job.choose import choose
+
+    assert [a.number for a in attempts] == [1, 2] and choose(attempts).winner == 2
+
+
+@pytest.mark.parametrize("bad,words", [
+    ({"attempt": 0}, "'attempt' must be a number from 1 to 16"),
+    ({"attempt": True}, "'attempt' must be a number"),
+    ({"attempt": "1"}, "'attempt' must be a number"),
+    ({"branch": "--upload-pack=evil"}, "--from-artifacts"),
+    ({"branch": "toren/../main"}, "--from-artifacts"),
+    ({"agent": 7}, "'agent' is missing or not a text"),
+    # a record naming a branch not its own would have the final job delete that branch as a loser's
+    ({"branch": "main"}, "branch 'main' is not attempt 1's own"),
+    ({"branch": "release/v1"}, "is not attempt 1's own"),
+    ({"branch": "toren/issue-1/claude-2"}, "is not attempt 1's own"),
+    ({"branch": "toren/issue-1/codex-1"}, "is not attempt 1's own"),  # agent claude
+])
+def test_a_bad_record_is_refused_with_one_line(tmp_path, bad, words):
+    write(tmp_path, "r.json", record(1, **bad))
+    with pytest.raises(UsageError) as exc:
+        race.read_records(tmp_path)
+    assert words in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_records_of_one_attempt_twice_or_of_two_repositories_are_refused(tmp_path):
+    write(tmp_path, "a.json", record(1))
+    write(tmp_path, "b.json", record(1))
+    with pytest.raises(UsageError, match="two records of attempt 1"):
+        race.read_records(tmp_path)
+    write(tmp_path, "b.json", record(2, origin="https://github.example/evil/w.git"))
+    with pytest.raises(UsageError, match="2 different repositories"):
+        race.read_records(tmp_path)
+
+
+def test_records_of_two_races_are_refused(tmp_path):
+    write(tmp_path, "a.json", record(1))
+    write(tmp_path, "b.json", record(2, branch="toren/other/claude-2"))
+    with pytest.raises(UsageError, match="the records are of 2 races"):
+        race.read_records(tmp_path)
+
+
+def test_a_fleet_attempt_needs_the_shared_branch_and_gets_its_own():
+    with pytest.raises(UsageError, match="^--race-attempt.*give --branch"):
+        race.fleet_settings(settings(race_attempt=2))
+    s = race.fleet_settings(settings(race_attempt=2, branch="toren/issue-9", agent="codex",
+                                     max_cost_usd_per_attempt=1.5))
+    assert s.branch == "toren/issue-9/codex-2" and s.max_cost_usd == 1.5
+    assert not race.is_race(settings(race_attempt=2, attempts=3))  # one attempt of a fleet race, not a race
+    with pytest.raises(UsageError, match="^--race-attempt.*drop --attempts and --agents"):
+        race.fleet_settings(settings(race_attempt=2, attempts=3, branch="toren/x"))
+    with pytest.raises(UsageError, match="^--judge"):
+        race.fleet_settings(settings(race_attempt=2, judge="m", branch="toren/x"))
+
+
+def test_links_huge_files_and_an_empty_folder(tmp_path):
+    outside = write(tmp_path / "elsewhere", "r.json", record(1))
+    (tmp_path / "art").mkdir()
+    os.symlink(outside, tmp_path / "art" / "link.json")  # a link is not followed
+    write(tmp_path / "art", "huge.json", json.dumps(record(2, pad="x" * (race.MAX_RECORD_BYTES + 1))))
+    with pytest.raises(UsageError, match="no attempt record"):
+        race.read_records(tmp_path / "art")
+    with pytest.raises(UsageError, match="is not a folder"):
+        race.read_records(tmp_path / "missing")
+
+
+def test_a_records_values_of_the_wrong_type_count_for_nothing(tmp_path):
+    a = race.record_attempt(record(1, commit="not-a-sha; rm -rf /", cost_usd="cheap", duration_s=-5, turns=True,
+                                   verification={"outcome": "passed", "counts": {"fixed": "9"}}))
+    assert a.commit is None and not a.eligible  # no commit: it cannot win
+    assert a.cost_usd is None and a.duration_s is None and a.turns is None and a.counts["fixed"] == 0
+
+
+# -- the store: one claimant ----------------------------------------------------------------------------------
+
+def test_exactly_one_process_claims_a_race(tmp_path):
+    store = Store(tmp_path)
+    races.create_race(store, race_id="01race", repo="r", branch="b", base_commit=SHA, budget_usd=None,
+                      first_verified=False, keep_attempts=False, inputs={}, counters={})
+    job = store.create_job(repo="r", branch="b/shell-1", agent="shell", model=None, base_image="i", inputs={},
+                           race_id="01race", attempt=1)
+    assert not races.claim(store, "01race")  # an attempt has not ended
+    store.set_state(job, JobState.SUCCEEDED)
+    stores = [Store(tmp_path) for _ in range(8)]
+    won: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: won.append(races.claim(s, "01race"))) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert won.count(True) == 1 and races.get_race(store, "01race").state is RaceState.CHOOSING
+    assert [j.id for j in races.attempts(store, "01race")] == [job]
+    assert store.get(job).race_id == "01race" and store.get(job).attempt == 1
+
+
+def test_a_prefix_that_names_a_race_and_a_job_is_ambiguous_for_cancel(tmp_path, monkeypatch, capsys):
+    from toren_action.cli import main
+
+    monkeypatch.setenv("TOREN_HOME", str(tmp_path))
+    store = Store(tmp_path)
+    races.create_race(store, race_id="01m8aaaaaa0000", repo="r", branch="b", base_commit=SHA, budget_usd=None,
+                      first_verified=False, keep_attempts=False, inputs={}, counters={})
+    store.create_job(repo="r", branch="b/shell-1", agent="shell", model=None, base_image="i", inputs={},
+                     job_id="01m8aaaaab0000", race_id="01m8aaaaaa0000", attempt=1)
+    assert main(["cancel", "01m8aaaaa"]) == 10
+    assert "matches a race and a job" in capsys.readouterr().err
+    assert races.get_race(store, "01m8aaaaaa0000").state is RaceState.RUNNING
+    assert store.get("01m8aaaaab0000").state is JobState.QUEUED
+    assert main(["cancel", "01m8aaaaab0000"]) == 0  # the attempt alone, by its id
+    assert races.get_race(store, "01m8aaaaaa0000").state is RaceState.RUNNING
