@@ -390,14 +390,14 @@ def leak(self):
 
 setattr(T, "test_" + SECRET, leak)
 '''
-LEAKY_AGENT = ("b=$(base64 -w0 /run/toren/secrets/TOREN_T_VERIFY_SECRET); printf '" + LEAKY_TEST.replace("\n", "\\n")
+LEAKY_AGENT = ("b=$(base64 -w0 /run/toren/secrets/T_VERIFY_SECRET); printf '" + LEAKY_TEST.replace("\n", "\\n")
                + "' \"$b\" > test_leak.py")
 
 
 def test_a_secret_in_a_test_name_or_message_is_redacted_everywhere_toren_writes(workdir, textops, toren_home, capsys,
                                                                                 monkeypatch):
-    monkeypatch.setenv("TOREN_T_VERIFY_SECRET", SECRET)
-    code, result = run(capsys, textops, LEAKY_AGENT, "toren/leak", "--secret", "TOREN_T_VERIFY_SECRET", "--verify",
+    monkeypatch.setenv("T_VERIFY_SECRET", SECRET)
+    code, result = run(capsys, textops, LEAKY_AGENT, "toren/leak", "--secret", "T_VERIFY_SECRET", "--verify",
                        VERIFY, "--verify-baseline", "--verify-retries", "1", "--on-failure", "branch")
     assert code == 8, result
     v = result["verification"]
