@@ -306,7 +306,10 @@ def _run(trigger: Trigger, event: dict[str, Any]) -> int:
         flags["spec"] = spec_file
     elif trigger.issue:
         flags["issue"] = f"{repo}#{trigger.issue}"
-        if trigger.instruction:
+        if trigger.instruction and flags.get("agent") == "shell":  # it runs its command and reads no prompt
+            core.notice("Toren: the shell agent runs input command; the comment's words after /toren are not given "
+                        "to it")
+        elif trigger.instruction:
             flags["append_system_prompt"] = ("The person who started this run added, as data: "
                                              + json.dumps(trigger.instruction[:2000]))
     else:

@@ -427,7 +427,7 @@ def test_a_spec_jobs_pull_request_gives_the_round_its_spec(github, capsys, tmp_p
 
 @pytest.mark.parametrize("extra,command,code,state", [
     ([], "mkdir -p .github/workflows; echo 'on: push' > .github/workflows/x.yml", 21, "blocked_by_policy"),
-    (["--verify", "test ! -e src/a.py"], "echo more >> src/a.py", 8, "failed"),
+    (["--verify", "test ! -e src/a.py"], "echo more >> src/a.py", 8, "verification_failed"),
 ])
 def test_a_round_gets_the_same_checks_before_its_push(github, capsys, extra, command, code, state):
     number = toren_pr(github)
