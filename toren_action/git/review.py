@@ -26,12 +26,15 @@ if TYPE_CHECKING:
     from toren_action.git.github import GitHub
 
 #: At most this many threads reach the agent (the newest are kept), this many comments of a thread, and this
-#: many characters of a comment, of a diff hunk, and of the task in all.
+#: many bytes (UTF-8: a text of 4-byte characters holds a quarter as many) of a comment, of a diff hunk, and
+#: of the task in all. The task's bound leaves room in the CLI's prompt (plan.MAX_PROMPT_BYTES, 100 000) for
+#: the rules and the fence; whatever the threads hold, the parts Toren and the writer gave (the original task,
+#: the description, the earlier rounds, the instruction) fit first, and the threads share what is left.
 MAX_THREADS = 30
 MAX_THREAD_COMMENTS = 20
 MAX_COMMENT_CHARS = 4_000
 MAX_HUNK_CHARS = 3_000
-MAX_TASK_CHARS = 60_000
+MAX_TASK_CHARS = 90_000
 #: --instruction's limit, in bytes of UTF-8.
 MAX_INSTRUCTION_BYTES = 20 * 1024
 #: In the body of every pull request Toren opens for an issue: the issue it came from (the PR's own repository).
@@ -193,8 +196,9 @@ def _stat(files: list[tuple[str, int, int]]) -> str:
     """A diffstat like git's from the pull request's files."""
     if not files:
         return "(no files changed)"
-    width = max(len(n) for n, _, _ in files[:60])
-    rows = [f" {n.ljust(width)} | {a + d:>4} {'+' * min(a, 30)}{'-' * min(d, 30)}" for n, a, d in files[:60]]
+    shown = [(n if len(n) <= 120 else "..." + n[-117:], a, d) for n, a, d in files[:60]]  # a path is up to 4 kB
+    width = max(len(n) for n, _, _ in shown)
+    rows = [f" {n.ljust(width)} | {a + d:>4} {'+' * min(a, 30)}{'-' * min(d, 30)}" for n, a, d in shown]
     if len(files) > 60:
         rows.append(f" ... and {len(files) - 60} more file(s)")
     rows.append(f" {len(files)} file(s) changed, {sum(a for _, a, _ in files)} insertion(s)(+), "
@@ -203,8 +207,18 @@ def _stat(files: list[tuple[str, int, int]]) -> str:
 
 
 def _cut(text: str, limit: int) -> str:
+    """The text without markers, at most ``limit`` bytes of UTF-8 (and a note when cut)."""
     text = _strip_markers(text).strip()
-    return text if len(text) <= limit else text[:limit] + "\n[... cut: the comment was longer]"
+    return text if len(text.encode()) <= limit else _clip(text, limit) + "\n[... cut: the comment was longer]"
+
+
+def _clip(text: str, limit: int) -> str:
+    """The longest start of ``text`` of at most ``limit`` bytes of UTF-8 (no character cut in two)."""
+    return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+
+def _inert(parts: list[str]) -> str:
+    return defuse_mentions(terminal("\n".join(parts)))
 
 
 def _strip_markers(text: str) -> str:
@@ -213,35 +227,57 @@ def _strip_markers(text: str) -> str:
 
 def pull_task(pr: PullRequest, instruction: str | None, original: Task | None, earlier: str | None) -> Task:
     """The next round's task: the original task, the pull request's title, body and diff stat, each unresolved
-    thread (path, line, diff hunk, comments in order) and the new instruction; all data, mentions defused."""
-    parts = [f"# Review round on pull request #{pr.number}: {pr.title}", "",
-             "You are continuing work on an open pull request. Its branch is checked out at /workspace with the "
-             "earlier rounds' commits. Address the review threads and the instruction below; change only what "
-             "they ask.", ""]
+    thread (path, line, diff hunk, comments in order) and the new instruction; all data, mentions defused.
+    At most MAX_TASK_CHARS bytes: the threads (anyone with a role may write them) get what the other parts
+    leave, the newest first; those that do not fit are counted, never the instruction cut."""
+    head = [f"# Review round on pull request #{pr.number}: {pr.title[:300]}", "",
+            "You are continuing work on an open pull request. Its branch is checked out at /workspace with the "
+            "earlier rounds' commits. Address the review threads and the instruction below; change only what "
+            "they ask.", ""]
     if original is not None:
-        parts += [f"## The original task ({original.source})", "", _cut(original.body, 20_000), ""]
-    parts += ["## The pull request's description", "", _cut(pr.body, 8_000) or "_(empty)_", "",
-              "## Its current change (diff stat)", "", fence(pr.diffstat), ""]
-    if pr.threads:
-        parts += [f"## Unresolved review threads ({len(pr.threads)})", ""]
-        for n, t in enumerate(pr.threads, 1):
-            where = f"{t.path}" + (f", line {t.line}" if t.line else "")
-            parts += [f"### Thread {n}: {code(where)}", "", fence(t.diff_hunk[-MAX_HUNK_CHARS:], "diff"), ""]
-            for c in t.comments:
-                parts += [f"**{c.login}** ({c.association.lower()}, {c.created_at}):", "",
-                          _cut(c.body, MAX_COMMENT_CHARS), ""]
+        head += [f"## The original task ({original.source})", "", _cut(original.body, 20_000), ""]
+    head += ["## The pull request's description", "", _cut(pr.body, 8_000) or "_(empty)_", "",
+             "## Its current change (diff stat)", "", fence(_clip(pr.diffstat, 10_000)), ""]
+    tail = []
+    if earlier:
+        tail += ["## Earlier rounds", "", _clip(earlier, 4_000), ""]
+    if instruction:
+        tail += ["## The new instruction for this round", "", instruction.strip(), ""]
+    fixed = len(_inert(head).encode()) + len(_inert(tail).encode()) + 400  # the headings and notes around
+    room, blocks = MAX_TASK_CHARS - fixed, list[str]()
+    share = max(room // max(len(pr.threads), 1), 8_000)  # one long thread does not take every other's place
+    for n, t in reversed(list(enumerate(pr.threads, 1))):  # the newest first
+        where = f"{t.path[:300]}" + (f", line {t.line}" if t.line else "")
+        block = _inert([f"### Thread {n}: {code(where)}", "",
+                        fence(_clip(t.diff_hunk[-MAX_HUNK_CHARS:], MAX_HUNK_CHARS), "diff"), ""])
+        shown = 0
+        for c in t.comments:  # in order, as many as fit (the first at least, or the thread is not shown)
+            said = _inert([f"**{c.login[:100]}** ({c.association.lower()[:20]}, {c.created_at[:40]}):", "",
+                           _cut(c.body, MAX_COMMENT_CHARS), ""])
+            if len(block.encode()) + len(said.encode()) + 100 > min(room, share):
+                break
+            block, shown = block + "\n" + said, shown + 1
+        if shown:
+            if shown < len(t.comments):
+                block += f"\n_({len(t.comments) - shown} later comment(s) of this thread not shown: the task's size " \
+                         "limit.)_\n"
+            blocks.insert(0, block)
+            room -= len(block.encode()) + 1
+    parts = [_inert(head)]
+    if blocks:
+        parts += [f"## Unresolved review threads ({len(pr.threads)})", "", *blocks]
     else:
-        parts += ["## Unresolved review threads", "", "_(none)_", ""]
+        parts += ["## Unresolved review threads", "", "_(none)_" if not pr.threads else "", ""]
+    if len(blocks) < len(pr.threads):
+        parts += [f"_({len(pr.threads) - len(blocks)} thread(s) not shown: the task's size limit; the newest "
+                  "are above.)_", ""]
     if pr.left_out:
         parts += [f"_({pr.left_out} comment(s) or thread(s) from bots, from Toren, or from people without a role "
                   "in the repository left out.)_", ""]
-    if earlier:
-        parts += ["## Earlier rounds", "", earlier, ""]
-    if instruction:
-        parts += ["## The new instruction for this round", "", instruction.strip(), ""]
-    body = defuse_mentions(terminal("\n".join(parts)))
-    if len(body) > MAX_TASK_CHARS:
-        body = body[:MAX_TASK_CHARS] + "\n[... cut: the task was longer]"
+    parts.append(_inert(tail))
+    body = "\n".join(parts)
+    if len(body.encode()) > MAX_TASK_CHARS:  # not reached: every part above is bounded
+        body = _clip(body, MAX_TASK_CHARS) + "\n[... cut: the task was longer]"
     return Task(title=title_of(pr.title, fallback=f"Pull request #{pr.number}"), body=body,
                 source=f"pull request {pr.repo}#{pr.number}")
 
