@@ -66,6 +66,8 @@ def test_a_records_texts_do_not_act_in_the_pull_request(fleet):
     assert "<img" not in text and "@octocat" not in text
     assert "<!-- toren:source issue=7 -->" not in text and "<!-- toren:source issue=42 -->" in text
     assert text.count("<!-- toren:pull-request -->") == 1
+    # the final job ran on a runner with no mirror of the repository (a fresh one): the loser's branch is gone
+    assert fake.branch_sha(REPO, "toren/issue-42/shell-2") is None and fake.branch_sha(REPO, "toren/issue-42/shell-1")
 
 
 @pytest.mark.parametrize("field,value", [
