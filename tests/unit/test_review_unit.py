@@ -139,3 +139,53 @@ def test_the_job_a_pull_request_came_from_is_read_only_from_torens_own_line():
         assert review.source_job(body.replace("0bbbbbbbbbbbbb", "zz")) is None  # no line of Toren's: none
     grown = review.with_iteration(body, 1, "x", None, "not run", "")  # the Iterations section keeps it readable
     assert review.source_job(grown) == "0bbbbbbbbbbbbb"
+
+
+def _round_job(tmp_path, parent_state):
+    import json
+    from types import SimpleNamespace
+
+    from toren_action.core.paths import job_dir
+    from toren_action.core.states import JobState
+    from toren_action.job import run
+
+    source = job_dir(tmp_path, "0parentjob0000")
+    (source / run.SESSION_DIR / "d").mkdir(parents=True)
+    (source / run.SESSION_RECORD).write_text(json.dumps({"agent": "claude",
+                                                         "session_id": "0b1f8c1e-4a52-4c57-9d2e-1f1b2c3d4e5f"}))
+    lines: list[str] = []
+    job = SimpleNamespace(home=tmp_path, plan=SimpleNamespace(parent_job="0parentjob0000",
+                                                              profile=SimpleNamespace(name="claude")),
+                          store=SimpleNamespace(get=lambda _id: SimpleNamespace(state=JobState(parent_state))),
+                          log=SimpleNamespace(line=lines.append, stage=lambda *a: lines.append(" ".join(a))))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    return job, source / run.SESSION_DIR, dest, lines
+
+
+def test_a_session_directory_swapped_for_a_link_while_it_is_copied_reads_nothing_outside(tmp_path, monkeypatch):
+    """The previous round's agent may still run (a retry, a second round started by hand) and swap a directory it
+    walked for a link to the host: the copy opens every component without following a link."""
+    from toren_action.job import run
+
+    job, root, dest, _ = _round_job(tmp_path, "succeeded")
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "id_ed25519").write_text("HOST PRIVATE KEY")
+    (root / "d").rmdir()
+    (root / "d").symlink_to(outside)  # after the walk listed d/id_ed25519 as a regular file
+    monkeypatch.setattr(run, "_session_files", lambda _root, drop_others=False: [("d/id_ed25519", 16)])
+    run._previous_session(job, dest)
+    assert not any("HOST PRIVATE KEY" in p.read_text() for p in dest.rglob("*") if p.is_file())
+
+
+def test_a_previous_round_still_running_is_not_resumed(tmp_path):
+    from toren_action.job import run
+
+    job, root, dest, lines = _round_job(tmp_path, "running")
+    (root / "d" / "s.jsonl").write_text("{}\n")
+    assert run._previous_session(job, dest) is None and not list(dest.rglob("*"))
+    job, root, dest, lines = _round_job(tmp_path / "again", "succeeded")
+    (root / "d" / "s.jsonl").write_text("{}\n")
+    assert run._previous_session(job, dest) == "0b1f8c1e-4a52-4c57-9d2e-1f1b2c3d4e5f"
+    assert (dest / "d" / "s.jsonl").read_text() == "{}\n" and (dest / "d" / "s.jsonl").stat().st_mode & 0o777 == 0o600
