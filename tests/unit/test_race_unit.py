@@ -210,3 +210,13 @@ def test_a_prefix_that_names_a_race_and_a_job_is_ambiguous_for_cancel(tmp_path, 
     assert store.get("01m8aaaaab0000").state is JobState.QUEUED
     assert main(["cancel", "01m8aaaaab0000"]) == 0  # the attempt alone, by its id
     assert races.get_race(store, "01m8aaaaaa0000").state is RaceState.RUNNING
+
+
+def test_a_folder_of_endless_json_files_is_refused_not_read(tmp_path):
+    """A hostile artifact may hold any number of .json files (each up to the record limit): the final job reads a
+    bounded number, then refuses in one line."""
+    write(tmp_path, "a/r.json", record(1))
+    for i in range(race.MAX_RECORD_FILES):
+        (tmp_path / "a" / f"pad-{i}.json").write_text("{}")
+    with pytest.raises(UsageError, match=f"more than {race.MAX_RECORD_FILES} .json files"):
+        race.read_records(tmp_path)

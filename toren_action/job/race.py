@@ -43,6 +43,8 @@ from toren_action.jobs.store import Job, Store, new_job_id
 #: The most bytes of one result record that --from-artifacts reads (a record is a few kB).
 MAX_RECORD_BYTES = 256 * 1024
 RECORD_KIND = "toren-race-attempt"
+#: The most .json files --from-artifacts looks at (a race's artifacts hold one record each, at most 16).
+MAX_RECORD_FILES = 200
 #: How long the process that ends a race waits for the attempts it stopped (--first-verified) to end.
 STOP_WAIT_S = 60.0
 #: A race choosing for this long without a word from the process that claimed it has lost that process (it
@@ -550,7 +552,13 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
         raise UsageError("--from-artifacts", f"{folder} is not a folder; give the folder the artifacts were "
                                              "downloaded to")
     found: dict[int, dict[str, Any]] = {}
-    for path in sorted(folder.rglob("*.json")):
+    paths = []
+    for path in folder.rglob("*.json"):
+        paths.append(path)
+        if len(paths) > MAX_RECORD_FILES:
+            raise UsageError("--from-artifacts", f"more than {MAX_RECORD_FILES} .json files under {folder}; give the "
+                                                 "folder the race's artifacts alone were downloaded to")
+    for path in sorted(paths):
         if path.is_symlink() or not path.is_file():
             continue
         with open(path, "rb") as fh:
