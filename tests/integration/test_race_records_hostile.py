@@ -116,3 +116,19 @@ def test_records_of_another_repository_are_refused(fleet):
     proc = toren(fake, "race", "--from-artifacts", str(art), "--issue", f"{REPO}#42")
     assert proc.returncode == 2 and "--from-artifacts" in proc.stderr and "acme/other" in proc.stderr, proc.stderr
     assert fake.pulls(REPO) == [] and fake.branch_sha("acme/other", "toren/issue-42/shell-2") == other
+
+
+def test_a_decoy_branch_ending_in_the_winners_name_neither_passes_the_check_nor_is_deleted(fleet):
+    """git ls-remote matches a pattern against the end of a ref: `a/refs/heads/<winner>` at the checked commit
+    must not stand in for the winner's moved branch, and a loser's decoy twin is no loser's branch to delete."""
+    fake, art, one, two = fleet
+    write(art, 1, record(fake, 1, one))
+    write(art, 2, record(fake, 2, two, state="failed", verification={"outcome": "failed"}))
+    subprocess.run(["git", "--git-dir", str(fake.bare_path(REPO)), "update-ref",
+                    "refs/heads/a/refs/heads/toren/issue-42/shell-1", one], check=True)  # the decoy: the checked one
+    fake.commit(REPO, "a/refs/heads/toren/issue-42/shell-2", {"z": "z\n"}, parent="main")
+    moved = fake.commit(REPO, "toren/issue-42/shell-1", {"a.py": "x = 9\n"})
+    proc = toren(fake, "race", "--from-artifacts", str(art), "--issue", f"{REPO}#42")
+    assert proc.returncode != 0 and fake.pulls(REPO) == [], proc.stdout + proc.stderr
+    assert fake.branch_sha(REPO, "toren/issue-42/shell-1") == moved
+    assert fake.branch_sha(REPO, "a/refs/heads/toren/issue-42/shell-2") is not None  # never a loser's

@@ -220,3 +220,23 @@ def test_a_folder_of_endless_json_files_is_refused_not_read(tmp_path):
         (tmp_path / "a" / f"pad-{i}.json").write_text("{}")
     with pytest.raises(UsageError, match=f"more than {race.MAX_RECORD_FILES} .json files"):
         race.read_records(tmp_path)
+
+
+def test_a_branchs_commit_is_its_own_refs_not_one_ending_in_its_name(tmp_path):
+    """`git ls-remote origin refs/heads/x` also lists refs/heads/a/refs/heads/x, sorted first: the winner check,
+    the review round's moved-branch check and --pick read only the exact ref."""
+    import subprocess
+
+    from toren_action.git import workspace
+
+    def run(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    run("init", "-q", "-b", "main")
+    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "one")
+    run("branch", "x")
+    real = run("rev-parse", "x")
+    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "two")
+    run("branch", "a/refs/heads/x")
+    assert workspace.remote_branch_sha(str(tmp_path), "x") == real
+    assert workspace.remote_branch_sha(str(tmp_path), "heads/x") is None

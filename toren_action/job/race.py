@@ -447,7 +447,8 @@ def delete_branches(plan: Plan, branches: list[str], home: Path, race_id: str | 
         return []
     out = workspace.git("ls-remote", "--heads", plan.origin, *[f"refs/heads/{b}" for b in branches], env=env,
                         redact=plan.redactor)
-    present = [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
+    asked = {f"refs/heads/{b}" for b in branches}  # a pattern also matches refs ending in it: only these
+    present = [ref for ref in (line.partition("\t")[2] for line in out.splitlines()) if ref in asked]
     if present:  # from the mirror, any repository would do and that one is Toren's own; a fleet's final job on
         mirror = workspace.mirror_path(home, plan.origin)  # a fresh runner has none: an empty one of its own
         with tempfile.TemporaryDirectory(prefix="toren-delete-") as tmp:
