@@ -676,7 +676,9 @@ def fleet_pr_body(plan: Plan, raw: Any) -> str:
 
     gh = plan.github
     text = raw[:60_000] if isinstance(raw, str) else ""
-    text = texts.block(plan.redactor(re.sub(r"<!--.*?(?:-->|$)", "", text, flags=re.S))).strip()
+    text = re.sub(r"<!--.*?(?:-->|$)", "", text, flags=re.S)
+    text = re.sub(r"^Closes #\d+\n", "", text, flags=re.M)  # the matrix job's own: this job writes it below
+    text = texts.block(plan.redactor(text)).strip()
     issue = gh.issue.number if gh and gh.issue and gh.issue.repo == gh.base_repo else None
     head = [] if text.startswith("# ") else [f"# {texts.inline(plan.redactor(report.pr_title(plan, None)))}", ""]
     own = [f"Closes #{issue}", ""] if issue else []
