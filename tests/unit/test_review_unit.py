@@ -189,3 +189,16 @@ def test_a_previous_round_still_running_is_not_resumed(tmp_path):
     (root / "d" / "s.jsonl").write_text("{}\n")
     assert run._previous_session(job, dest) == "0b1f8c1e-4a52-4c57-9d2e-1f1b2c3d4e5f"
     assert (dest / "d" / "s.jsonl").read_text() == "{}\n" and (dest / "d" / "s.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_verify_retry_of_a_round_copies_the_previous_session_again_without_failing(tmp_path):
+    """--verify-retries: the round's agent runs again with the same session directory, which already holds the
+    copy (and what the first run added to it): the second copy keeps it and does not fail the round."""
+    from toren_action.job import run
+
+    job, root, dest, _ = _round_job(tmp_path, "succeeded")
+    (root / "d" / "s.jsonl").write_text("{}\n")
+    assert run._previous_session(job, dest) == "0b1f8c1e-4a52-4c57-9d2e-1f1b2c3d4e5f"
+    (dest / "d" / "s.jsonl").write_text("{}\n{\"first run\": 1}\n")  # the first run went on with the session
+    assert run._previous_session(job, dest) == "0b1f8c1e-4a52-4c57-9d2e-1f1b2c3d4e5f"
+    assert "first run" in (dest / "d" / "s.jsonl").read_text()

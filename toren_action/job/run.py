@@ -556,7 +556,11 @@ def _previous_session(job: JobRun, dest: Path) -> str | None:
         budget -= len(data)
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as out:
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:  # a --verify-retries run of this round: its first run's copy, gone on since
+            continue
+        with open(fd, "wb") as out:
             out.write(data)
     job.log.stage("building", f"continuing the {plan.profile.name} session of job {plan.parent_job}")
     return session
