@@ -177,10 +177,10 @@ def read_trigger(event_name: str, event: dict[str, Any], phrase: str, label: str
             if instruction is None:
                 return f"the comment does not start with {phrase!r}"
             return Trigger("pr_comment", user.get("login", sender), None, instruction, issue.get("number"))
-        if not body.lstrip().startswith(phrase):
+        instruction = _after_phrase(body, phrase)
+        if instruction is None:
             return f"the comment does not start with {phrase!r}"
-        return Trigger("comment", user.get("login", sender), issue.get("number"),
-                       body.lstrip()[len(phrase):].strip())
+        return Trigger("comment", user.get("login", sender), issue.get("number"), instruction)
     if event_name in PR_EVENTS:
         return _pr_trigger(event_name, event, phrase)
     return (f"event {event_name!r} is not a trigger (use issues, issue_comment, pull_request_review, "

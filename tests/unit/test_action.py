@@ -30,6 +30,8 @@ def test_triggers():
         ("issue_comment", comment_event("<!-- toren:progress -->\n/toren")),  # Toren's own comment
         ("issue_comment", comment_event("please /toren go", pr=True)),  # not at the start
         ("issue_comment", comment_event("/torenate", pr=True)),
+        ("issue_comment", comment_event("/torenate")),  # on an issue as on a pull request: the phrase as a word
+        ("issue_comment", comment_event("/toren-evil do it")),
         ("issue_comment", comment_event("/toren go", pr=True, act="edited")),
         ("issue_comment", comment_event("/toren go", pr=True, user="ci[bot]", user_type="Bot")),
         ("issue_comment", comment_event("/toren go", act="edited")),

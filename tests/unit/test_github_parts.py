@@ -137,3 +137,22 @@ def test_a_pull_request_title_is_one_defused_line_and_its_body_has_no_control_ch
         assert pr["body"].startswith("Closes #42\n")  # Toren's own reference is the caller's to keep
         assert not re.search("[\x1b\x9b\u202e]", pr["body"]) and "\\x1b[2K" in pr["body"]
         assert not re.search(r"@[A-Za-z0-9]", pr["body"])
+
+
+def test_an_issue_of_wide_characters_makes_a_task_the_cli_can_still_take(tmp_path):
+    """An org member (any role) can comment 4-byte characters on an issue: the task stays under the prompt's
+    limit in bytes, or every run on the issue would be refused."""
+    from tests.fakes.github import FakeGitHub
+    from toren_action.config.validate import IssueRef
+    from toren_action.core.redact import Secret
+    from toren_action.git.github import GitHub
+    from toren_action.job.plan import MAX_PROMPT_BYTES
+
+    with FakeGitHub(tmp_path / "gh") as fake:
+        fake.add_repo("acme/widget")
+        fake.add_issue("acme/widget", 7, "Fix it", "the body\n" + "\u4e2d" * 20_000,
+                       comments=[{"login": "mallory", "body": "\U0001f600" * 60_000}])
+        fake.set_permission("acme/widget", "mallory", "read")  # a role: a collaborator who may only read
+        gh = GitHub(Endpoints(fake.api_url, fake.server_url), Secret("GITHUB_TOKEN", fake.token))
+        task = gh.issue_task(IssueRef("acme/widget", 7))
+    assert len(task.prompt().encode()) <= MAX_PROMPT_BYTES and "the body" in task.body

@@ -136,6 +136,16 @@ def test_github_needs_a_token_before_anything_is_asked_of_it(repo, environ):
         make_plan(settings, "job1", environ=environ, cwd=str(repo))
 
 
+@pytest.mark.parametrize("extra", [{"no_pr": True}, {}])
+def test_a_review_round_needs_a_token_even_with_no_pr(repo, environ, extra):
+    """--pr --no-pr without a token is no plain git push with the host's credentials: the round reads the pull
+    request through the API, so the missing token is the one-line refusal (it was an internal error)."""
+    settings = Settings.load({"pr": "acme/widget#5", "agent": "shell", "command": "true", **extra},
+                             environ=environ, cwd=str(repo))
+    with pytest.raises(MissingCredentials, match="GITHUB_TOKEN"):
+        make_plan(settings, "job1", environ=environ, cwd=str(repo))
+
+
 def test_a_missing_credential_is_refused(repo, environ):
     with pytest.raises(MissingCredentials, match="ANTHROPIC_API_KEY"):
         plan(repo, environ, agent="claude")

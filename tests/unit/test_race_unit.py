@@ -210,3 +210,33 @@ def test_a_prefix_that_names_a_race_and_a_job_is_ambiguous_for_cancel(tmp_path, 
     assert store.get("01m8aaaaab0000").state is JobState.QUEUED
     assert main(["cancel", "01m8aaaaab0000"]) == 0  # the attempt alone, by its id
     assert races.get_race(store, "01m8aaaaaa0000").state is RaceState.RUNNING
+
+
+def test_a_folder_of_endless_json_files_is_refused_not_read(tmp_path):
+    """A hostile artifact may hold any number of .json files (each up to the record limit): the final job reads a
+    bounded number, then refuses in one line."""
+    write(tmp_path, "a/r.json", record(1))
+    for i in range(race.MAX_RECORD_FILES):
+        (tmp_path / "a" / f"pad-{i}.json").write_text("{}")
+    with pytest.raises(UsageError, match=f"more than {race.MAX_RECORD_FILES} .json files"):
+        race.read_records(tmp_path)
+
+
+def test_a_branchs_commit_is_its_own_refs_not_one_ending_in_its_name(tmp_path):
+    """`git ls-remote origin refs/heads/x` also lists refs/heads/a/refs/heads/x, sorted first: the winner check,
+    the review round's moved-branch check and --pick read only the exact ref."""
+    import subprocess
+
+    from toren_action.git import workspace
+
+    def run(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    run("init", "-q", "-b", "main")
+    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "one")
+    run("branch", "x")
+    real = run("rev-parse", "x")
+    run("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "two")
+    run("branch", "a/refs/heads/x")
+    assert workspace.remote_branch_sha(str(tmp_path), "x") == real
+    assert workspace.remote_branch_sha(str(tmp_path), "heads/x") is None

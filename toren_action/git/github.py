@@ -47,7 +47,8 @@ TRUSTED_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
 #: In the body of every pull request Toren opens: a later run may update (and force-push) only those.
 PR_MARKER = "<!-- toren:pull-request -->"
 MAX_COMMENTS = 50
-MAX_TASK_CHARS = 60_000
+#: An issue's task in all, in bytes of UTF-8 (the CLI's prompt takes 100 000 with the rules and the fence).
+MAX_TASK_CHARS = 90_000
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ class GitHub:
                 parts += [f"**@{c.user.login}** ({when}):", "", _strip_markers(c.body or "").strip(), ""]
         if left_out:
             parts += [f"_({left_out} comment(s) from people without a role in the repository left out.)_"]
-        body = "\n".join(parts)[:MAX_TASK_CHARS]
+        body = "\n".join(parts).encode("utf-8", "surrogatepass")[:MAX_TASK_CHARS].decode("utf-8", "ignore")
         return Task(title=title_of(issue.title, fallback=f"Issue #{ref.number}"), body=body,
                     source=f"issue {ref.repo}#{ref.number}")
 

@@ -268,9 +268,16 @@ class RemoteHeads:
 
 def remote_branch_sha(origin: str, branch: str, env: dict[str, str] | None = None,
                       redact: Callable[[str], str] = str) -> str | None:
-    """The commit ``branch`` points to in ``origin`` now, or None when it does not exist there (one ref asked)."""
-    out = git("ls-remote", "--heads", origin, f"refs/heads/{branch}", env=env, redact=redact)
-    return out.split()[0] if out.strip() else None
+    """The commit ``branch`` points to in ``origin`` now, or None when it does not exist there (one ref asked).
+    git matches a pattern against the end of each ref, so ``refs/heads/x`` also lists ``refs/heads/a/refs/heads/x``
+    (sorted first): only the line of the exact ref counts."""
+    ref = f"refs/heads/{branch}"
+    out = git("ls-remote", "--heads", origin, ref, env=env, redact=redact)
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == ref:
+            return sha
+    return None
 
 
 def remote_heads(origin: str, env: dict[str, str] | None = None, redact: Callable[[str], str] = str) -> RemoteHeads:

@@ -614,8 +614,9 @@ class GitHubPlan:
 def _push_with_host_credentials(s: Settings, issue: IssueRef | None, environ: dict[str, str]) -> bool:
     """A GitHub repository with --no-pr, no --issue, no --actor and no token: nothing to ask GitHub's API, so the
     repository is a plain git remote and git pushes with the host's own credentials (a credential helper such
-    as `gh auth setup-git`, or the git config's), as for any other URL."""
-    if not s.no_pr or issue or s.actor:
+    as `gh auth setup-git`, or the git config's), as for any other URL. Never a review round (--pr): it reads
+    the pull request through the API."""
+    if not s.no_pr or issue or s.actor or s.pr:
         return False
     from toren_action.git.github import read_token
 

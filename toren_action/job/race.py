@@ -20,6 +20,7 @@ import json
 import os
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 
 from toren_action.config import validate
 from toren_action.config.settings import Settings
+from toren_action.core import texts
 from toren_action.core.errors import TorenError, UsageError
 from toren_action.core.paths import job_dir, toren_home
 from toren_action.core.redact import redact_data
@@ -41,6 +43,8 @@ from toren_action.jobs.store import Job, Store, new_job_id
 #: The most bytes of one result record that --from-artifacts reads (a record is a few kB).
 MAX_RECORD_BYTES = 256 * 1024
 RECORD_KIND = "toren-race-attempt"
+#: The most .json files --from-artifacts looks at (a race's artifacts hold one record each, at most 16).
+MAX_RECORD_FILES = 200
 #: How long the process that ends a race waits for the attempts it stopped (--first-verified) to end.
 STOP_WAIT_S = 60.0
 #: A race choosing for this long without a word from the process that claimed it has lost that process (it
@@ -407,6 +411,7 @@ def open_winner_pr(home: Path, plan: Plan, race: races.Race, attempts: list[choo
         race_log(home, race.id, f"winner: attempt {winner.number} on {winner.branch} (no pull request: "
                                 f"{'--no-pr' if gh else 'not a GitHub repository'})")
         return None
+    check_winner_branch(plan, winner)
     body_file = job_dir(home, winner.job_id or "") / "pr.md"
     body = body_file.read_text("utf-8") if body_file.is_file() else f"# {report.pr_title(plan, None)}\n"
     body = race_pr_body(plan, body, attempts, choice, f"{len(attempts)} attempt(s) of this task; this pull request "
@@ -442,10 +447,16 @@ def delete_branches(plan: Plan, branches: list[str], home: Path, race_id: str | 
         return []
     out = workspace.git("ls-remote", "--heads", plan.origin, *[f"refs/heads/{b}" for b in branches], env=env,
                         redact=plan.redactor)
-    present = [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
-    if present:  # from the mirror: any repository would do, and that one is Toren's own
-        workspace.git("push", "--quiet", "--no-verify", plan.origin, *[f":{ref}" for ref in present], env=env,
-                      redact=plan.redactor, cwd=workspace.mirror_path(home, plan.origin), trusted=True)
+    asked = {f"refs/heads/{b}" for b in branches}  # a pattern also matches refs ending in it: only these
+    present = [ref for ref in (line.partition("\t")[2] for line in out.splitlines()) if ref in asked]
+    if present:  # from the mirror, any repository would do and that one is Toren's own; a fleet's final job on
+        mirror = workspace.mirror_path(home, plan.origin)  # a fresh runner has none: an empty one of its own
+        with tempfile.TemporaryDirectory(prefix="toren-delete-") as tmp:
+            if not (mirror / "HEAD").is_file():
+                mirror = Path(tmp) / "empty.git"
+                workspace.git("init", "--quiet", "--bare", str(mirror))
+            workspace.git("push", "--quiet", "--no-verify", plan.origin, *[f":{ref}" for ref in present], env=env,
+                          redact=plan.redactor, cwd=mirror, trusted=True)
     deleted = [ref.removeprefix("refs/heads/") for ref in present]
     if race_id:
         race_log(home, race_id, f"deleted {len(deleted)} branch(es) of the other attempts: {', '.join(deleted)}"
@@ -542,7 +553,13 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
         raise UsageError("--from-artifacts", f"{folder} is not a folder; give the folder the artifacts were "
                                              "downloaded to")
     found: dict[int, dict[str, Any]] = {}
-    for path in sorted(folder.rglob("*.json")):
+    paths = []
+    for path in folder.rglob("*.json"):
+        paths.append(path)
+        if len(paths) > MAX_RECORD_FILES:
+            raise UsageError("--from-artifacts", f"more than {MAX_RECORD_FILES} .json files under {folder}; give the "
+                                                 "folder the race's artifacts alone were downloaded to")
+    for path in sorted(paths):
         if path.is_symlink() or not path.is_file():
             continue
         with open(path, "rb") as fh:
@@ -562,6 +579,14 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
         for key in ("agent", "state", "branch", "origin"):
             if not isinstance(data.get(key), str):
                 raise UsageError("--from-artifacts", f"{path.name}: {key!r} is missing or not a text")
+        # the agent and the state reach the pull request's table as Toren's own words: only Toren's own values
+        from toren_action.agents import KNOWN_AGENTS
+
+        if data["agent"] not in KNOWN_AGENTS:
+            raise UsageError("--from-artifacts", f"{path.name}: 'agent' is not one Toren knows "
+                                                 f"({', '.join(KNOWN_AGENTS)})")
+        if data["state"] not in _STATES:
+            raise UsageError("--from-artifacts", f"{path.name}: 'state' is not a job state of Toren's")
         validate.branch_name(data["branch"], "--from-artifacts")
         # the branch must be the attempt's own, <base>/<agent>-<n>: a record naming any other (main) would have
         # the final job delete it as a loser's
@@ -580,6 +605,9 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
         raise UsageError("--from-artifacts", f"the records are of {len(bases)} races (branches under "
                                              f"{', '.join(sorted(bases))}); give the folder of one race")
     return [found[n] for n in sorted(found)]
+
+
+_STATES = frozenset(str(state) for state in JobState)
 
 
 def record_attempt(d: dict[str, Any]) -> choose.Attempt:
@@ -609,16 +637,19 @@ def from_artifacts(folder: Path, s: Settings, keep_attempts: bool) -> tuple[list
     attempts = [record_attempt(d) for d in records]
     choice = choose.choose(attempts)
     plan = _fleet_plan(s, records[0])
+    if records[0]["origin"] != plan.origin:  # never another repository than the one this job works on
+        raise UsageError("--from-artifacts", f"the records are of {records[0]['origin']!r}, not of "
+                                             f"{plan.origin!r}; give --repo or --issue of the race's repository")
     home = toren_home()
     pr_url = None
     winner = next((a for a in attempts if a.number == choice.winner), None)
     if winner is not None and plan.github and not s.no_pr:
         from toren_action.job import report
 
+        check_winner_branch(plan, winner)
         gh = plan.github
         rec = next(d for d in records if d["attempt"] == winner.number)
-        raw = rec.get("pr_body")  # written by Toren in the matrix job (its texts already inert), bounded here
-        body = raw[:60_000] if isinstance(raw, str) else f"# {report.pr_title(plan, None)}\n"
+        body = fleet_pr_body(plan, rec.get("pr_body"))
         body = race_pr_body(plan, body, attempts, choice, f"{len(attempts)} attempt(s) over the runner fleet; this "
                                                           f"pull request is attempt {winner.number}'s.")
         pr_url, _n, _c = gh.api.open_or_update_pr(gh.base_repo, gh.repo, winner.branch, gh.pr_base or "main",
@@ -630,9 +661,43 @@ def from_artifacts(folder: Path, s: Settings, keep_attempts: bool) -> tuple[list
 
 
 def _fleet_plan(s: Settings, record: dict[str, Any]) -> Plan:
-    """A plan for the final job of a fleet race: the repository the records name (the task, which the pull
-    request's title comes from, is the one given to this command)."""
-    return delivery_plan(dataclasses.replace(s, repo=s.repo if s.repo != "." or s.issue else record["origin"]))
+    """A plan for the final job of a fleet race: the repository of --repo or --issue, never one a record names
+    (the task, which the pull request's title comes from, is the one given to this command)."""
+    return delivery_plan(s)
+
+
+def fleet_pr_body(plan: Plan, raw: Any) -> str:
+    """The winner's pull request body from its record: a matrix job's artifact, so its text is made inert like
+    an agent's (no HTML, no forged marker, no mention, reference or closing keyword acts); what only Toren
+    writes (the issue it closes, its markers) this job writes itself, from its own --issue."""
+    from toren_action.git.github import PR_MARKER
+    from toren_action.git.review import SOURCE_MARKER
+    from toren_action.job import report
+
+    gh = plan.github
+    text = raw[:60_000] if isinstance(raw, str) else ""
+    text = re.sub(r"<!--.*?(?:-->|$)", "", text, flags=re.S)
+    text = re.sub(r"^Closes #\d+\n", "", text, flags=re.M)  # the matrix job's own: this job writes it below
+    text = texts.block(plan.redactor(text)).strip()
+    issue = gh.issue.number if gh and gh.issue and gh.issue.repo == gh.base_repo else None
+    head = [] if text.startswith("# ") else [f"# {texts.inline(plan.redactor(report.pr_title(plan, None)))}", ""]
+    own = [f"Closes #{issue}", ""] if issue else []
+    return "\n".join([*head, text or "_The attempt's record has no description._", "", *own, PR_MARKER,
+                      *([SOURCE_MARKER.format(number=issue)] if issue else []), ""])
+
+
+def check_winner_branch(plan: Plan, winner: choose.Attempt) -> None:
+    """The pull request opens from the winner's branch: it must point at the commit that passed, or what is
+    merged would not be what was checked (someone pushed to it since, or a record names a commit it never had)."""
+    from toren_action.core.errors import BranchMoved
+    from toren_action.git import workspace
+
+    env = plan.github.git_env if plan.github else {}
+    now = workspace.remote_branch_sha(plan.origin, winner.branch, env=env, redact=plan.redactor)
+    if winner.commit is None or now != winner.commit:
+        raise BranchMoved(f"the winner's branch {winner.branch} is at {now[:10] if now else 'nothing (deleted)'}, "
+                          f"not at attempt {winner.number}'s checked commit {(winner.commit or '?')[:10]}; no pull "
+                          "request was opened (`toren race --pick` after checking the branch)")
 
 
 def delivery_plan(s: Settings) -> Plan:

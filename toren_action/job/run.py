@@ -520,13 +520,19 @@ def _previous_session(job: JobRun, dest: Path) -> str | None:
     """Copy the previous round's session files (regular files only, never a link, bounded) into ``dest``;
     return its session id, or None (then the prompt's summary of earlier rounds is all the agent has)."""
     import json
-    import shutil
 
     from toren_action.agents.base import SESSION_ID
+    from toren_action.core.paths import read_bounded
 
     plan = job.plan
     assert plan.parent_job is not None
     source = job_dir(job.home, plan.parent_job)
+    try:  # a round still running (a retry, a round started by hand) has an agent that may still change its files
+        if not job.store.get(plan.parent_job).state.final:
+            job.log.line(f"toren: job {plan.parent_job}, the round before, has not ended; its session is not resumed")
+            return None
+    except TorenError:
+        return None
     try:
         record = json.loads((source / SESSION_RECORD).read_text("utf-8"))
     except (OSError, ValueError):
@@ -541,12 +547,21 @@ def _previous_session(job: JobRun, dest: Path) -> str | None:
     if sum(size for _, size in copied) > MAX_SESSION_BYTES:
         job.log.line(f"toren: the previous round's session is over {MAX_SESSION_BYTES >> 20} MiB; not resumed")
         return None
+    budget = MAX_SESSION_BYTES
     for rel, _size in copied:
+        # every component opened without following a link: what the walk saw as a directory may be one by now
+        data = read_bounded(root, rel, budget)
+        if data is None:
+            continue
+        budget -= len(data)
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src, \
-                open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as out:
-            shutil.copyfileobj(src, out)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:  # a --verify-retries run of this round: its first run's copy, gone on since
+            continue
+        with open(fd, "wb") as out:
+            out.write(data)
     job.log.stage("building", f"continuing the {plan.profile.name} session of job {plan.parent_job}")
     return session
 
