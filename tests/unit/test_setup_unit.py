@@ -32,9 +32,10 @@ def repo_at(tmp_path):
 
 
 class _Plan:
-    def __init__(self, **settings):
+    def __init__(self, origin: str = "/src/lib", base_branch: str = "main", **settings):
         self.settings = Settings(**settings)
         self.setup_secrets = ()
+        self.origin, self.base_branch, self.base_commit, self.pull = origin, base_branch, None, None
 
 
 def script_of(repo: Path, **settings):
@@ -145,6 +146,39 @@ def test_the_key_follows_the_cache_key_files_content_not_other_files(repo_at):
 
 
 # -- out of the commit
+
+def test_the_key_names_whose_code_the_setup_runs_the_origin_and_the_base(repo_at):
+    # the same command and cache-key files in another repository, or on another line of history of this one
+    # (an earlier agent's unmerged branch), run other code: never the same prepared environment
+    (repo_at / "requirements.txt").write_text("pytest\n")
+    entries = setup._tree_entries(repo_at, commit_all(repo_at))
+
+    def key(plan: _Plan) -> str:
+        cmd = setup.setup_command(plan, repo_at, entries)  # type: ignore[arg-type]
+        assert cmd is not None
+        files = setup.cache_key_files(plan.settings.setup_cache_key, entries)
+        return setup.cache_key(plan, "sha256:img", cmd, files)  # type: ignore[arg-type]
+
+    settings = {"setup": "pip install -e .", "setup_cache_key": ("requirements*.txt",)}
+    base = key(_Plan(**settings))
+    assert key(_Plan(**settings)) == base  # the same repository and branch: reused
+    assert key(_Plan(origin="/src/other", **settings)) != base
+    github = key(_Plan(origin="https://github.example/acme/lib.git", **settings))
+    assert github != key(_Plan(origin="https://github.example/evil/lib.git", **settings))
+    # the origin's credentials are not part of it (a token that changes reuses the environment)
+    assert key(_Plan(origin="https://x-access-token:t0k3n@github.example/acme/lib.git", **settings)) == github
+    assert key(_Plan(base_branch="toren/earlier", **settings)) != base
+    plan = _Plan(**settings)
+    plan.base_commit = "0" * 40  # --base-ref: that commit's own
+    assert key(plan) != base
+
+    class _Pull:
+        head_branch = "toren/fix-parser"
+
+    plan = _Plan(**settings)
+    plan.pull = _Pull()  # a review round: its pull request's branch, whatever the base branch
+    assert key(plan) != base
+
 
 @pytest.mark.parametrize("name", ["plain", "star*", "q?uestion", "[brackets]", "back\\slash", "trailing ",
                                   "#hash", "!bang", "sp ace"])

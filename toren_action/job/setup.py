@@ -6,8 +6,8 @@ network (or ``--setup-network``) and the CA bundle of the image, and never with 
 GitHub token or a secret of the agent's (``--secret-for setup`` gives it secrets of its own, as files).
 
 What it leaves is the *prepared environment*, in two parts, both named by one content key (a hash of the agent
-image's id, the setup command or script, the ``cache_key`` files' blob ids at the base commit and
-``--setup-version``):
+image's id, the setup command or script, the ``cache_key`` files' blob ids at the base commit,
+``--setup-version``, and ``lineage``: the origin and the branch whose code the setup runs):
 
 - outside the workspace (``~/.local``, ``~/.cache``, anything the user may write in the image): the setup's
   container committed as the image ``toren/prepared:<hash of key and TOREN_HOME>`` (``prepared_tag``), which
@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import stat
 import subprocess
@@ -58,7 +59,7 @@ LABEL_PREPARED = "toren.prepared"
 #: In TOREN_HOME: one directory per prepared environment, named by its key.
 SETUP_DIR = "setup"
 #: Bump when what a key stands for changes, so that old prepared environments are not reused.
-KEY_VERSION = "1"
+KEY_VERSION = "2"
 #: The lines of the setup's output the error of a failing setup ends with.
 TAIL_LINES = 15
 
@@ -163,12 +164,22 @@ def cache_key_files(patterns: tuple[str, ...], entries: dict[str, tuple[str, str
     return chosen
 
 
+def lineage(plan: Plan) -> dict[str, str | None]:
+    """Whose code the setup runs: the repository (its origin, without credentials) and the line of history the
+    job starts from (the base branch, a review round's pull request branch, a --base-ref's commit). A setup runs
+    the repository's code (``pip install -e .`` runs its build backend), which the cache key does not name: an
+    environment made by one repository, or by an unmerged branch (an earlier agent's), never serves another."""
+    origin = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", plan.origin, flags=re.I)  # no user or token
+    branch = plan.pull.head_branch if plan.pull is not None else plan.base_branch or plan.settings.base_branch
+    return {"origin": origin, "branch": branch, "commit": plan.base_commit}
+
+
 def cache_key(plan: Plan, image_id: str, command: SetupCommand, files: list[tuple[str, str]]) -> str:
-    """The prepared environment's name: what decides what the setup makes, as a hash."""
+    """The prepared environment's name: what decides what the setup makes, and whose code it runs, as a hash."""
     s = plan.settings
     facts = {"v": KEY_VERSION, "image": image_id, "command": command.command, "script": list(command.script_blobs),
              "files": [list(f) for f in files], "version": s.setup_version,
-             "secrets": sorted(x.name for x in plan.setup_secrets)}
+             "secrets": sorted(x.name for x in plan.setup_secrets), "lineage": lineage(plan)}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,0 +1,79 @@
+"""A prepared environment is never shared between two repositories, nor between two base branches of one: a
+hostile repository (or an agent's unmerged branch) whose setup wrote a poisoned .venv must not have it reused by
+another repository's job with the same setup command and cache-key contents. Real Docker, the shell agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_IMAGE, git
+from toren_action.cli import main
+
+pytestmark = pytest.mark.docker
+
+#: The same setup command for every repository; what it does depends on the repository's own build.sh, which
+#: no cache_key names (as `pip install -e .` runs a setup.py that the cache key does not name).
+SETUP = "sh build.sh"
+AGENT = "cat .venv/who > who.txt"
+
+
+@pytest.fixture
+def prepared_cleanup(toren_home, docker_client):
+    yield
+    from toren_action.job import setup
+
+    setup.prune(docker_client, toren_home, None, False)
+
+
+def _repo(root: Path, name: str, who: str) -> Path:
+    path = root / name
+    path.mkdir()
+    (path / "build.sh").write_text(f"mkdir -p .venv && echo {who} > .venv/who\n")
+    (path / ".gitignore").write_text(".venv/\n")
+    git("init", "-q", "-b", "main", cwd=path)
+    git("add", "-A", cwd=path)
+    git("-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-q", "-m", "initial", cwd=path)
+    return path
+
+
+def _run(capsys, repo: Path, branch: str, *extra: str) -> dict:
+    code = main(["run", "--repo", str(repo), "--spec", "task.md", "--branch", branch, "--agent", "shell",
+                 "--command", AGENT, "--base-image", BASE_IMAGE, "--network", "none", "--setup", SETUP,
+                 "--disable-daemon", "--json", *extra])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    return result
+
+
+def test_a_repository_never_reuses_another_repositorys_prepared_environment(workdir, toren_home, capsys,
+                                                                          prepared_cleanup):
+    hostile = _repo(workdir, "hostile", "poisoned-by-a")
+    victim = _repo(workdir, "victim", "made-by-b")
+    first = _run(capsys, hostile, "toren/a")
+    assert first["setup"]["cache"] == "miss"
+    second = _run(capsys, victim, "toren/b")
+    assert second["setup"]["cache"] == "miss", second["setup"]  # not the hostile repository's environment
+    assert second["setup"]["key"] != first["setup"]["key"]
+    assert git("show", "toren/b:who.txt", cwd=victim).strip() == "made-by-b"
+    # and the same repository again reuses its own
+    third = _run(capsys, victim, "toren/c")
+    assert third["setup"]["cache"] == "hit" and third["setup"]["key"] == second["setup"]["key"]
+    assert git("show", "toren/c:who.txt", cwd=victim).strip() == "made-by-b"
+
+
+def test_a_job_on_main_never_reuses_the_environment_an_unmerged_branch_made(workdir, toren_home, capsys,
+                                                                            prepared_cleanup):
+    repo = _repo(workdir, "lib", "made-on-main")
+    # an earlier agent's branch (pushed by --on-failure branch, say) changed build.sh, which no cache_key names
+    git("checkout", "-q", "-b", "toren/earlier", cwd=repo)
+    (repo / "build.sh").write_text("mkdir -p .venv && echo poisoned-by-a-branch > .venv/who\n")
+    git("-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-q", "-am", "agent", cwd=repo)
+    git("checkout", "-q", "main", cwd=repo)
+    first = _run(capsys, repo, "toren/x", "--base-branch", "toren/earlier")
+    assert first["setup"]["cache"] == "miss"
+    second = _run(capsys, repo, "toren/y")
+    assert second["setup"]["cache"] == "miss", second["setup"]
+    assert git("show", "toren/y:who.txt", cwd=repo).strip() == "made-on-main"
