@@ -77,3 +77,38 @@ def test_a_job_on_main_never_reuses_the_environment_an_unmerged_branch_made(work
     second = _run(capsys, repo, "toren/y")
     assert second["setup"]["cache"] == "miss", second["setup"]
     assert git("show", "toren/y:who.txt", cwd=repo).strip() == "made-on-main"
+
+
+def test_a_gitignore_the_setup_wrote_neither_smuggles_its_files_nor_ignored_ones_into_the_commit(
+        workdir, toren_home, capsys, prepared_cleanup):
+    # a nested .gitignore outranks .git/info/exclude: one the setup leaves would re-include the prepared
+    # directory (and its token) and files the repository ignores (a tool's local.env)
+    repo = _repo(workdir, "lib", "x")
+    (repo / "src").mkdir()
+    (repo / "src" / "a.py").write_text("a = 1\n")
+    (repo / ".gitignore").write_text(".venv/\nnode_modules/\n*.env\n")
+    git("add", "-A", cwd=repo)
+    git("-c", "user.name=U", "-c", "user.email=u@example.invalid", "commit", "-q", "-m", "src", cwd=repo)
+    setup = ("mkdir -p src/node_modules && echo index-token > src/node_modules/npmrc && "
+             "printf '!node_modules/\\n!*.env\\n!.gitignore\\n' > src/.gitignore")
+    agent = "echo b = 2 > src/b.py; echo SECRET=1 > src/local.env"
+    code = main(["run", "--repo", str(repo), "--spec", "task.md", "--branch", "toren/s", "--agent", "shell",
+                 "--command", agent, "--base-image", BASE_IMAGE, "--network", "none", "--setup", setup,
+                 "--disable-daemon", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    assert git("diff", "--name-only", "main", "toren/s", cwd=repo).split() == ["src/b.py"]
+
+
+def test_an_agents_gitignore_does_not_put_the_prepared_files_into_the_commit(workdir, toren_home, capsys,
+                                                                              prepared_cleanup):
+    repo = _repo(workdir, "lib", "made-by-setup")
+    agent = "printf '!/.venv/\\n' > .venv.include; cat .venv.include > .gitignore; echo evil > .venv/who; echo 1 > x"
+    code = main(["run", "--repo", str(repo), "--spec", "task.md", "--branch", "toren/g", "--agent", "shell",
+                 "--command", agent, "--base-image", BASE_IMAGE, "--network", "none", "--setup", SETUP,
+                 "--disable-daemon", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    changed = git("diff", "--name-only", "main", "toren/g", cwd=repo).split()
+    assert not [f for f in changed if f.startswith(".venv/")], changed
+    assert "x" in changed and ".gitignore" in changed  # the agent's own changes are committed

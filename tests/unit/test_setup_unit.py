@@ -268,6 +268,24 @@ def test_keeping_the_files_puts_back_tracked_files_the_setup_changed(repo_at, tm
     assert subprocess.run(["git", "diff", "--quiet"], cwd=repo_at).returncode == 0
 
 
+def test_git_files_the_setup_wrote_are_not_kept(repo_at, tmp_path):
+    # host-side git reads them in every later clone: a nested .gitignore outranks .git/info/exclude
+    (repo_at / "src").mkdir()
+    (repo_at / "src" / "a.py").write_text("a\n")
+    commit_all(repo_at)
+    (repo_at / "src" / ".gitignore").write_text("!node_modules/\n!*.env\n")
+    (repo_at / ".gitattributes").write_text("*.py -text\n")
+    (repo_at / ".gitmodules").write_text("[submodule \"x\"]\n")
+    (repo_at / ".venv").mkdir()
+    (repo_at / ".venv" / ".gitignore").write_text("*\n")  # inside a kept directory: git never reads it
+    lines: list[str] = []
+    paths = setup.keep_workspace_files(repo_at, tmp_path / "kept", lines.append)
+    assert paths == (".venv/",)
+    assert not (repo_at / "src" / ".gitignore").exists() and not (repo_at / ".gitattributes").exists()
+    assert (tmp_path / "kept" / "tree" / ".venv" / ".gitignore").exists()
+    assert any("src/.gitignore" in line and "not kept" in line for line in lines)
+
+
 def test_only_the_paths_put_in_place_are_excluded_from_the_commit(repo_at, tmp_path):
     (repo_at / "node_modules").mkdir()
     (repo_at / "node_modules" / "vendored.js").write_text("tracked\n")  # the commit tracks node_modules/ now

@@ -60,6 +60,8 @@ LABEL_PREPARED = "toren.prepared"
 SETUP_DIR = "setup"
 #: Bump when what a key stands for changes, so that old prepared environments are not reused.
 KEY_VERSION = "2"
+#: Files host-side git reads in the work tree: never kept from a setup (keep_workspace_files).
+GIT_FILES = (".gitignore", ".gitattributes", ".gitmodules")
 #: The lines of the setup's output the error of a failing setup ends with.
 TAIL_LINES = 15
 
@@ -365,7 +367,19 @@ def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None]
                 remove_tree(target)
             else:
                 target.unlink(missing_ok=True)
-    paths = tuple(sorted(p for p in listed if not (p + "/").startswith(workspace.TOREN_DIR + "/")))
+    listed = [p for p in listed if not (p + "/").startswith(workspace.TOREN_DIR + "/")]
+    # A .gitignore or .gitattributes of the setup's would be read by host-side git in every later clone (a nested
+    # .gitignore outranks .git/info/exclude: `!*.env` would commit files the repository ignores): dropped.
+    git_files = [p for p in listed if posixpath.basename(p.rstrip("/")) in GIT_FILES]
+    for p in git_files:
+        target = ws_path / p.rstrip("/")
+        if target.is_dir() and not target.is_symlink():
+            remove_tree(target)
+        else:
+            target.unlink(missing_ok=True)
+    if git_files:
+        line(f"setup: {', '.join(git_files[:5])} not kept: git's own files in the tree are the commit's to set")
+    paths = tuple(sorted(p for p in listed if p not in git_files))
     for p in paths:
         if "\n" in p:
             raise SetupFailed(f"the setup wrote a file whose name holds a line break ({p[:100]!r}); Toren cannot "
