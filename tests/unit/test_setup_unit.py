@@ -413,6 +413,38 @@ def test_a_hard_link_the_setup_made_to_a_tracked_file_is_sealed_as_a_copy(repo_a
     assert os.stat(tmp_path / "kept" / "tree" / ".venv" / "readme-link").st_ino != st.st_ino
 
 
+@pytest.mark.parametrize("seal", [False, True])
+def test_a_kept_file_shares_no_inode_with_the_clone_sealed_or_not(repo_at, tmp_path, seal):
+    # without the seal (Toren not root) too: job 1's agent writing its tracked README.md in place must not
+    # change what job 2 gets as the prepared .venv's file
+    (repo_at / "README.md").write_text("tracked\n")
+    commit_all(repo_at)
+    (repo_at / ".venv").mkdir()
+    os.link(repo_at / "README.md", repo_at / ".venv" / "activate")
+    setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None, seal=seal)
+    with open(repo_at / "README.md", "a") as fh:  # the agent, in its clone
+        fh.write("poison\n")
+    assert (tmp_path / "kept" / "tree" / ".venv" / "activate").read_text() == "tracked\n"
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_unsharing_a_kept_file_never_writes_through_a_name_the_setup_chose(repo_at, tmp_path, seal):
+    # the setup made `.venv/a` (two links) and `.venv/a.toren-tmp`, a hard link to the tracked README.md: the
+    # copy that unshares `a` must not be written into README.md's inode
+    (repo_at / "README.md").write_text("tracked\n")
+    commit_all(repo_at)
+    (repo_at / ".venv").mkdir()
+    (repo_at / ".venv" / "a").write_text("prepared\n")
+    os.link(repo_at / ".venv" / "a", repo_at / ".venv" / "b")
+    os.link(repo_at / "README.md", repo_at / ".venv" / "a.toren-tmp")
+    setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None, seal=seal)
+    assert (repo_at / "README.md").read_text() == "tracked\n"
+    readme = os.stat(repo_at / "README.md").st_ino
+    kept = tmp_path / "kept" / "tree" / ".venv"
+    assert all(os.stat(kept / n).st_ino != readme for n in ("a", "b", "a.toren-tmp"))
+    assert (kept / "a").read_text() == "prepared\n" and not list(kept.glob(".toren-unshare-*"))
+
+
 def test_links_the_setup_left_are_kept_as_links_and_never_followed(repo_at, tmp_path):
     (repo_at / "keep").write_text("tracked\n")
     commit_all(repo_at)

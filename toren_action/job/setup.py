@@ -39,6 +39,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -389,6 +390,7 @@ def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None]
     (tmp / "tree").mkdir(parents=True, mode=0o700)
     for p in paths:
         _move(ws_path, p.rstrip("/"), tmp / "tree")
+    _unshare(tmp / "tree")
     if seal:
         _seal(tmp / "tree")
     remove_tree(where)
@@ -419,18 +421,32 @@ def _move(src_root: Path, rel: str, dest_root: Path) -> None:
             source.unlink(missing_ok=True)
 
 
+def _unshare(tree: Path) -> None:
+    """Every regular file under ``tree`` with other hard links (the setup linked it to a tracked file of the
+    clone, say) replaced by a copy of its own, sealed or not: the job's agent may write the clone's file in
+    place, and that must never change what the next job gets."""
+    for root, _dirs, files in os.walk(tree):
+        for name in files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:  # a new name of its own (O_EXCL): never written through
+                fd, tmp = tempfile.mkstemp(dir=root, prefix=".toren-unshare-")
+                with os.fdopen(fd, "wb") as out, open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
+                    shutil.copyfileobj(src, out)
+                shutil.copystat(path, tmp, follow_symlinks=False)
+                os.replace(tmp, path)
+
+
 def _seal(tree: Path) -> None:
-    """Every regular file under ``tree`` owned by root and read-only, no set-id bit: an agent (not root, without
-    capabilities) can replace such a file in its own directory, never change it in place."""
+    """Every regular file under ``tree`` (no other hard link: _unshare) owned by root and read-only, no set-id
+    bit: an agent (not root, without capabilities) can replace such a file in its own directory, never change
+    it in place."""
     for root, _dirs, files in os.walk(tree):
         for name in files:
             path = os.path.join(root, name)
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
                 continue
-            if st.st_nlink > 1:  # a hard link the setup made (to a tracked file, say): sealed as a copy of its own
-                shutil.copy2(path, path + ".toren-tmp", follow_symlinks=False)
-                os.replace(path + ".toren-tmp", path)
             os.chown(path, 0, 0)
             os.chmod(path, stat.S_IMODE(st.st_mode) & 0o555)
 
