@@ -130,3 +130,22 @@ def test_an_agent_that_rewrites_the_setup_script_is_blocked_and_nothing_is_pushe
     assert result["state"] == "blocked_by_policy" and code != 0, result
     assert ".toren/setup.sh" in result["message"] and "workflow" in result["message"]
     assert "toren/w" not in git("branch", "--list", cwd=repo)
+
+
+def test_no_in_place_change_of_job_ones_agent_reaches_the_next_jobs_prepared_files(workdir, toren_home, capsys,
+                                                                                    prepared_cleanup):
+    # sealed (Toren as root) the kept files are root's, read-only hard links; else copies: either way every way
+    # of writing a file in place that the agent tries (append, truncate, dd, chmod then write, a new timestamp,
+    # a hard link kept for later) leaves the kept file as the setup made it
+    repo = _repo(workdir, "lib", "made-by-setup")
+    tries = ("echo a >> .venv/who; truncate -s0 .venv/who; echo b | dd of=.venv/who conv=notrunc; "
+             "chmod u+w .venv/who && echo c > .venv/who; touch -d 2001-01-01 .venv/who; ln .venv/who keep; "
+             "python3 -c \"import os; os.write(os.open('.venv/who', os.O_WRONLY), b'd')\"; echo 1 > x")
+    first = main(["run", "--repo", str(repo), "--spec", "task.md", "--branch", "toren/t1", "--agent", "shell",
+                  "--command", tries, "--base-image", BASE_IMAGE, "--network", "none", "--setup", SETUP,
+                  "--disable-daemon", "--json"])
+    capsys.readouterr()
+    assert first == 0
+    second = _run(capsys, repo, "toren/t2")
+    assert second["setup"]["cache"] == "hit"
+    assert git("show", "toren/t2:who.txt", cwd=repo) == "made-by-setup\n"
