@@ -32,9 +32,10 @@ def repo_at(tmp_path):
 
 
 class _Plan:
-    def __init__(self, **settings):
+    def __init__(self, origin: str = "/src/lib", base_branch: str = "main", **settings):
         self.settings = Settings(**settings)
         self.setup_secrets = ()
+        self.origin, self.base_branch, self.base_commit, self.pull = origin, base_branch, None, None
 
 
 def script_of(repo: Path, **settings):
@@ -146,6 +147,39 @@ def test_the_key_follows_the_cache_key_files_content_not_other_files(repo_at):
 
 # -- out of the commit
 
+def test_the_key_names_whose_code_the_setup_runs_the_origin_and_the_base(repo_at):
+    # the same command and cache-key files in another repository, or on another line of history of this one
+    # (an earlier agent's unmerged branch), run other code: never the same prepared environment
+    (repo_at / "requirements.txt").write_text("pytest\n")
+    entries = setup._tree_entries(repo_at, commit_all(repo_at))
+
+    def key(plan: _Plan) -> str:
+        cmd = setup.setup_command(plan, repo_at, entries)  # type: ignore[arg-type]
+        assert cmd is not None
+        files = setup.cache_key_files(plan.settings.setup_cache_key, entries)
+        return setup.cache_key(plan, "sha256:img", cmd, files)  # type: ignore[arg-type]
+
+    settings = {"setup": "pip install -e .", "setup_cache_key": ("requirements*.txt",)}
+    base = key(_Plan(**settings))
+    assert key(_Plan(**settings)) == base  # the same repository and branch: reused
+    assert key(_Plan(origin="/src/other", **settings)) != base
+    github = key(_Plan(origin="https://github.example/acme/lib.git", **settings))
+    assert github != key(_Plan(origin="https://github.example/evil/lib.git", **settings))
+    # the origin's credentials are not part of it (a token that changes reuses the environment)
+    assert key(_Plan(origin="https://x-access-token:t0k3n@github.example/acme/lib.git", **settings)) == github
+    assert key(_Plan(base_branch="toren/earlier", **settings)) != base
+    plan = _Plan(**settings)
+    plan.base_commit = "0" * 40  # --base-ref: that commit's own
+    assert key(plan) != base
+
+    class _Pull:
+        head_branch = "toren/fix-parser"
+
+    plan = _Plan(**settings)
+    plan.pull = _Pull()  # a review round: its pull request's branch, whatever the base branch
+    assert key(plan) != base
+
+
 @pytest.mark.parametrize("name", ["plain", "star*", "q?uestion", "[brackets]", "back\\slash", "trailing ",
                                   "#hash", "!bang", "sp ace"])
 def test_a_prepared_path_is_excluded_exactly(repo_at, name):
@@ -232,6 +266,24 @@ def test_keeping_the_files_puts_back_tracked_files_the_setup_changed(repo_at, tm
     assert any("package-lock.json" in line for line in lines)
     assert (tmp_path / "kept" / "tree" / "node_modules" / "m.js").read_text() == "m\n"
     assert subprocess.run(["git", "diff", "--quiet"], cwd=repo_at).returncode == 0
+
+
+def test_git_files_the_setup_wrote_are_not_kept(repo_at, tmp_path):
+    # host-side git reads them in every later clone: a nested .gitignore outranks .git/info/exclude
+    (repo_at / "src").mkdir()
+    (repo_at / "src" / "a.py").write_text("a\n")
+    commit_all(repo_at)
+    (repo_at / "src" / ".gitignore").write_text("!node_modules/\n!*.env\n")
+    (repo_at / ".gitattributes").write_text("*.py -text\n")
+    (repo_at / ".gitmodules").write_text("[submodule \"x\"]\n")
+    (repo_at / ".venv").mkdir()
+    (repo_at / ".venv" / ".gitignore").write_text("*\n")  # inside a kept directory: git never reads it
+    lines: list[str] = []
+    paths = setup.keep_workspace_files(repo_at, tmp_path / "kept", lines.append)
+    assert paths == (".venv/",)
+    assert not (repo_at / "src" / ".gitignore").exists() and not (repo_at / ".gitattributes").exists()
+    assert (tmp_path / "kept" / "tree" / ".venv" / ".gitignore").exists()
+    assert any("src/.gitignore" in line and "not kept" in line for line in lines)
 
 
 def test_only_the_paths_put_in_place_are_excluded_from_the_commit(repo_at, tmp_path):
@@ -359,6 +411,38 @@ def test_a_hard_link_the_setup_made_to_a_tracked_file_is_sealed_as_a_copy(repo_a
     assert st.st_uid != 0 or os.stat(repo_at).st_uid == 0  # the tracked file keeps its owner
     assert st.st_mode & 0o200  # and stays writable
     assert os.stat(tmp_path / "kept" / "tree" / ".venv" / "readme-link").st_ino != st.st_ino
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_a_kept_file_shares_no_inode_with_the_clone_sealed_or_not(repo_at, tmp_path, seal):
+    # without the seal (Toren not root) too: job 1's agent writing its tracked README.md in place must not
+    # change what job 2 gets as the prepared .venv's file
+    (repo_at / "README.md").write_text("tracked\n")
+    commit_all(repo_at)
+    (repo_at / ".venv").mkdir()
+    os.link(repo_at / "README.md", repo_at / ".venv" / "activate")
+    setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None, seal=seal)
+    with open(repo_at / "README.md", "a") as fh:  # the agent, in its clone
+        fh.write("poison\n")
+    assert (tmp_path / "kept" / "tree" / ".venv" / "activate").read_text() == "tracked\n"
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_unsharing_a_kept_file_never_writes_through_a_name_the_setup_chose(repo_at, tmp_path, seal):
+    # the setup made `.venv/a` (two links) and `.venv/a.toren-tmp`, a hard link to the tracked README.md: the
+    # copy that unshares `a` must not be written into README.md's inode
+    (repo_at / "README.md").write_text("tracked\n")
+    commit_all(repo_at)
+    (repo_at / ".venv").mkdir()
+    (repo_at / ".venv" / "a").write_text("prepared\n")
+    os.link(repo_at / ".venv" / "a", repo_at / ".venv" / "b")
+    os.link(repo_at / "README.md", repo_at / ".venv" / "a.toren-tmp")
+    setup.keep_workspace_files(repo_at, tmp_path / "kept", lambda _: None, seal=seal)
+    assert (repo_at / "README.md").read_text() == "tracked\n"
+    readme = os.stat(repo_at / "README.md").st_ino
+    kept = tmp_path / "kept" / "tree" / ".venv"
+    assert all(os.stat(kept / n).st_ino != readme for n in ("a", "b", "a.toren-tmp"))
+    assert (kept / "a").read_text() == "prepared\n" and not list(kept.glob(".toren-unshare-*"))
 
 
 def test_links_the_setup_left_are_kept_as_links_and_never_followed(repo_at, tmp_path):

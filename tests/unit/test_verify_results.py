@@ -296,3 +296,44 @@ def test_pytest_is_asked_for_junit_in_the_results_directory(tmp_path):
     runner, _ = fake_runner(tmp_path, "python3 -m unittest", None, lambda tree, results, env: given.append(env))
     run = verify.run_once(runner, tree, "verify-2")
     assert given == [{}] and run.source == "unittest" and run.counts[FAILED] == 1
+
+
+#: Lines (the agent's output, 2,000 characters each once cut) on which the summary regexes backtracked: vitest's
+#: "Tests" line for 11 s a line, jest's, pytest's counts, -v ids and FAIL headers quadratically.
+HOSTILE_LINES = ["Tests" + " " * 1994 + "x", " Tests passed" + " " * 1980 + "(", "Tests: " + " " * 1990 + "x",
+                 "Tests: " + "1" * 1990 + " in 1s", "1" * 1990 + " a in 1s", "::" * 1000,
+                 " FAIL a > " + " " * 1990 + "x", "a::b" + " x" * 998]
+
+
+def test_hostile_output_lines_are_read_in_linear_time():
+    import time
+
+    reader = verify.SummaryReader()
+    started = time.monotonic()
+    for line in HOSTILE_LINES * 3:
+        reader.feed(line)
+    assert time.monotonic() - started < 5  # about 1 ms in all; each vitest line alone took 11 s before
+
+
+@pytest.mark.parametrize("line, parsed", [
+    ("tests/t.py::test_a[x y] PASSED                [ 50%]", ("pytest", "tests/t.py::test_a[x y]", "passed")),
+    ("t.py::C::test_b FAILED", ("pytest", "t.py::C::test_b", "failed")),
+    ("::x PASSED", None), ("a:: PASSED", None), (" t.py::a PASSED", None),
+    (" FAIL  src/a.test.ts > suite > works", ("jest", "src/a.test.ts > suite > works", "failed")),
+    ("FAILx src/a > b", None), ("FAIL >  x", None),
+])
+def test_the_hand_parsed_lines_match_what_the_regexes_matched(line, parsed):
+    reader = verify.SummaryReader()
+    reader.feed(line)
+    found = [(name, k, v) for name in ("pytest", "jest") for k, v in getattr(reader, name)["cases"].items()]
+    assert found == ([parsed] if parsed else [])
+
+
+def test_vitest_totals_are_read_by_hand_as_before():
+    reader = verify.SummaryReader()
+    reader.feed("      Tests  1 failed | 2 passed (3)")
+    assert reader.jest["counts"] == {"failed": 1, "passed": 2, "total": 3}
+    for line in ("Testsx 1 passed (3)", "Tests 1 passed (x)", "Tests 1 passed 3)"):
+        other = verify.SummaryReader()
+        other.feed(line)
+        assert other.jest["counts"] is None, line

@@ -206,8 +206,8 @@ class Settings:
     no_pr: bool = _result(False, help="push the branch only", action_input="no-pr")
 
     # -- diff policy: rules to allow (policy.RULES; never secret-value), workflow edits, protected globs, sizes, scan
-    allow_workflow_changes: bool = _policy(False, help="let the change touch .github/ or an action.yml/action.yaml",
-                                           action_input="allow-workflow-changes")
+    allow_workflow_changes: bool = _policy(False, help="let the change touch .github/, an action.yml/action.yaml, "
+                                           ".toren/setup.sh or toren.toml", action_input="allow-workflow-changes")
     allow_policy: tuple[str, ...] = _policy(
         (), metavar="RULE", help="a diff-policy rule that may not block the push (repeatable): secret-pattern, "
                                  "workflow, symlink, large-file, binary, protected-path")

@@ -415,13 +415,20 @@ def nested_repositories(root: Path, excluded: tuple[str, ...] = ()) -> list[str]
 
 def commit_all(ws: Workspace, message: str, author_name: str, author_email: str,
                excluded: tuple[str, ...] = ()) -> Change | None:
-    """Commit everything the agent changed; None when the tree is unchanged. ``excluded``: the directories of
-    the clone's .git/info/exclude that no nested repository check needs to enter (see nested_repositories)."""
+    """Commit everything the agent changed; None when the tree is unchanged. ``excluded``: the paths of the
+    clone's .git/info/exclude (the prepared environment's), which no nested repository check enters (see
+    nested_repositories) and which are never committed, whatever a .gitignore in the tree says (one outranks
+    info/exclude: ``!/.venv/`` would re-include them)."""
     nested = nested_repositories(ws.path, excluded)
     if nested:
         raise GitError(f"the agent created a git repository inside the work tree ({', '.join(nested[:3])}); "
                        "Toren does not commit nested repositories, as host-side git could run their config")
     git("add", "--all", cwd=ws.path, trusted=True)
+    if excluded:  # an exclude pathspec of `git add` fails on an ignored path: what it added under them goes again
+        specs = ws.path / ".git" / "TOREN_PREPARED_PATHSPECS"
+        specs.write_bytes(b"".join(f":(top,literal){p}".encode("utf-8", "surrogateescape") + b"\0" for p in excluded))
+        git("rm", "-r", "--cached", "--quiet", "--ignore-unmatch", f"--pathspec-from-file={specs}",
+            "--pathspec-file-nul", cwd=ws.path, trusted=True)
     if not git("status", "--porcelain", "--untracked-files=no", cwd=ws.path, trusted=True).strip():
         return None
     env = {"GIT_AUTHOR_NAME": author_name, "GIT_AUTHOR_EMAIL": author_email,

@@ -6,8 +6,8 @@ network (or ``--setup-network``) and the CA bundle of the image, and never with 
 GitHub token or a secret of the agent's (``--secret-for setup`` gives it secrets of its own, as files).
 
 What it leaves is the *prepared environment*, in two parts, both named by one content key (a hash of the agent
-image's id, the setup command or script, the ``cache_key`` files' blob ids at the base commit and
-``--setup-version``):
+image's id, the setup command or script, the ``cache_key`` files' blob ids at the base commit,
+``--setup-version``, and ``lineage``: the origin and the branch whose code the setup runs):
 
 - outside the workspace (``~/.local``, ``~/.cache``, anything the user may write in the image): the setup's
   container committed as the image ``toren/prepared:<hash of key and TOREN_HOME>`` (``prepared_tag``), which
@@ -35,9 +35,11 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -58,7 +60,9 @@ LABEL_PREPARED = "toren.prepared"
 #: In TOREN_HOME: one directory per prepared environment, named by its key.
 SETUP_DIR = "setup"
 #: Bump when what a key stands for changes, so that old prepared environments are not reused.
-KEY_VERSION = "1"
+KEY_VERSION = "2"
+#: Files host-side git reads in the work tree: never kept from a setup (keep_workspace_files).
+GIT_FILES = (".gitignore", ".gitattributes", ".gitmodules")
 #: The lines of the setup's output the error of a failing setup ends with.
 TAIL_LINES = 15
 
@@ -163,12 +167,22 @@ def cache_key_files(patterns: tuple[str, ...], entries: dict[str, tuple[str, str
     return chosen
 
 
+def lineage(plan: Plan) -> dict[str, str | None]:
+    """Whose code the setup runs: the repository (its origin, without credentials) and the line of history the
+    job starts from (the base branch, a review round's pull request branch, a --base-ref's commit). A setup runs
+    the repository's code (``pip install -e .`` runs its build backend), which the cache key does not name: an
+    environment made by one repository, or by an unmerged branch (an earlier agent's), never serves another."""
+    origin = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", plan.origin, flags=re.I)  # no user or token
+    branch = plan.pull.head_branch if plan.pull is not None else plan.base_branch or plan.settings.base_branch
+    return {"origin": origin, "branch": branch, "commit": plan.base_commit}
+
+
 def cache_key(plan: Plan, image_id: str, command: SetupCommand, files: list[tuple[str, str]]) -> str:
-    """The prepared environment's name: what decides what the setup makes, as a hash."""
+    """The prepared environment's name: what decides what the setup makes, and whose code it runs, as a hash."""
     s = plan.settings
     facts = {"v": KEY_VERSION, "image": image_id, "command": command.command, "script": list(command.script_blobs),
              "files": [list(f) for f in files], "version": s.setup_version,
-             "secrets": sorted(x.name for x in plan.setup_secrets)}
+             "secrets": sorted(x.name for x in plan.setup_secrets), "lineage": lineage(plan)}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
@@ -354,7 +368,19 @@ def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None]
                 remove_tree(target)
             else:
                 target.unlink(missing_ok=True)
-    paths = tuple(sorted(p for p in listed if not (p + "/").startswith(workspace.TOREN_DIR + "/")))
+    listed = [p for p in listed if not (p + "/").startswith(workspace.TOREN_DIR + "/")]
+    # A .gitignore or .gitattributes of the setup's would be read by host-side git in every later clone (a nested
+    # .gitignore outranks .git/info/exclude: `!*.env` would commit files the repository ignores): dropped.
+    git_files = [p for p in listed if posixpath.basename(p.rstrip("/")) in GIT_FILES]
+    for p in git_files:
+        target = ws_path / p.rstrip("/")
+        if target.is_dir() and not target.is_symlink():
+            remove_tree(target)
+        else:
+            target.unlink(missing_ok=True)
+    if git_files:
+        line(f"setup: {', '.join(git_files[:5])} not kept: git's own files in the tree are the commit's to set")
+    paths = tuple(sorted(p for p in listed if p not in git_files))
     for p in paths:
         if "\n" in p:
             raise SetupFailed(f"the setup wrote a file whose name holds a line break ({p[:100]!r}); Toren cannot "
@@ -364,6 +390,7 @@ def keep_workspace_files(ws_path: Path, where: Path, line: Callable[[str], None]
     (tmp / "tree").mkdir(parents=True, mode=0o700)
     for p in paths:
         _move(ws_path, p.rstrip("/"), tmp / "tree")
+    _unshare(tmp / "tree")
     if seal:
         _seal(tmp / "tree")
     remove_tree(where)
@@ -394,18 +421,32 @@ def _move(src_root: Path, rel: str, dest_root: Path) -> None:
             source.unlink(missing_ok=True)
 
 
+def _unshare(tree: Path) -> None:
+    """Every regular file under ``tree`` with other hard links (the setup linked it to a tracked file of the
+    clone, say) replaced by a copy of its own, sealed or not: the job's agent may write the clone's file in
+    place, and that must never change what the next job gets."""
+    for root, _dirs, files in os.walk(tree):
+        for name in files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:  # a new name of its own (O_EXCL): never written through
+                fd, tmp = tempfile.mkstemp(dir=root, prefix=".toren-unshare-")
+                with os.fdopen(fd, "wb") as out, open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src:
+                    shutil.copyfileobj(src, out)
+                shutil.copystat(path, tmp, follow_symlinks=False)
+                os.replace(tmp, path)
+
+
 def _seal(tree: Path) -> None:
-    """Every regular file under ``tree`` owned by root and read-only, no set-id bit: an agent (not root, without
-    capabilities) can replace such a file in its own directory, never change it in place."""
+    """Every regular file under ``tree`` (no other hard link: _unshare) owned by root and read-only, no set-id
+    bit: an agent (not root, without capabilities) can replace such a file in its own directory, never change
+    it in place."""
     for root, _dirs, files in os.walk(tree):
         for name in files:
             path = os.path.join(root, name)
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
                 continue
-            if st.st_nlink > 1:  # a hard link the setup made (to a tracked file, say): sealed as a copy of its own
-                shutil.copy2(path, path + ".toren-tmp", follow_symlinks=False)
-                os.replace(path + ".toren-tmp", path)
             os.chown(path, 0, 0)
             os.chmod(path, stat.S_IMODE(st.st_mode) & 0o555)
 

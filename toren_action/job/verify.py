@@ -237,9 +237,9 @@ def read_junit(root: Path, paths: Iterable[str], run: TestRun) -> bool:
 # -- summary lines -----------------------------------------------------------------------------------------------
 
 _PYTEST_FINAL = re.compile(r"^=*\s*((?:\d+ [a-z]+(?:, )?)+) in [\d.]+s\b.*$")
-_PYTEST_PART = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)\b")
+_PYTEST_PART = re.compile(r"(?<!\d)(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)\b")
 _PYTEST_LINE = re.compile(r"^(FAILED|ERROR) ([^\s(].*?)(?: - .*)?$")
-_PYTEST_VERBOSE = re.compile(r"^(\S+::\S.*?) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b")
+_PYTEST_STATUS = re.compile(r" (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b")
 _UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in [\d.]+s$")
 _UNITTEST_END = re.compile(r"^(OK|FAILED)(?: \((.*)\))?$")
 _UNITTEST_HEAD = re.compile(r"^(FAIL|ERROR): (\S+) \((\S+?)\)")
@@ -249,11 +249,9 @@ _GO_CASE = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+) \([\d.]+s\)$")
 _GO_PACKAGE = re.compile(r"^(ok|FAIL)\s+(\S+)\s+(?:[\d.]+s|\(cached\))")
 _CARGO_CASE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)\b")
 _CARGO_RESULT = re.compile(r"^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored;")
-_JEST_TESTS = re.compile(r"^Tests:\s+(.*\d+ total)\s*$")
-_JEST_PART = re.compile(r"(\d+) (failed|passed|skipped|todo|pending|total)\b")
+_JEST_TESTS = re.compile(r"^Tests:\s+(\S.*\d+ total)$")  # the line is right-stripped
+_JEST_PART = re.compile(r"(?<!\d)(\d+) (failed|passed|skipped|todo|pending|total)\b")
 _JEST_FAILING = re.compile(r"^\s+● (.+? › .+)$")
-_VITEST_TESTS = re.compile(r"^\s*Tests\s+(.*?)\s*\((\d+)\)\s*$")
-_VITEST_FAILING = re.compile(r"^\s*FAIL\s+(\S.* > .+?)\s*$")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -278,9 +276,9 @@ class SummaryReader:
             parts = {k: int(n) for n, k in _PYTEST_PART.findall(m.group(1))}
             if parts:
                 self.pytest["final"] = parts
-        elif m := _PYTEST_VERBOSE.match(line):
-            status = {"PASSED": PASSED, "XPASS": PASSED, "SKIPPED": SKIPPED, "XFAIL": SKIPPED}.get(m[2], FAILED)
-            _add_case(self.pytest["cases"], m[1], status)
+        elif verbose := _pytest_verbose(line):
+            status = {"PASSED": PASSED, "XPASS": PASSED, "SKIPPED": SKIPPED, "XFAIL": SKIPPED}.get(verbose[1], FAILED)
+            _add_case(self.pytest["cases"], verbose[0], status)
         elif m := _PYTEST_LINE.match(line):
             _add_case(self.pytest["cases"], m[2], FAILED)
         elif m := _UNITTEST_RAN.match(line):
@@ -307,14 +305,14 @@ class SummaryReader:
             self.cargo["results"] = [old[0] + int(m[1]), old[1] + int(m[2]), old[2] + int(m[3])]
         elif m := _CARGO_CASE.match(line):
             _add_case(self.cargo["cases"], m[1], {"ok": PASSED, "FAILED": FAILED}.get(m[2], SKIPPED))
-        elif m := _JEST_TESTS.match(line):
+        elif line.endswith(" total") and (m := _JEST_TESTS.match(line)):
             self.jest["counts"] = {k: int(n) for n, k in _JEST_PART.findall(m[1])}
-        elif (m := _VITEST_TESTS.match(line)) and ("passed" in line or "failed" in line):
-            counts = {k: int(n) for n, k in _JEST_PART.findall(m[1])}
-            counts["total"] = int(m[2])
+        elif (vitest := _vitest_tests(line)) and ("passed" in line or "failed" in line):
+            counts = {k: int(n) for n, k in _JEST_PART.findall(vitest[0])}
+            counts["total"] = vitest[1]
             self.jest["counts"] = counts
-        elif m := _JEST_FAILING.match(line) or _VITEST_FAILING.match(line):
-            _add_case(self.jest["cases"], m[1], FAILED)
+        elif failing := _jest_failing(line):
+            _add_case(self.jest["cases"], failing, FAILED)
 
     def result(self, run: TestRun) -> None:
         """Fill ``run`` from the first format whose summary was seen (pytest, unittest, cargo, jest, go)."""
@@ -365,6 +363,42 @@ class SummaryReader:
         _fill(run, "go", cases, counts[PASSED], counts[FAILED], counts[SKIPPED])
         run.complete = bool(self.go["passes"]) and len(cases) < MAX_CASES  # `go test -v` names every test
         return True
+
+
+# Lines are the agent's text: where a regex would backtrack over a line (quadratic or worse in its length),
+# the line is taken apart by hand, in one pass.
+
+def _pytest_verbose(line: str) -> tuple[str, str] | None:
+    """pytest -v's "tests/t.py::test_a[x y] PASSED  [50%]": (the id, the status). The first word holds '::'
+    followed by something; the id ends at the first status word after that word."""
+    word_end = len(line.split(None, 1)[0]) if line.strip() else 0
+    if not line[:1].strip() or line.find("::", 1, max(word_end - 1, 0)) == -1:
+        return None
+    m = _PYTEST_STATUS.search(line, word_end)
+    return (line[:m.start()], m[1]) if m else None
+
+
+def _jest_failing(line: str) -> str | None:
+    """A failing test's header: jest's "  ● suite › name", vitest's " FAIL  file > suite > name"."""
+    if m := _JEST_FAILING.match(line):
+        return m[1]
+    text = line.strip()
+    if not text.startswith("FAIL") or not text[4:5].isspace():
+        return None
+    rest = text[4:].lstrip()
+    return rest if rest.find(" > ", 1) != -1 else None
+
+
+def _vitest_tests(line: str) -> tuple[str, int] | None:
+    """vitest's "Tests  1 failed | 2 passed (3)": the counts' text and the total; parsed without a regex (the
+    one it replaces backtracked for seconds on a line of spaces: the output is the agent's)."""
+    text = line.strip()
+    if not text.startswith("Tests") or not text.endswith(")"):
+        return None
+    head, sep, total = text[:-1].rpartition("(")
+    if not sep or not total.isdecimal() or not head[5:6].isspace():
+        return None
+    return head[5:].strip(), int(total)
 
 
 def _unittest_id(name: str, where: str) -> str:
