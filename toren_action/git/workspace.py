@@ -425,7 +425,7 @@ def commit_all(ws: Workspace, message: str, author_name: str, author_email: str,
                        "Toren does not commit nested repositories, as host-side git could run their config")
     git("add", "--all", cwd=ws.path, trusted=True)
     if excluded:  # an exclude pathspec of `git add` fails on an ignored path: what it added under them goes again
-        specs = ws.path / ".git" / "TOREN_PREPARED_PATHSPECS"
+        specs = ws.path / ".git" / "toren-prepared-pathspecs"
         specs.write_bytes(b"".join(f":(top,literal){p}".encode("utf-8", "surrogateescape") + b"\0" for p in excluded))
         git("rm", "-r", "--cached", "--quiet", "--ignore-unmatch", f"--pathspec-from-file={specs}",
             "--pathspec-file-nul", cwd=ws.path, trusted=True)

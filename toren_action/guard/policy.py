@@ -8,7 +8,7 @@ Rules (each can be allowed by name with ``allow_policy``; workflow changes also 
   long high-entropy strings assigned to key/token/secret/password names, in added lines.
 - ``workflow``: any change under ``.github/`` or to an ``action.yml``/``action.yaml`` at any depth: an agent that
   edits workflows or the actions they run can reach the repository's secrets; and to Toren's own
-  ``.toren/setup.sh`` or ``toren.toml`` (TOREN_FILES), whose setup a later job runs with the network and the
+  ``.toren/setup.sh`` or ``toren.toml`` (SETUP_FILES), whose setup a later job runs with the network and the
   setup's secrets.
 - ``symlink``: a symlink of the new tree that resolves outside the repository or into its ``.git``, followed
   through every other link of that tree (chains, ``..`` through a directory link), or that does not resolve.
@@ -50,7 +50,7 @@ ACTION_FILES = ("action.yml", "action.yaml")
 #: Toren's own files in the repository: the setup script and the settings (its ``[setup] run``, ``verify``). A
 #: later job whose base holds the change (a review round of its pull request, ``--base-branch``) runs that setup
 #: with the network and the setup's secrets: a workflow change, as an agent that edits them reaches both.
-TOREN_FILES = (".toren/setup.sh", "toren.toml")
+SETUP_FILES = (".toren/setup.sh", "toren.toml")
 #: ``@name`` in protected_paths stands for these globs. ``ci``: files that CI, build tools or test runners run.
 PRESETS: dict[str, tuple[str, ...]] = {
     "ci": ("Makefile", "makefile", "GNUmakefile", "*.mk", "conftest.py", "pytest.ini", "setup.py", "setup.cfg",
@@ -223,7 +223,7 @@ def _path_findings(change: _Change, protected: tuple[str, ...], redact: Callable
             "the value of one of this job's secrets" if rule == "secret-value" else "a known token format")))
     if is_workflow_path(change.path):
         found.append(Finding("workflow", shown, None, "changes a GitHub Actions workflow, action or .github file"))
-    elif change.path.casefold() in TOREN_FILES:
+    elif change.path.casefold() in SETUP_FILES:
         found.append(Finding("workflow", shown, None, "changes Toren's setup or settings for this repository (a "
                              "later job runs its setup with the network and the setup's secrets)"))
     if any(fnmatch.fnmatchcase(change.path, pat) for pat in protected):
