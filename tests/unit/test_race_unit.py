@@ -43,9 +43,14 @@ def test_the_attempts_of_a_race(flags, expected):
     ({"agents": "claude:a b"}, "--agents", "is not a model name"),
     ({"agents": "claude,codex", "attempts": 9}, "--attempts", "make 18; a race has at most 16"),
     ({"attempts": 2, "first_verified": True}, "--first-verified", "needs --verify"),
-    ({"attempts": 2, "judge": "claude-opus-4-1"}, "--judge", "not available"),
+    ({"attempts": 2, "judge": "claude-opus-4-1"}, "--judge", "no key is set: set ANTHROPIC_API_KEY"),
+    ({"attempts": 2, "judge": "--verbose"}, "--judge", "is not a model name"),
 ])
-def test_bad_race_input_is_refused_by_name(flags, field, words):
+def test_bad_race_input_is_refused_by_name(flags, field, words, monkeypatch):
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    if "not a model" in words:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
     with pytest.raises(UsageError) as exc:
         race.entries(settings(**flags))
     assert str(exc.value).startswith(field) and words in str(exc.value) and "\n" not in str(exc.value)
@@ -151,8 +156,25 @@ def test_a_fleet_attempt_needs_the_shared_branch_and_gets_its_own():
     assert not race.is_race(settings(race_attempt=2, attempts=3))  # one attempt of a fleet race, not a race
     with pytest.raises(UsageError, match="^--race-attempt.*drop --attempts and --agents"):
         race.fleet_settings(settings(race_attempt=2, attempts=3, branch="toren/x"))
-    with pytest.raises(UsageError, match="^--judge"):
+    with pytest.raises(UsageError, match="^--judge.*--race-attempt"):
         race.fleet_settings(settings(race_attempt=2, judge="m", branch="toren/x"))
+
+
+def test_the_judge_needs_a_race_and_a_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY_FILE", raising=False)
+    with pytest.raises(UsageError, match="^--judge: it breaks a tie between the attempts of a race"):
+        race.check_judge(settings(judge="claude-haiku-4-5"))
+    with pytest.raises(UsageError, match="^--judge: .*ANTHROPIC_API_KEY"):
+        race.check_judge(settings(attempts=2, judge="claude-haiku-4-5"))
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    monkeypatch.setenv("ANTHROPIC_API_KEY_FILE", str(empty))  # a key file with nothing in it is no key
+    with pytest.raises(UsageError, match="^--judge: .*ANTHROPIC_API_KEY"):
+        race.check_judge(settings(agents="shell,claude", judge="claude-haiku-4-5"))
+    (tmp_path / "key").write_text("sk-ant-test-0123456789\n")
+    race.check_judge(settings(agents="shell,claude", judge="claude-haiku-4-5"))  # accepted
+    assert race.entries(settings(attempts=2, agent="shell", judge="claude-haiku-4-5")) == [("shell", None)] * 2
 
 
 def test_links_huge_files_and_an_empty_folder(tmp_path):
