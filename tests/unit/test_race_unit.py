@@ -174,6 +174,12 @@ def test_the_judge_needs_a_race_and_a_key(monkeypatch, tmp_path):
         race.check_judge(settings(agents="shell,claude", judge="claude-haiku-4-5"))
     (tmp_path / "key").write_text("sk-ant-test-0123456789\n")
     race.check_judge(settings(agents="shell,claude", judge="claude-haiku-4-5"))  # accepted
+    # set by the environment: the refusal names the variable
+    from_env = Settings.load({"spec": "t.md"}, environ={"TOREN_JUDGE": "claude-haiku-4-5"}, cwd="/")
+    with pytest.raises(UsageError, match="^TOREN_JUDGE: it breaks a tie between the attempts of a race"):
+        race.check_judge(from_env)
+    with pytest.raises(UsageError, match="^TOREN_JUDGE: a fleet race's records carry no diffs"):
+        race.from_artifacts(tmp_path, from_env, keep_attempts=False)
     assert race.entries(settings(attempts=2, agent="shell", judge="claude-haiku-4-5")) == [("shell", None)] * 2
 
 

@@ -151,5 +151,6 @@ def decide(tied: list[choose.Attempt], diffs: dict[int, str], diffstats: dict[in
                                                                             redact))
     number, said = parse_answer(reply.text, numbers)
     usable = number is not None
-    return Verdict(number if number is not None else numbers[0], numbers, reply.model, usable,
+    # the model named is the one asked (the user's word; the API's own name for it only prices the reply)
+    return Verdict(number if number is not None else numbers[0], numbers, judge_model, usable,
                    reason_text(said, redact), reply.cost_usd, reply.input_tokens, reply.output_tokens)

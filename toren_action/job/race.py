@@ -88,17 +88,18 @@ def check_judge(s: Settings) -> None:
         return
     from toren_action.job import model
 
+    name = s.source_of("judge")  # --judge, or TOREN_JUDGE
     if s.race_attempt:
-        raise UsageError("--judge", "it breaks a tie in a race run on this machine; one attempt of a fleet race "
-                                    "(--race-attempt) has nothing to judge; drop --judge")
+        raise UsageError(name, "it breaks a tie in a race run on this machine; one attempt of a fleet race "
+                               "(--race-attempt) has nothing to judge; drop it")
     if not (s.attempts or s.agents):
-        raise UsageError("--judge", "it breaks a tie between the attempts of a race; start one with --attempts N "
-                                    "or --agents A,B, or drop --judge")
+        raise UsageError(name, "it breaks a tie between the attempts of a race; start one with --attempts N or "
+                               "--agents A,B, or drop it")
     if s.judge.startswith("-") or not re.fullmatch(r"[\w.:/@+-]{1,200}", s.judge):
-        raise UsageError("--judge", f"{s.judge!r} is not a model name")
+        raise UsageError(name, f"{s.judge!r} is not a model name")
     if not model.available():
-        raise UsageError("--judge", f"the judge is asked through the Anthropic API and no key is set: set "
-                                    f"{model.KEY_VARS[0]} (or {model.KEY_VARS[1]}), or drop --judge")
+        raise UsageError(name, f"the judge is asked through the Anthropic API and no key is set: set "
+                               f"{model.KEY_VARS[0]} (or {model.KEY_VARS[1]}), or drop it")
 
 
 def base_branch_name(s: Settings, race_id: str) -> str:
@@ -652,6 +653,9 @@ def from_artifacts(folder: Path, s: Settings, keep_attempts: bool) -> tuple[list
                                                                             str | None]:
     """Choose among the records of a fleet race, open the pull request from the winner, delete the others'
     branches unless ``keep_attempts``. Returns (attempts, choice, pull request URL)."""
+    if s.judge:  # TOREN_JUDGE: refused rather than ignored
+        raise UsageError(s.source_of("judge"), "a fleet race's records carry no diffs to judge: --from-artifacts "
+                                               "chooses by the rules alone; drop it")
     records = read_records(folder)
     attempts = [record_attempt(d) for d in records]
     choice = choose.choose(attempts)
