@@ -238,3 +238,68 @@ def test_a_prefix_that_names_a_race_and_a_job_is_ambiguous_for_cancel(tmp_path, 
     assert store.get("01m8aaaaab0000").state is JobState.QUEUED
     assert main(["cancel", "01m8aaaaab0000"]) == 0  # the attempt alone, by its id
     assert races.get_race(store, "01m8aaaaaa0000").state is RaceState.RUNNING
+
+
+# -- --judge at the end of a race (job.race.judge_tie), without a model ------------------------------------------
+
+def _tied_race(tmp_path, budget=None, cost=None):
+    store = Store(tmp_path)
+    races.create_race(store, race_id="01judge", repo="r", branch="b", base_commit=SHA, budget_usd=budget,
+                      first_verified=False, keep_attempts=False, inputs={"judge": "claude-haiku-4-5"}, counters={})
+    for n in (1, 2):
+        job = store.create_job(repo="r", branch=f"b/shell-{n}", agent="shell", model=None, base_image="i",
+                               inputs={}, race_id="01judge", attempt=n)
+        store.update(job, result_commit=SHA, started_at=100.0, finished_at=130.0, cost_usd=cost, diffstat=
+                     " 1 file changed, 1 insertion(+)")
+        store.set_state(job, JobState.SUCCEEDED)
+    r = races.get_race(store, "01judge")
+    return store, r, race.race_attempts(store, r)
+
+
+def _plan():
+    from types import SimpleNamespace
+
+    from toren_action.core.redact import Redactor
+
+    return SimpleNamespace(redactor=Redactor([]), settings=settings())
+
+
+def test_the_judge_is_not_asked_when_the_budget_is_spent(tmp_path, monkeypatch):
+    from toren_action.job import choose, judge
+
+    store, r, attempts = _tied_race(tmp_path, budget=1.0, cost=0.5)
+    monkeypatch.setattr(judge, "decide", lambda *a, **k: pytest.fail("the judge was asked"))
+    choice = race.judge_tie(store, tmp_path, r, attempts, choose.choose(attempts), _plan())
+    assert choice.winner == 1 and "budget ($1) is spent, so the judge was not asked" in choice.why
+    assert choice.judge["usable"] is False and choice.judge["cost_usd"] is None
+
+
+def test_a_judge_that_fails_oddly_leaves_the_tie_to_the_lowest_number(tmp_path, monkeypatch):
+    from toren_action.job import choose, judge
+
+    store, r, attempts = _tied_race(tmp_path)
+
+    def boom(*_a, **_k):
+        raise RuntimeError("the SDK broke")
+
+    monkeypatch.setattr(judge, "decide", boom)
+    choice = race.judge_tie(store, tmp_path, r, attempts, choose.choose(attempts), _plan())
+    assert (choice.winner, choice.order[0]) == (1, 1)
+    assert "the judge could not be asked (RuntimeError): the lower attempt number wins" in choice.why
+
+
+def test_the_judges_cost_is_the_races_while_its_record_is_kept(tmp_path, monkeypatch):
+    from toren_action.job import choose, judge
+
+    store, r, attempts = _tied_race(tmp_path, cost=0.25)
+    verdict = judge.Verdict(2, (1, 2), "claude-haiku-4-5", True, "clearer", 0.0016, 1200, 80)
+    monkeypatch.setattr(judge, "decide", lambda *a, **k: verdict)
+    choice = race.judge_tie(store, tmp_path, r, attempts, choose.choose(attempts), _plan())
+    assert choice.winner == 2 and choice.order == (2, 1) and "chose attempt 2: clearer" in choice.why
+    races.update_race(store, r.id, choice=choice.to_dict(), winner=2)
+    assert races.spent(store, r.id) == pytest.approx(0.5016)
+    picked = choose.Choice(1, (1, 2), "picked by hand", judge=races.get_race(store, r.id).choice["judge"])
+    races.update_race(store, r.id, choice=picked.to_dict(), winner=1)
+    assert races.spent(store, r.id) == pytest.approx(0.5016)
+    races.update_race(store, r.id, choice='{"judge": {"cost_usd": -5}}')  # a bad record counts nothing
+    assert races.spent(store, r.id) == pytest.approx(0.5)

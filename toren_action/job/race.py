@@ -430,14 +430,19 @@ def judge_tie(store: Store, home: Path, race: races.Race, attempts: list[choose.
     model_name = str(race.inputs["judge"])
     diffs = {a.number: judge.read_diff(job_dir(home, a.job_id) / "change.diff") for a in tied if a.job_id}
     stats = {j.attempt or 0: j.diffstat or "" for j in races.attempts(store, race.id)}
-    race_log(home, race.id, f"judge: asking {model_name} to break the tie between attempts "
-                            f"{', '.join(str(a.number) for a in tied)}")
-    spent = races.spent(store, race.id)
-    if race.budget_usd is not None and spent >= race.budget_usd:
-        verdict = judge.Verdict(min(a.number for a in tied), tuple(sorted(a.number for a in tied)), model_name, False,
+    numbers = tuple(sorted(a.number for a in tied))
+    if race.budget_usd is not None and races.spent(store, race.id) >= race.budget_usd:
+        verdict = judge.Verdict(numbers[0], numbers, model_name, False,
                                 f"the race's budget (${race.budget_usd:g}) is spent, so the judge was not asked")
     else:
-        verdict = judge.decide(tied, diffs, stats, model_name, plan.redactor, prices=plan.settings.price_overrides())
+        race_log(home, race.id, f"judge: asking {model_name} to break the tie between attempts "
+                                f"{', '.join(map(str, numbers))}")
+        try:
+            verdict = judge.decide(tied, diffs, stats, model_name, plan.redactor,
+                                   prices=plan.settings.price_overrides())
+        except Exception as exc:  # noqa: BLE001 - the SDK missing or failing oddly: the tie goes as without a judge
+            verdict = judge.Verdict(numbers[0], numbers, model_name, False,
+                                    f"the judge could not be asked ({exc.__class__.__name__})")
     cost = "no price known" if verdict.cost_usd is None else f"${verdict.cost_usd:.4f}"
     race_log(home, race.id, f"judge: {'chose' if verdict.usable else 'no usable answer, so'} attempt "
                             f"{verdict.winner} ({cost})")
