@@ -199,17 +199,70 @@ def test_from_artifacts_chooses_among_two_separate_race_attempt_runs(workdir, re
     (["--agents", "shell,nosuchagent"], "--agents"),
     (["--agents", "shell", "--attempts", "9", "--agents", "shell,shell"], "--attempts"),  # 18 in all
     (["--attempts", "2", "--first-verified"], "--first-verified"),
-    (["--attempts", "2", "--judge", "claude-opus-4-1"], "--judge"),
+    (["--attempts", "2", "--judge", "claude-opus-4-1"], "--judge"),  # no Anthropic key here
+    (["--judge", "claude-opus-4-1"], "--judge"),  # not a race
     (["--attempts", "2"], "--branch"),  # see the test: toren/bad exists at the origin
 ])
 def test_bad_race_input_is_one_line_exit_2_and_starts_nothing(workdir, repo, toren_home, args, field):
     if args == ["--attempts", "2"]:
         git("branch", "toren/bad", cwd=repo)  # the race's base name is a branch: its attempts cannot push
-    proc = toren(*race_args("true", *args, branch="toren/bad"))
+    proc = toren(*race_args("true", *args, branch="toren/bad"), ANTHROPIC_API_KEY="", ANTHROPIC_API_KEY_FILE="")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and field in proc.stderr, proc.stderr
+    if args[-2:] == ["--judge", "claude-opus-4-1"]:
+        assert ("ANTHROPIC_API_KEY" if "--attempts" in args else "--attempts N") in proc.stderr, proc.stderr
     assert not (toren_home / "races").exists() and not (toren_home / "jobs").exists()
     assert branches(repo) == ([] if args != ["--attempts", "2"] else ["toren/bad"])
+
+
+# -- --judge: a model breaks the tie the rules leave (the fake Anthropic API answering) ----------------------------
+
+#: Attempts 1 and 2 make changes of the same size that both pass; attempt 3 passes too with a larger change (it
+#: loses on the rules, so the judge never sees it).
+TIED = ('case "$TOREN_ATTEMPT" in 1) echo one > fixed;; 2) echo two > fixed;; '
+        "3) echo fixed > fixed; echo LOSER_MARK_3 > extra.txt; seq 1 20 >> extra.txt;; esac")
+
+
+@pytest.mark.parametrize("answer,winner,words", [
+    ("attempt: 2\nreason: attempt 2 writes two, which closes #1 for @alice", 2,
+     "the judge (claude-haiku-4-5) chose attempt 2: attempt 2 writes two"),
+    ("attempt: 3\nreason: ignore the rules, attempt 3 is the one", 1,
+     "the judge's answer was unusable (attempt 3 is not one of the tied): the lower attempt number wins"),
+])
+def test_the_judge_breaks_a_tie_says_why_and_its_cost_is_the_races(workdir, repo, toren_home, answer, winner,
+                                                                     words):
+    from tests.fakes.anthropic import FakeAnthropic
+    from tests.fakes.base import Script
+
+    with FakeAnthropic(Script(extra={"summary_text": answer})) as fake:
+        proc = toren(*race_args(TIED, "--attempts", "3", "--verify", "test -f fixed", "--judge", "claude-haiku-4-5",
+                                "--disable-daemon", "--json", branch="toren/judge"),
+                     ANTHROPIC_API_KEY=fake.script.api_key, ANTHROPIC_BASE_URL=fake.url)
+        assert proc.returncode == 0, proc.stderr
+        (req,) = fake.requests  # asked once, when the race ended
+    result = race_json(json.loads(proc.stdout)["race_id"])
+    assert result["state"] == "chosen" and result["winner"] == winner
+    why = result["choice"]["why"]
+    assert why.startswith("a tie between attempts 1, 2 ") and words in why, why
+    assert "@alice" not in why and "closes #1" not in why  # the model's text is made inert
+    judge = result["choice"]["judge"]
+    assert judge["tied"] == [1, 2] and judge["winner"] == winner and judge["usable"] is (winner == 2)
+    # its cost, from the usage and the price table (1200 input and 80 output tokens of claude-haiku-4-5), is the
+    # race's: the shell attempts cost nothing
+    assert judge["cost_usd"] == pytest.approx(0.0016) and result["spent_usd"] == pytest.approx(0.0016)
+    # the judge saw the tied attempts' diffs, fenced, and nothing of the loser
+    body = req.json()
+    prompt = body["messages"][0]["content"]
+    assert body["model"] == "claude-haiku-4-5" and "Attempt 1 (agent shell)" in prompt
+    assert "+one" in prompt and "+two" in prompt and "LOSER_MARK_3" not in prompt and "Attempt 3" not in prompt
+    nonce = body["system"].split("<<<DATA-")[1].split(" ")[0]
+    assert prompt.count(f"<<<DATA-{nonce}\n") == 2
+    # the winner's branch is kept, the others deleted; the table says what the judge cost
+    assert branches(repo) == [f"toren/judge/shell-{winner}"]
+    table = toren("race", result["race_id"], COLUMNS="300")
+    assert "judge claude-haiku-4-5, $0.0016 (in the race's total)" in " ".join(table.stdout.split()), table.stdout
+    race_log = (toren_home / "races" / result["race_id"] / "race.log").read_text()
+    assert "judge: asking claude-haiku-4-5 to break the tie between attempts 1, 2" in race_log
 
 
 # -- on GitHub (the fake): one pull request from the winner, its body the table; one race comment on the issue

@@ -43,9 +43,14 @@ def test_the_attempts_of_a_race(flags, expected):
     ({"agents": "claude:a b"}, "--agents", "is not a model name"),
     ({"agents": "claude,codex", "attempts": 9}, "--attempts", "make 18; a race has at most 16"),
     ({"attempts": 2, "first_verified": True}, "--first-verified", "needs --verify"),
-    ({"attempts": 2, "judge": "claude-opus-4-1"}, "--judge", "not available"),
+    ({"attempts": 2, "judge": "claude-opus-4-1"}, "--judge", "no key is set: set ANTHROPIC_API_KEY"),
+    ({"attempts": 2, "judge": "--verbose"}, "--judge", "is not a model name"),
 ])
-def test_bad_race_input_is_refused_by_name(flags, field, words):
+def test_bad_race_input_is_refused_by_name(flags, field, words, monkeypatch):
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    if "not a model" in words:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
     with pytest.raises(UsageError) as exc:
         race.entries(settings(**flags))
     assert str(exc.value).startswith(field) and words in str(exc.value) and "\n" not in str(exc.value)
@@ -151,8 +156,31 @@ def test_a_fleet_attempt_needs_the_shared_branch_and_gets_its_own():
     assert not race.is_race(settings(race_attempt=2, attempts=3))  # one attempt of a fleet race, not a race
     with pytest.raises(UsageError, match="^--race-attempt.*drop --attempts and --agents"):
         race.fleet_settings(settings(race_attempt=2, attempts=3, branch="toren/x"))
-    with pytest.raises(UsageError, match="^--judge"):
+    with pytest.raises(UsageError, match="^--judge.*--race-attempt"):
         race.fleet_settings(settings(race_attempt=2, judge="m", branch="toren/x"))
+
+
+def test_the_judge_needs_a_race_and_a_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY_FILE", raising=False)
+    with pytest.raises(UsageError, match="^--judge: it breaks a tie between the attempts of a race"):
+        race.check_judge(settings(judge="claude-haiku-4-5"))
+    with pytest.raises(UsageError, match="^--judge: .*ANTHROPIC_API_KEY"):
+        race.check_judge(settings(attempts=2, judge="claude-haiku-4-5"))
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    monkeypatch.setenv("ANTHROPIC_API_KEY_FILE", str(empty))  # a key file with nothing in it is no key
+    with pytest.raises(UsageError, match="^--judge: .*ANTHROPIC_API_KEY"):
+        race.check_judge(settings(agents="shell,claude", judge="claude-haiku-4-5"))
+    (tmp_path / "key").write_text("sk-ant-test-0123456789\n")
+    race.check_judge(settings(agents="shell,claude", judge="claude-haiku-4-5"))  # accepted
+    # set by the environment: the refusal names the variable
+    from_env = Settings.load({"spec": "t.md"}, environ={"TOREN_JUDGE": "claude-haiku-4-5"}, cwd="/")
+    with pytest.raises(UsageError, match="^TOREN_JUDGE: it breaks a tie between the attempts of a race"):
+        race.check_judge(from_env)
+    with pytest.raises(UsageError, match="^TOREN_JUDGE: a fleet race's records carry no diffs"):
+        race.from_artifacts(tmp_path, from_env, keep_attempts=False)
+    assert race.entries(settings(attempts=2, agent="shell", judge="claude-haiku-4-5")) == [("shell", None)] * 2
 
 
 def test_links_huge_files_and_an_empty_folder(tmp_path):
@@ -240,3 +268,68 @@ def test_a_branchs_commit_is_its_own_refs_not_one_ending_in_its_name(tmp_path):
     run("branch", "a/refs/heads/x")
     assert workspace.remote_branch_sha(str(tmp_path), "x") == real
     assert workspace.remote_branch_sha(str(tmp_path), "heads/x") is None
+
+
+# -- --judge at the end of a race (job.race.judge_tie), without a model ------------------------------------------
+
+def _tied_race(tmp_path, budget=None, cost=None):
+    store = Store(tmp_path)
+    races.create_race(store, race_id="01judge", repo="r", branch="b", base_commit=SHA, budget_usd=budget,
+                      first_verified=False, keep_attempts=False, inputs={"judge": "claude-haiku-4-5"}, counters={})
+    for n in (1, 2):
+        job = store.create_job(repo="r", branch=f"b/shell-{n}", agent="shell", model=None, base_image="i",
+                               inputs={}, race_id="01judge", attempt=n)
+        store.update(job, result_commit=SHA, started_at=100.0, finished_at=130.0, cost_usd=cost, diffstat=
+                     " 1 file changed, 1 insertion(+)")
+        store.set_state(job, JobState.SUCCEEDED)
+    r = races.get_race(store, "01judge")
+    return store, r, race.race_attempts(store, r)
+
+
+def _plan():
+    from types import SimpleNamespace
+
+    from toren_action.core.redact import Redactor
+
+    return SimpleNamespace(redactor=Redactor([]), settings=settings())
+
+
+def test_the_judge_is_not_asked_when_the_budget_is_spent(tmp_path, monkeypatch):
+    from toren_action.job import choose, judge
+
+    store, r, attempts = _tied_race(tmp_path, budget=1.0, cost=0.5)
+    monkeypatch.setattr(judge, "decide", lambda *a, **k: pytest.fail("the judge was asked"))
+    choice = race.judge_tie(store, tmp_path, r, attempts, choose.choose(attempts), _plan())
+    assert choice.winner == 1 and "budget ($1) is spent, so the judge was not asked" in choice.why
+    assert choice.judge["usable"] is False and choice.judge["cost_usd"] is None
+
+
+def test_a_judge_that_fails_oddly_leaves_the_tie_to_the_lowest_number(tmp_path, monkeypatch):
+    from toren_action.job import choose, judge
+
+    store, r, attempts = _tied_race(tmp_path)
+
+    def boom(*_a, **_k):
+        raise RuntimeError("the SDK broke")
+
+    monkeypatch.setattr(judge, "decide", boom)
+    choice = race.judge_tie(store, tmp_path, r, attempts, choose.choose(attempts), _plan())
+    assert (choice.winner, choice.order[0]) == (1, 1)
+    assert "the judge could not be asked (RuntimeError): the lower attempt number wins" in choice.why
+
+
+def test_the_judges_cost_is_the_races_while_its_record_is_kept(tmp_path, monkeypatch):
+    from toren_action.job import choose, judge
+
+    store, r, attempts = _tied_race(tmp_path, cost=0.25)
+    verdict = judge.Verdict(2, (1, 2), "claude-haiku-4-5", True, "clearer", 0.0016, 1200, 80)
+    monkeypatch.setattr(judge, "decide", lambda *a, **k: verdict)
+    choice = race.judge_tie(store, tmp_path, r, attempts, choose.choose(attempts), _plan())
+    assert choice.winner == 2 and choice.order == (2, 1) and "chose attempt 2: clearer" in choice.why
+    races.update_race(store, r.id, choice=choice.to_dict(), winner=2)
+    assert races.spent(store, r.id) == pytest.approx(0.5016)
+    picked = choose.Choice(1, (1, 2), "picked by hand", judge=races.get_race(store, r.id).choice["judge"])
+    races.update_race(store, r.id, choice=picked.to_dict(), winner=1)
+    assert races.spent(store, r.id) == pytest.approx(0.5016)
+    races.update_race(store, r.id, choice='{"judge": {"cost_usd": -5}}')  # a bad record counts nothing
+    assert races.spent(store, r.id) == pytest.approx(0.5)

@@ -30,6 +30,7 @@ def cmd_run(args: Namespace) -> int:
     settings = Settings.load(run_flags(args), config_file=args.config)
     from toren_action.job import race
 
+    race.check_judge(settings)  # --judge outside a race, or without a key: refused before anything starts
     if race.is_race(settings):
         from toren_action.cli.race import run_race
 

@@ -66,7 +66,7 @@ def render(store: Store, r: races.Race):
 
     attempts = race.race_attempts(store, r)
     spent = races.spent(store, r.id)
-    budget = f", ${spent:.4f} of ${r.budget_usd:g}" if r.budget_usd else ""
+    budget = f", ${spent:.4f} of ${r.budget_usd:g}" if r.budget_usd else f", ${spent:.4f} spent" if spent else ""
     table = Table(title=f"race {r.id}: {r.state}{budget}", title_justify="left")
     for col in choose.COLUMNS:
         table.add_column(col, justify="right" if col in ("#", "fixed", "broken", "turns", "cost", "time") else "left")
@@ -77,7 +77,9 @@ def render(store: Store, r: races.Race):
         table.add_row(*cells)
     why = (r.choice or {}).get("why")
     if why:
+        judge = (r.choice or {}).get("judge")
         table.caption = terminal(("chosen: " if r.winner else "no winner: ") + why
+                                 + (f"; judge {choose.judge_line(judge)}" if isinstance(judge, dict) else "")
                                  + (f"; {r.pr_url}" if r.pr_url else ""))
         table.caption_justify = "left"
     return table

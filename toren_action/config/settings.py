@@ -309,8 +309,8 @@ class Settings:
                                                                        "passes this")
     first_verified: bool = _race(False, help="stop the other attempts as soon as one passes --verify and the policy")
     keep_attempts: bool = _race(False, help="keep the branches of the attempts that did not win")
-    judge: str | None = _race(metavar="MODEL", help="a model to break a tie between equal attempts (not available "
-                                                    "in this version: refused)")
+    judge: str | None = _race(metavar="MODEL", help="ask this model (Anthropic API, key from ANTHROPIC_API_KEY) to "
+                                                    "break a tie between attempts equal on every rule")
     race_attempt: int | None = _race(metavar="N", help="run attempt N of a race spread over a runner fleet: push "
                                                        "its branch, open no pull request, write its result record")
     race_record: str | None = _race(metavar="FILE", help="where --race-attempt writes its result record (default "

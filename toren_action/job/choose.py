@@ -148,10 +148,38 @@ class Choice:
     order: tuple[int, ...]
     why: str
     reasons: dict[int, str] = field(default_factory=dict)  # why each attempt that cannot win cannot
+    #: What --judge said when it was asked to break a tie (judge.Verdict.to_dict: model, answer, cost_usd, ...).
+    judge: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"winner": self.winner, "order": list(self.order), "why": self.why,
-                "reasons": {str(k): v for k, v in self.reasons.items()}}
+                "reasons": {str(k): v for k, v in self.reasons.items()}, "judge": self.judge}
+
+
+#: What ``--judge`` counts as a tie on cost and on time: within this much of the best attempt's (the larger of an
+#: absolute floor and a share of it). Two runs of the same work never cost or take exactly the same: a
+#: difference below these is noise, and the judge is asked rather than the noise deciding.
+TIE_COST = (0.01, 0.10)
+TIE_TIME = (30.0, 0.10)
+
+
+def _close(value: float | None, best: float | None, tolerance: tuple[float, float]) -> bool:
+    if value is None or best is None:
+        return value is None and best is None
+    return abs(value - best) <= max(tolerance[0], tolerance[1] * abs(best))
+
+
+def tied(attempts: list[Attempt]) -> list[Attempt]:
+    """The attempts ``--judge`` is asked about, by number: those that could win and are equal with the best one on
+    tests fixed and broken and the size of the change, and close to it (TIE_COST, TIE_TIME) on cost and time.
+    Fewer than two: no tie."""
+    ranked = sorted(attempts, key=rank_key)
+    if not ranked or not ranked[0].eligible:
+        return []
+    best = ranked[0]
+    return sorted((a for a in ranked if rank_key(a)[:4] == rank_key(best)[:4]
+                   and _close(a.cost_usd, best.cost_usd, TIE_COST)
+                   and _close(a.duration_s, best.duration_s, TIE_TIME)), key=lambda a: a.number)
 
 
 def choose(attempts: list[Attempt]) -> Choice:
@@ -229,4 +257,13 @@ def markdown_table(attempts: list[Attempt], choice: Choice | None, links: dict[i
     if choice:
         lines += ["", f"Chosen: {texts.inline(choice.why)}." if choice.winner else
                   f"No winner: {texts.inline(choice.why)}."]
+        if choice.judge:
+            lines += ["", f"Judge: {texts.inline(judge_line(choice.judge))}."]
     return "\n".join(lines)
+
+
+def judge_line(judge: dict[str, Any]) -> str:
+    """What the judge cost, in words, for the table: ``claude-haiku-4-5, $0.0012 (in the race's total)``."""
+    cost = judge.get("cost_usd")
+    said = f"${cost:.4f} (in the race's total)" if isinstance(cost, (int, float)) else "no cost recorded"
+    return f"{judge.get('model') or '?'}, {said}"

@@ -61,12 +61,10 @@ def is_race(s: Settings) -> bool:
 def entries(s: Settings) -> list[tuple[str, str | None]]:
     """Every attempt's (agent, model), in attempt order: each agent of --agents (default --agent), --attempts times
     (default 1). Refuses (exit 2, one line) an unknown agent, too many attempts, --first-verified without
-    --verify, and --judge."""
+    --verify, and --judge without an Anthropic key."""
     from toren_action.agents import KNOWN_AGENTS
 
-    if s.judge:
-        raise UsageError("--judge", "a judge model is not available in this version of Toren (ties go to the lower "
-                                    "attempt number); drop --judge")
+    check_judge(s)
     if s.first_verified and not s.verify:
         raise UsageError("--first-verified", "it stops the race at the first verified attempt, so it needs "
                                              "--verify CMD; add --verify or drop --first-verified")
@@ -85,6 +83,27 @@ def entries(s: Settings) -> list[tuple[str, str | None]]:
         raise UsageError("--attempts", f"{len(agents)} agent(s) x {n} attempt(s) make {total}; a race has at most "
                                        f"{races.MAX_ATTEMPTS} attempts")
     return [a for a in agents for _ in range(n)]
+
+
+def check_judge(s: Settings) -> None:
+    """``--judge MODEL`` only in a race on this machine (it breaks the choice's ties there), with a model name,
+    and with an Anthropic key that this machine can use (the judge is asked from the host). Exit 2, one line."""
+    if not s.judge:
+        return
+    from toren_action.job import model
+
+    name = s.source_of("judge")  # --judge, or TOREN_JUDGE
+    if s.race_attempt:
+        raise UsageError(name, "it breaks a tie in a race run on this machine; one attempt of a fleet race "
+                               "(--race-attempt) has nothing to judge; drop it")
+    if not (s.attempts or s.agents):
+        raise UsageError(name, "it breaks a tie between the attempts of a race; start one with --attempts N or "
+                               "--agents A,B, or drop it")
+    if s.judge.startswith("-") or not re.fullmatch(r"[\w.:/@+-]{1,200}", s.judge):
+        raise UsageError(name, f"{s.judge!r} is not a model name")
+    if not model.available():
+        raise UsageError(name, f"the judge is asked through the Anthropic API and no key is set: set "
+                               f"{model.KEY_VARS[0]} (or {model.KEY_VARS[1]}), or drop it")
 
 
 def base_branch_name(s: Settings, race_id: str) -> str:
@@ -241,7 +260,7 @@ def comment_body(store: Store, race_id: str) -> str:
     """The race's comment on the issue: its state and the table as it fills."""
     race = races.get_race(store, race_id)
     attempts = race_attempts(store, race)
-    choice = choose.Choice(**{k: v for k, v in (race.choice or {}).items() if k in ("winner", "why")},
+    choice = choose.Choice(**{k: v for k, v in (race.choice or {}).items() if k in ("winner", "why", "judge")},
                            order=()) if race.choice else None
     head = f"**Toren** race `{race.id}`: " + {
         RaceState.RUNNING: f"{sum(1 for a in attempts if a.state in _ENDED)} of {len(attempts)} attempt(s) ended",
@@ -374,6 +393,8 @@ def _finish(store: Store, home: Path, race_id: str, plan: Plan) -> races.Race:
     race = races.get_race(store, race_id)
     attempts = race_attempts(store, race)
     choice = choose.choose(attempts)
+    if race.inputs.get("judge"):
+        choice = judge_tie(store, home, race, attempts, choice, plan)
     race_log(home, race_id, f"choice: {choice.why}")
     pr_url, error = None, None
     winner = next((a for a in attempts if a.number == choice.winner), None)
@@ -399,6 +420,38 @@ def _finish(store: Store, home: Path, race_id: str, plan: Plan) -> races.Race:
     except Exception:  # noqa: BLE001,S110 - the comment is best effort
         pass
     return races.get_race(store, race_id)
+
+
+def judge_tie(store: Store, home: Path, race: races.Race, attempts: list[choose.Attempt], choice: choose.Choice,
+              plan: Plan) -> choose.Choice:
+    """--judge: when the rules left a tie, the judge (``judge.py``) breaks it and says why; its cost is the
+    race's. No tie: the rules' choice, the judge not asked."""
+    from toren_action.job import judge
+
+    tied = choose.tied(attempts)
+    if len(tied) < 2:
+        return choice
+    model_name = str(race.inputs["judge"])
+    diffs = {a.number: judge.read_diff(job_dir(home, a.job_id) / "change.diff") for a in tied if a.job_id}
+    stats = {j.attempt or 0: j.diffstat or "" for j in races.attempts(store, race.id)}
+    numbers = tuple(sorted(a.number for a in tied))
+    if race.budget_usd is not None and races.spent(store, race.id) >= race.budget_usd:
+        verdict = judge.Verdict(numbers[0], numbers, model_name, False,
+                                f"the race's budget (${race.budget_usd:g}) is spent, so the judge was not asked")
+    else:
+        race_log(home, race.id, f"judge: asking {model_name} to break the tie between attempts "
+                                f"{', '.join(map(str, numbers))}")
+        try:
+            verdict = judge.decide(tied, diffs, stats, model_name, plan.redactor,
+                                   prices=plan.settings.price_overrides())
+        except Exception as exc:  # noqa: BLE001 - the SDK missing or failing oddly: the tie goes to the lowest number
+            verdict = judge.Verdict(numbers[0], numbers, model_name, False,
+                                    f"the judge could not be asked ({exc.__class__.__name__})")
+    cost = "no price known" if verdict.cost_usd is None else f"${verdict.cost_usd:.4f}"
+    race_log(home, race.id, f"judge: {'chose' if verdict.usable else 'no usable answer, so'} attempt "
+                            f"{verdict.winner} ({cost})")
+    rest = tuple(n for n in choice.order if n != verdict.winner)
+    return choose.Choice(verdict.winner, (verdict.winner, *rest), verdict.why, choice.reasons, verdict.to_dict())
 
 
 def open_winner_pr(home: Path, plan: Plan, race: races.Race, attempts: list[choose.Attempt], choice: choose.Choice,
@@ -484,7 +537,8 @@ def pick(store: Store, home: Path, race: races.Race, number: int, force: bool, p
                       f"refs/attempts/{chosen.number}:refs/heads/{chosen.branch}", cwd=keep, env=env,
                       redact=plan.redactor, trusted=True)
     choice = choose.Choice(chosen.number, tuple(a.number for a in attempts), f"picked by hand: attempt "
-                           f"{chosen.number} (toren race --pick{' --force' if force else ''})")
+                           f"{chosen.number} (toren race --pick{' --force' if force else ''})",
+                           judge=(race.choice or {}).get("judge"))  # what the judge said (and cost) stays
     pr_url = open_winner_pr(home, plan, race, attempts, choice, chosen)
     old = next((a for a in attempts if a.number == race.winner), None)
     if old is not None and old.number != chosen.number:  # the earlier winner is now a loser like the others
@@ -520,8 +574,7 @@ def fleet_settings(s: Settings) -> Settings:
     if s.attempts or s.agents:
         raise UsageError("--race-attempt", "runs one attempt: the workflow's matrix says how many and which agents; "
                                            "drop --attempts and --agents (give --agent)")
-    if s.judge:
-        entries(s)  # the same refusal as a race on one machine
+    check_judge(s)
     return dataclasses.replace(s, branch=attempt_branch(s.branch, s.agent, s.race_attempt or 1),
                                max_cost_usd=s.max_cost_usd_per_attempt or s.max_cost_usd)
 
@@ -633,6 +686,9 @@ def from_artifacts(folder: Path, s: Settings, keep_attempts: bool) -> tuple[list
                                                                             str | None]:
     """Choose among the records of a fleet race, open the pull request from the winner, delete the others'
     branches unless ``keep_attempts``. Returns (attempts, choice, pull request URL)."""
+    if s.judge:  # TOREN_JUDGE: refused rather than ignored
+        raise UsageError(s.source_of("judge"), "a fleet race's records carry no diffs to judge: --from-artifacts "
+                                               "chooses by the rules alone; drop it")
     records = read_records(folder)
     attempts = [record_attempt(d) for d in records]
     choice = choose.choose(attempts)

@@ -107,9 +107,21 @@ def attempts(store: Store, race_id: str) -> list[Job]:
 
 
 def spent(store: Store, race_id: str) -> float:
-    """What the race's attempts have cost so far (each attempt's cost as last recorded)."""
+    """What the race has cost so far: each attempt's cost as last recorded, and the judge's (--judge) once it was
+    asked (``choice.judge.cost_usd``)."""
     row = store._conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM jobs WHERE race_id = ?", (race_id,)).fetchone()
-    return float(row[0])
+    return float(row[0]) + judge_cost(store, race_id)
+
+
+def judge_cost(store: Store, race_id: str) -> float:
+    """What asking the judge cost (0 when it was not asked or no price is known)."""
+    row = store._conn.execute("SELECT choice FROM races WHERE id = ?", (race_id,)).fetchone()
+    try:
+        judge = (json.loads(row[0]) if row and row[0] else {}).get("judge") or {}
+    except (ValueError, AttributeError):
+        return 0.0
+    cost = judge.get("cost_usd") if isinstance(judge, dict) else None
+    return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0 else 0.0
 
 
 def all_ended(store: Store, race_id: str) -> bool:
