@@ -443,14 +443,32 @@ def delete_branches(plan: Plan, branches: list[str], home: Path, race_id: str | 
     out = workspace.git("ls-remote", "--heads", plan.origin, *[f"refs/heads/{b}" for b in branches], env=env,
                         redact=plan.redactor)
     present = [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
-    if present:  # from the mirror: any repository would do, and that one is Toren's own
-        workspace.git("push", "--quiet", "--no-verify", plan.origin, *[f":{ref}" for ref in present], env=env,
-                      redact=plan.redactor, cwd=workspace.mirror_path(home, plan.origin), trusted=True)
+    if present:
+        _push_deletions(plan, present, env, workspace.mirror_path(home, plan.origin))
     deleted = [ref.removeprefix("refs/heads/") for ref in present]
     if race_id:
         race_log(home, race_id, f"deleted {len(deleted)} branch(es) of the other attempts: {', '.join(deleted)}"
                  if deleted else "no branch of another attempt to delete")
     return deleted
+
+
+def _push_deletions(plan: Plan, refs: list[str], env: dict[str, str], mirror: Path) -> None:
+    """Delete ``refs`` at the origin. A push needs a repository to run in; any would do, so Toren's own: the
+    mirror, or, where none was fetched (the final job of a fleet race, on a runner of its own), an empty one
+    made for the push."""
+    import tempfile
+
+    from toren_action.git import workspace
+
+    deletions = [f":{ref}" for ref in refs]
+    if (mirror / "HEAD").is_file():
+        workspace.git("push", "--quiet", "--no-verify", plan.origin, *deletions, env=env, redact=plan.redactor,
+                      cwd=mirror, trusted=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="toren-push-") as tmp:
+        workspace.git("init", "--quiet", "--bare", tmp, trusted=True)
+        workspace.git("push", "--quiet", "--no-verify", plan.origin, *deletions, env=env, redact=plan.redactor,
+                      cwd=tmp, trusted=True)
 
 
 # -- toren race ID --pick N ------------------------------------------------------------------------------------
