@@ -333,3 +333,29 @@ def test_the_judges_cost_is_the_races_while_its_record_is_kept(tmp_path, monkeyp
     assert races.spent(store, r.id) == pytest.approx(0.5016)
     races.update_race(store, r.id, choice='{"judge": {"cost_usd": -5}}')  # a bad record counts nothing
     assert races.spent(store, r.id) == pytest.approx(0.5)
+
+
+def test_losers_branches_are_deleted_from_a_home_that_never_fetched_the_repository(tmp_path):
+    """The final job of a fleet race runs on a runner of its own: no mirror of the repository in its home. The
+    losers' branches are deleted all the same, and the winner's and the base branch are left."""
+    import subprocess
+    from types import SimpleNamespace
+
+    def g(*args: str, cwd: Path = tmp_path) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+    origin = tmp_path / "origin.git"
+    g("init", "-q", "--bare", "-b", "main", str(origin))
+    work = tmp_path / "work"
+    g("init", "-q", "-b", "main", str(work))
+    g("-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "--allow-empty", "-m", "base", cwd=work)
+    g("push", "-q", str(origin), "main", "main:toren/f/shell-1", "main:toren/f/shell-2", "main:toren/f/shell-3",
+      cwd=work)
+    home = tmp_path / "home"
+    home.mkdir()
+    plan = SimpleNamespace(github=None, origin=str(origin), redactor=str)
+    deleted = race.delete_branches(plan, ["toren/f/shell-1", "toren/f/shell-3", "toren/f/shell-4"], home)  # type: ignore[arg-type]
+    assert deleted == ["toren/f/shell-1", "toren/f/shell-3"]  # shell-4 never pushed: nothing to delete
+    heads = g("--git-dir", str(origin), "for-each-ref", "--format=%(refname:short)", "refs/heads/").split()
+    assert sorted(heads) == ["main", "toren/f/shell-2"]
+    assert list(home.iterdir()) == []  # nothing left behind in the home (the push ran from a temporary repository)

@@ -502,19 +502,31 @@ def delete_branches(plan: Plan, branches: list[str], home: Path, race_id: str | 
                         redact=plan.redactor)
     asked = {f"refs/heads/{b}" for b in branches}  # a pattern also matches refs ending in it: only these
     present = [ref for ref in (line.partition("\t")[2] for line in out.splitlines()) if ref in asked]
-    if present:  # from the mirror, any repository would do and that one is Toren's own; a fleet's final job on
-        mirror = workspace.mirror_path(home, plan.origin)  # a fresh runner has none: an empty one of its own
-        with tempfile.TemporaryDirectory(prefix="toren-delete-") as tmp:
-            if not (mirror / "HEAD").is_file():
-                mirror = Path(tmp) / "empty.git"
-                workspace.git("init", "--quiet", "--bare", str(mirror))
-            workspace.git("push", "--quiet", "--no-verify", plan.origin, *[f":{ref}" for ref in present], env=env,
-                          redact=plan.redactor, cwd=mirror, trusted=True)
+    if present:
+        _push_deletions(plan, present, env, workspace.mirror_path(home, plan.origin))
     deleted = [ref.removeprefix("refs/heads/") for ref in present]
     if race_id:
         race_log(home, race_id, f"deleted {len(deleted)} branch(es) of the other attempts: {', '.join(deleted)}"
                  if deleted else "no branch of another attempt to delete")
     return deleted
+
+
+def _push_deletions(plan: Plan, refs: list[str], env: dict[str, str], mirror: Path) -> None:
+    """Delete ``refs`` at the origin. A push needs a repository to run in; any would do, so Toren's own: the
+    mirror, or, where none was fetched (the final job of a fleet race, on a runner of its own), an empty one
+    made for the push."""
+
+    from toren_action.git import workspace
+
+    deletions = [f":{ref}" for ref in refs]
+    if (mirror / "HEAD").is_file():
+        workspace.git("push", "--quiet", "--no-verify", plan.origin, *deletions, env=env, redact=plan.redactor,
+                      cwd=mirror, trusted=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="toren-push-") as tmp:
+        workspace.git("init", "--quiet", "--bare", tmp, trusted=True)
+        workspace.git("push", "--quiet", "--no-verify", plan.origin, *deletions, env=env, redact=plan.redactor,
+                      cwd=tmp, trusted=True)
 
 
 # -- toren race ID --pick N ------------------------------------------------------------------------------------

@@ -251,8 +251,9 @@ def _open_job(plan: Plan, store: Store, home: Path, job_id: str, reporter: Repor
     gh = plan.github
     progress = None
     race = _race_of(store, job_id)
-    # on the issue, or on the pull request of a review round; a race keeps one comment for all its attempts
-    if gh and (gh.issue or gh.pull) and race is None:
+    # on the issue, or on the pull request of a review round; a race keeps one comment for all its attempts, and
+    # an attempt of a fleet race none (its matrix job may only read the issue; the final job opens the PR)
+    if gh and (gh.issue or gh.pull) and race is None and not plan.settings.race_attempt:
         number = gh.issue.number if gh.issue else gh.pull.number  # type: ignore[union-attr]
         progress = gh.api.progress(gh.base_repo, number, job_id)
         reporter = Tee(reporter or NullReporter(), progress)
