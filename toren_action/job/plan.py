@@ -210,8 +210,6 @@ def _branch_names(s: Settings) -> Settings:
 def _pull_source(s: Settings) -> IssueRef | None:
     """--pr, alone: not with --spec, --issue or --branch (the pull request's head branch is the branch);
     --instruction and --allow-any-pr only with it."""
-    from toren_action.git.review import check_instruction
-
     if not s.pr:
         for key in ("instruction", "allow_any_pr"):
             if getattr(s, key):
@@ -223,6 +221,8 @@ def _pull_source(s: Settings) -> IssueRef | None:
                                      "head branch is the branch")
     if s.force_branch:
         raise UsageError("--pr", "a round never force-pushes the pull request's branch; drop --force-branch")
+    from toren_action.git.review import check_instruction
+
     check_instruction(s.instruction)
     return validate.pr_ref(s.pr)
 
@@ -337,15 +337,15 @@ VERIFY_OPTIONS = ("verify_junit", "verify_baseline", "verify_allow_preexisting",
 def _check_verify(s: Settings) -> None:
     """--verify-junit, --verify-baseline, ... need --verify; the glob stays in the repository; --verify-allow-
     preexisting needs a baseline to compare with."""
-    from toren_action.job.verify import check_junit_glob
-
     if not s.verify:
         for key in VERIFY_OPTIONS:
             if getattr(s, key):
                 raise UsageError(s.source_of(key), "needs --verify (the command whose results it is about); "
                                                    "add --verify CMD or drop it")
         return
-    if s.verify_junit:
+    if s.verify_junit:  # the verification's module (and its XML parsers) only when there is one to check
+        from toren_action.job.verify import check_junit_glob
+
         check_junit_glob(s.verify_junit, s.source_of("verify_junit"))
     if s.verify_allow_preexisting and not s.verify_baseline:
         raise UsageError(s.source_of("verify_allow_preexisting"), "needs --verify-baseline (the base commit's "
