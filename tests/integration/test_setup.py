@@ -232,3 +232,60 @@ def test_two_jobs_with_one_key_at_once_make_it_once(workdir, pyproj, python_imag
     assert sorted(r["setup"]["cache"] for r in results) == ["hit", "miss"]
     stamps = {re.search(r"made-\d+", log_of(r["job_id"])).group(0) for r in results}  # type: ignore[union-attr]
     assert len(stamps) == 1  # both agents saw the one setup's result
+
+
+#: The agent's fix of minicalc's real bug (subtraction parsed right-associative): a loop instead of the recursion.
+#: PART is the rule the loop calls for its right side: parse_term fixes the bug; parse_factor fixes it and breaks
+#: precedence (2 + 3 * 4 stops at 5).
+_FIX_SCRIPT = '''from pathlib import Path
+p = Path("src/minicalc/parser.py")
+s = p.read_text()
+old = """        token = self.peek()
+        if token in ("+", "-"):
+            self.take()
+            right = self.parse_expr()  # bug: recursing here makes "-" right-associative (10 - 4 - 3 == 9)
+            return left + right if token == "+" else left - right
+        return left"""
+new = """        while self.peek() in ("+", "-"):
+            token = self.take()
+            right = self.PART()
+            left = left + right if token == "+" else left - right
+        return left"""
+assert old in s
+p.write_text(s.replace(old, new))
+'''
+
+
+def _agent_running(script: str) -> str:
+    """A shell agent's command that runs ``script`` with the image's python3 (base64: no quoting to get wrong)."""
+    import base64
+
+    return f"python3 -c \"import base64; exec(base64.b64decode('{base64.b64encode(script.encode()).decode()}'))\""
+
+
+FIX = _agent_running(_FIX_SCRIPT.replace("PART", "parse_term"))
+BAD_FIX = _agent_running(_FIX_SCRIPT.replace("PART", "parse_factor"))
+
+def test_the_projects_own_tests_judge_the_change_against_the_base_commit(workdir, pyproj, python_image, toren_home,
+                                                                         capsys, prepared_cleanup):
+    """Issue 15's headline, from one command: the setup installs pytest, the agent fixes the bug with no network,
+    and pytest in the prepared environment, on the change and on the base commit, says 1 fixed and 0 broken."""
+    verify = ["--verify", ".venv/bin/python -m pytest -q", "--verify-baseline"]
+    code, result, log = run(capsys, pyproj, "toren/fix", *verify, command=FIX, image=python_image)
+    assert code == 0, log
+    v = result["verification"]
+    assert v["outcome"] == "passed" and v["source"] == "junit", v  # Toren asked pytest for JUnit
+    assert v["counts"]["fixed"] == 1 and v["counts"]["broken"] == 0 and v["counts"]["still_passing"] == 5, v
+    assert [t for t in v["fixed"] if t.endswith("test_subtraction_is_left_associative")] == v["fixed"], v
+    assert v["baseline"]["counts"]["failed"] == 1 and v["baseline"]["counts"]["passed"] == 5, v
+    assert "while self.peek()" in git("show", "toren/fix:src/minicalc/parser.py", cwd=pyproj)
+    assert not [f for f in committed_files(pyproj, "toren/fix") if f.startswith(".venv")]
+
+    # a change that fixes the bug and breaks another test: verification_failed naming it, nothing pushed
+    code, result, log = run(capsys, pyproj, "toren/bad-fix", *verify, command=BAD_FIX, image=python_image)
+    assert code == 8 and result["state"] == "verification_failed", log
+    v = result["verification"]
+    assert v["counts"]["fixed"] == 1 and v["counts"]["broken"] >= 1, v
+    assert any(t.endswith("test_precedence") for t in v["broken"]), v
+    assert "test_precedence" in result["error"]
+    assert "toren/bad-fix" not in git("branch", "--list", cwd=pyproj)
