@@ -276,9 +276,19 @@ _ENDED = frozenset(s.value for s in JobState if s.final)
 
 
 def _update_comment(store: Store, race_id: str, plan: Plan) -> None:
+    """The race's comment as the store has it now. The attempts' processes and the one that ends the race each
+    write it: under one lock, the body read inside it, so a write made from an older table never lands after
+    the final one."""
+    import fcntl
+
     gh = plan.github
     race = races.get_race(store, race_id)
-    if gh and gh.issue and race.comment_id:
+    if not (gh and gh.issue and race.comment_id):
+        return
+    lock = store.path.parent / "races" / race_id / "comment.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
         gh.api.upsert_comment(gh.base_repo, gh.issue.number, race.comment_id, comment_body(store, race_id))
 
 
@@ -294,7 +304,11 @@ def wait_for_race(sub: RaceSubmitted, on_end: Callable[[choose.Attempt], None], 
             if a.number not in shown and a.state in _ENDED:
                 shown.add(a.number)
                 on_end(a)
-        if r.state.final:
+        if r.state.final:  # the comment final too before this process returns (whoever ended the race)
+            try:
+                _update_comment(sub.store, r.id, sub.plans[0])
+            except Exception:  # noqa: BLE001,S110 - the comment is best effort
+                pass
             return r
         if r.state is RaceState.RUNNING and races.all_ended(sub.store, r.id) and races.claim(sub.store, r.id):
             finish_race(sub.store, sub.home, r.id, sub.plans[0])
