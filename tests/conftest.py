@@ -19,6 +19,22 @@ PYTHON_IMAGE = os.environ.get("TOREN_TEST_PYTHON_IMAGE", "toren/base-python:book
 #: A tiny real Python library with its own pytest suite (one test fails because of a real bug) and a toren.toml
 #: whose [setup] makes a .venv with the test extra: the fixture of the setup and verification tests.
 PYPROJ = Path(__file__).resolve().parent / "fixtures" / "pyproj"
+#: minicalc's real bug, as its parser holds it, and its fix: a loop whose right side is ``rule`` (parse_term fixes
+#: the bug; parse_factor fixes it and breaks precedence, 2 + 3 * 4 stopping at 5).
+MINICALC_BUG = """        token = self.peek()
+        if token in ("+", "-"):
+            self.take()
+            right = self.parse_expr()  # bug: recursing here makes "-" right-associative (10 - 4 - 3 == 9)
+            return left + right if token == "+" else left - right
+        return left"""
+
+
+def minicalc_fix(rule: str = "parse_term") -> str:
+    return f"""        while self.peek() in ("+", "-"):
+            token = self.take()
+            right = self.{rule}()
+            left = left + right if token == "+" else left - right
+        return left"""
 #: The fixture project's own tests are not Toren's.
 collect_ignore = ["fixtures"]
 #: The fixtures that need a running Docker engine; a test that uses one (directly or through another fixture)

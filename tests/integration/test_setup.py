@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
+from tests.conftest import MINICALC_BUG, git, minicalc_fix
 from toren_action.cli import main
 
 pytestmark = pytest.mark.docker
@@ -234,26 +234,10 @@ def test_two_jobs_with_one_key_at_once_make_it_once(workdir, pyproj, python_imag
     assert len(stamps) == 1  # both agents saw the one setup's result
 
 
-#: The agent's fix of minicalc's real bug (subtraction parsed right-associative): a loop instead of the recursion.
-#: PART is the rule the loop calls for its right side: parse_term fixes the bug; parse_factor fixes it and breaks
-#: precedence (2 + 3 * 4 stops at 5).
-_FIX_SCRIPT = '''from pathlib import Path
-p = Path("src/minicalc/parser.py")
-s = p.read_text()
-old = """        token = self.peek()
-        if token in ("+", "-"):
-            self.take()
-            right = self.parse_expr()  # bug: recursing here makes "-" right-associative (10 - 4 - 3 == 9)
-            return left + right if token == "+" else left - right
-        return left"""
-new = """        while self.peek() in ("+", "-"):
-            token = self.take()
-            right = self.PART()
-            left = left + right if token == "+" else left - right
-        return left"""
-assert old in s
-p.write_text(s.replace(old, new))
-'''
+def _fix_script(rule: str) -> str:
+    """A script replacing minicalc's bug with its fix whose right side is ``rule`` (tests.conftest)."""
+    return (f"from pathlib import Path\np = Path('src/minicalc/parser.py')\ns = p.read_text()\n"
+            f"assert {MINICALC_BUG!r} in s\np.write_text(s.replace({MINICALC_BUG!r}, {minicalc_fix(rule)!r}))\n")
 
 
 def _agent_running(script: str) -> str:
@@ -263,8 +247,8 @@ def _agent_running(script: str) -> str:
     return f"python3 -c \"import base64; exec(base64.b64decode('{base64.b64encode(script.encode()).decode()}'))\""
 
 
-FIX = _agent_running(_FIX_SCRIPT.replace("PART", "parse_term"))
-BAD_FIX = _agent_running(_FIX_SCRIPT.replace("PART", "parse_factor"))
+FIX = _agent_running(_fix_script("parse_term"))
+BAD_FIX = _agent_running(_fix_script("parse_factor"))
 
 def test_the_projects_own_tests_judge_the_change_against_the_base_commit(workdir, pyproj, python_image, toren_home,
                                                                          capsys, prepared_cleanup):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import PYPROJ
+from tests.conftest import MINICALC_BUG, PYPROJ, minicalc_fix
 from toren_action.config.settings import _read_toml
 
 
@@ -30,19 +30,8 @@ def test_fixing_the_bug_passes_the_suite(tmp_path):
     shutil.copytree(PYPROJ / "src", src)
     parser = src / "minicalc" / "parser.py"
     text = parser.read_text()
-    buggy = """        token = self.peek()
-        if token in ("+", "-"):
-            self.take()
-            right = self.parse_expr()  # bug: recursing here makes "-" right-associative (10 - 4 - 3 == 9)
-            return left + right if token == "+" else left - right
-        return left"""
-    assert buggy in text
-    fixed = """        while self.peek() in ("+", "-"):
-            token = self.take()
-            right = self.parse_term()
-            left = left + right if token == "+" else left - right
-        return left"""
-    parser.write_text(text.replace(buggy, fixed))
+    assert MINICALC_BUG in text
+    parser.write_text(text.replace(MINICALC_BUG, minicalc_fix()))
     result = _pytest(src)
     assert result.returncode == 0, result.stdout
     assert "6 passed" in result.stdout
