@@ -77,11 +77,10 @@ def main() -> None:
 
     def forget_cache() -> None:
         sys.path.insert(0, str(ROOT))
-        import docker
-
         from toren_action.job import setup
+        from toren_action.sandbox import container
 
-        setup.prune(docker.from_env(), home, None, False)
+        setup.prune(container.client(), home, None, False)
 
     try:
         job(plain)  # warm: agent image built, mirrors made

@@ -39,7 +39,7 @@ def minicalc_fix(rule: str = "parse_term") -> str:
 collect_ignore = ["fixtures"]
 #: The fixtures that need a running Docker engine; a test that uses one (directly or through another fixture)
 #: without the ``docker`` marker is a collection error.
-DOCKER_FIXTURES = ("docker_client",)
+DOCKER_FIXTURES = ("docker_client", "engine")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects anything: an unmarked test would slip into "not docker"
@@ -150,6 +150,14 @@ def docker_client():
     client.ping()  # no engine: the test errors (run scripts/setup-docker.sh), it is not skipped
     client.images.get(BASE_IMAGE)  # missing: run scripts/build-base-image.sh
     return client
+
+
+@pytest.fixture(scope="session")
+def engine(docker_client):
+    """Toren's own client of the same engine (sandbox/engine.py), for the functions that take one."""
+    from toren_action.sandbox import container
+
+    return container.client()
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from toren_action.sandbox import image
 pytestmark = pytest.mark.docker
 
 
-def build_torens(docker_client, home, made: list[str]) -> tuple[str, str]:
+def build_torens(docker_client, engine, home, made: list[str]) -> tuple[str, str]:
     """A real Toren agent image (ensure_image), unique to this test by its uid; returns (tag, id)."""
     uid = random.randint(20_000, 59_999)  # noqa: S311 - a name, not a secret
     recipe = image.ImageRecipe(base_id=docker_client.images.get(BASE_IMAGE).id, profile=ShellProfile(), uid=uid,
                                gid=uid, ca_bundle=None)
     made.append(recipe.tag)  # removed by the test whatever happens
-    tag, built = image.ensure_image(docker_client, recipe, lambda _line: None, home)
+    tag, built = image.ensure_image(engine, recipe, lambda _line: None, home)
     assert built
     return tag, docker_client.images.get(tag).id
 
@@ -36,13 +36,14 @@ def remove_quietly(docker_client, ref: str, force: bool = True) -> None:
         pass
 
 
-def test_cleanup_keeps_images_built_from_torens_and_prunes_torens_own(workdir, toren_home, capsys, docker_client):
+def test_cleanup_keeps_images_built_from_torens_and_prunes_torens_own(workdir, toren_home, capsys, docker_client,
+                                                                     engine):
     made: list[str] = []
     derived: list[str] = []
     old = None
     try:
-        parent_tag, parent = build_torens(docker_client, toren_home, made)
-        old_tag, old = build_torens(docker_client, toren_home, made)
+        parent_tag, parent = build_torens(docker_client, engine, toren_home, made)
+        old_tag, old = build_torens(docker_client, engine, toren_home, made)
         # a user's images FROM the Toren image, untagged (dangling): they inherit Toren's labels
         for n in range(2):
             img, _ = docker_client.images.build(fileobj=io.BytesIO(
@@ -72,14 +73,15 @@ def test_cleanup_keeps_images_built_from_torens_and_prunes_torens_own(workdir, t
             remove_quietly(docker_client, old)
 
 
-def test_an_image_found_under_its_tag_is_recorded_only_when_its_hash_label_matches(toren_home, docker_client):
+def test_an_image_found_under_its_tag_is_recorded_only_when_its_hash_label_matches(toren_home, docker_client,
+                                                                                   engine):
     uid = random.randint(20_000, 59_999)  # noqa: S311
     recipe = image.ImageRecipe(base_id=docker_client.images.get(BASE_IMAGE).id, profile=ShellProfile(), uid=uid,
                                gid=uid, ca_bundle=None)
     repo, tag = recipe.tag.rsplit(":", 1)
     docker_client.api.tag(BASE_IMAGE, repo, tag)  # someone else's image under Toren's tag: no hash label
     try:
-        assert image.ensure_image(docker_client, recipe, lambda _line: None, toren_home) == (recipe.tag, False)
+        assert image.ensure_image(engine, recipe, lambda _line: None, toren_home) == (recipe.tag, False)
         assert docker_client.images.get(BASE_IMAGE).id not in image.built_ids(toren_home)
     finally:
         docker_client.api.remove_image(recipe.tag)

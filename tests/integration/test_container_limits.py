@@ -32,7 +32,7 @@ def run_and_inspect(docker_client, s: ContainerSpec) -> tuple[container.Containe
             seen.update(docker_client.api.inspect_container(s.name))
         lines.append(line)
 
-    result = container.run(docker_client, s, on_line)
+    result = container.run(container.client(), s, on_line)
     return result, seen, lines
 
 
@@ -114,7 +114,7 @@ def test_removing_a_jobs_containers_removes_their_anonymous_volumes(docker_clien
         c.reload()
         made = volume_names(c.attrs)
         assert len(made) == 1
-        assert container.remove_job_containers(docker_client, job) == [c.id]
+        assert container.remove_job_containers(container.client(), job) == [c.id]
         assert made[0] not in {v.name for v in docker_client.volumes.list()}
     finally:
         try:
@@ -127,5 +127,5 @@ def test_a_container_whose_output_can_no_longer_be_read_is_stopped(docker_client
     def on_line(line: str) -> None:
         raise RuntimeError("the job log cannot be written")
 
-    result = container.run(docker_client, spec("echo hello; sleep 60", timeout_s=120), on_line)
+    result = container.run(container.client(), spec("echo hello; sleep 60", timeout_s=120), on_line)
     assert result.exit_code == 137 and result.duration_s < 30  # killed at once, not left to its timeout

@@ -220,6 +220,25 @@ def test_secrets_reach_the_agent_as_files_and_nowhere_else(workdir, repo, toren_
     assert not (toren_home / "jobs" / result["job_id"] / "secrets").exists()  # removed after the job
 
 
+def test_a_warm_job_speaks_to_the_engine_without_loading_the_docker_sdk(workdir, repo, toren_home):
+    """The job's own engine calls (sandbox/engine.py) are the standard library's socket: the Docker SDK, requests,
+    urllib3 and http.client are not imported by a warm job, and the job still ran in its container."""
+    env = subprocess_env()
+    args = [sys.executable, "-X", "importtime", "-m", "toren_action", "run", "--repo", "./myproject", "--spec",
+            "task.md", "--agent", "shell", "--base-image", BASE_IMAGE, "--disable-daemon"]
+    first = subprocess.run([*args, "--branch", "toren/sdk-1", "--command", "echo one > one.txt"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    warm = subprocess.run([*args, "--branch", "toren/sdk-2", "--command", "cat /etc/hostname > two.txt"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    loaded = {line.rsplit("|", 1)[1].strip() for line in warm.stderr.splitlines() if line.startswith("import time:")}
+    assert "toren_action.sandbox.engine" in loaded  # the log is complete: the job's own client is in it
+    assert not loaded & {"docker", "requests", "urllib3", "http.client"}, sorted(loaded & {"docker", "requests",
+                                                                                             "urllib3", "http.client"})
+    assert git("show", "toren/sdk-2:two.txt", cwd=repo).strip()  # the container's own hostname: it ran
+
+
 def test_background_run_returns_at_once(workdir, repo, toren_home, spec):
     env = subprocess_env()
     started = time.monotonic()

@@ -31,12 +31,12 @@ AGENT = ("set -e; .venv/bin/python -m pytest -q 2>&1 | tail -n 2; "
 
 
 @pytest.fixture
-def prepared_cleanup(toren_home, docker_client):
+def prepared_cleanup(toren_home, docker_client, engine):
     """The prepared images and files this test's jobs made are removed when it ends."""
     yield
     from toren_action.job import setup
 
-    setup.prune(docker_client, toren_home, None, False)
+    setup.prune(engine, toren_home, None, False)
 
 
 def run(capsys, repo: Path, branch: str, *extra: str, command: str = AGENT, image: str) -> tuple[int, dict, str]:

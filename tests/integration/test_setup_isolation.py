@@ -21,11 +21,11 @@ AGENT = "cat .venv/who > who.txt"
 
 
 @pytest.fixture
-def prepared_cleanup(toren_home, docker_client):
+def prepared_cleanup(toren_home, engine):
     yield
     from toren_action.job import setup
 
-    setup.prune(docker_client, toren_home, None, False)
+    setup.prune(engine, toren_home, None, False)
 
 
 def _repo(root: Path, name: str, who: str) -> Path:

@@ -440,7 +440,7 @@ def cmd_cleanup(args: Namespace) -> int:
 
         for gone in setup.prune(docker_client, home, min_age, args.dry_run):
             print(f"{'would remove' if args.dry_run else 'removed'} {gone}")
-        _prune_images(docker_client, args.dry_run, home)
+        _prune_images(docker_client.sdk, args.dry_run, home)
     if not jobs:
         print("nothing to clean up")
     return 0
@@ -508,7 +508,7 @@ def cmd_health(args: Namespace) -> int:
 
         docker_client = container.client()
         info = docker_client.info()
-        check("docker", True, f"engine {docker_client.version().get('Version')} ({info.get('Driver')}, "
+        check("docker", True, f"engine {info.get('ServerVersion')} ({info.get('Driver')}, "
                               f"root {info.get('DockerRootDir')})")
         try:
             root_free = shutil.disk_usage(info.get("DockerRootDir") or "/var/lib/docker").free
@@ -529,7 +529,8 @@ def cmd_health(args: Namespace) -> int:
                        "network reaches the metadata endpoint)"), required=False)
     _check_agents(check)
     if args.docker_image:
-        _check_image(args.docker_image, docker_client, args.security, check, args.check_registry)
+        sdk = docker_client.sdk if docker_client is not None else None  # the image's attributes, a registry's
+        _check_image(args.docker_image, sdk, args.security, check, args.check_registry)
     if args.json:
         print_json({"ok": all(c["ok"] for c in checks if c["required"]), "checks": checks})
     else:
@@ -609,9 +610,9 @@ def _check_image(ref: str, docker_client, security: bool, check, registry: bool 
                                           for p in data.attrs.get("Platforms") or []})) or "unknown platforms"
             check("image", True, f"{ref} is not present locally but can be pulled ({platforms})", required=False)
         except docker.errors.APIError as exc:
-            from toren_action.sandbox.container import _first_line
+            from toren_action.sandbox.container import first_line
 
-            check("image", False, f"{ref} is not present locally and cannot be pulled ({_first_line(exc)}); build "
+            check("image", False, f"{ref} is not present locally and cannot be pulled ({first_line(exc)}); build "
                                   "or load it, then use --pull never", required=False)
         return
     cfg = img.attrs.get("Config") or {}

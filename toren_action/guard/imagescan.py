@@ -19,7 +19,7 @@ from toren_action.config.validate import image_ref
 from toren_action.core.errors import UsageError
 from toren_action.core.redact import CREDENTIAL_NAME, TOKEN_RE, mask_tokens
 from toren_action.sandbox import container
-from toren_action.sandbox.container import _first_line
+from toren_action.sandbox.container import first_line
 
 #: Where credentials usually hide in an image; the same names under every /home/* are checked too.
 CREDENTIAL_PATHS = ("/root/.aws/credentials", "/root/.docker/config.json", "/root/.netrc", "/root/.git-credentials",
@@ -327,7 +327,7 @@ def scan_image(ref: str) -> list[tuple[str, bool, str]]:
     import docker.errors
 
     image_ref(ref, "--image")
-    client = container.client()
+    client = container.client().sdk  # the image's history and its layers: the SDK's calls
     try:
         img = client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -386,7 +386,7 @@ def _look_inside(client, image_id: str, path_var: str) -> list[tuple[str, bool, 
     except _Capped as exc:
         note = str(exc)
     except (docker.errors.DockerException, OSError, tarfile.TarError, EOFError) as exc:
-        note = f"could not read the image's layers ({_first_line(exc)})"
+        note = f"could not read the image's layers ({first_line(exc)})"
     order = _layer_order(docs, links)
     if not note and (order is None or any(name not in layers for name in order)):
         note = ("the image's layer list was missing from what the engine sent" if order is None else

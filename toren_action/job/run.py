@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from toren_action.git.workspace import Change, Workspace
     from toren_action.job.setup import PreparedEnv
     from toren_action.sandbox.container import ContainerResult, ContainerSpec
+    from toren_action.sandbox.engine import Engine
 
 #: How each verdict from an agent's stream ends the job.
 VERDICT_ERRORS = {"auth": AgentAuthFailed, "rate_limit": AgentRateLimited, "max_turns": MaxTurnsReached,
@@ -134,7 +135,7 @@ class Prepared:
 class AgentImage:
     tag: str
     built: bool
-    docker: object  # the engine's client, which holds the image
+    docker: Engine  # the engine, which holds the image
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,7 @@ class Sandbox:
     """The agent's container, ready to start, with everything around it already running."""
 
     plan: Plan
-    docker: object
+    docker: Engine
     spec: ContainerSpec
     secrets_dir: Path
 

@@ -107,7 +107,7 @@ class PreparedEnv:
             return
         remove_tree(self.tree.parent)
         try:
-            self.docker.images.remove(self.image, force=True)  # type: ignore[attr-defined]
+            self.docker.remove_image(self.image, force=True)  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001,S110 - already gone, or the engine went away: cleanup prunes it
             pass
 
@@ -198,8 +198,10 @@ def prepare(plan: Plan, docker, ws_path: Path, base_commit: str, agent_tag: str,
     command = setup_command(plan, ws_path, entries)
     if command is None:
         return None
-    image = docker.images.get(agent_tag)
-    key = cache_key(plan, image.id, command, cache_key_files(plan.settings.setup_cache_key, entries))
+    image = docker.image(agent_tag)
+    if image is None:
+        raise SetupFailed(f"the agent image {agent_tag} is gone (removed while the job started); run the job again")
+    key = cache_key(plan, image["Id"], command, cache_key_files(plan.settings.setup_cache_key, entries))
     if plan.settings.no_setup_cache:
         if on_run:
             on_run(command)
@@ -235,14 +237,14 @@ def prepared_tag(home: Path, key: str) -> str:
 
 def _kept(docker, where: Path, key: str) -> PreparedEnv | None:
     """The prepared environment of this key when both its image and its files are still there."""
-    import docker.errors as derrors
+    from toren_action.sandbox.image import labels
 
     try:
         meta = json.loads((where / "meta.json").read_text("utf-8"))
-        image = docker.images.get(meta["image"])
-    except (OSError, ValueError, KeyError, derrors.ImageNotFound):
+        image = docker.image(meta["image"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if (image.labels or {}).get(LABEL_PREPARED) != key or not (where / "tree").is_dir():
+    if image is None or labels(image).get(LABEL_PREPARED) != key or not (where / "tree").is_dir():
         return None
     sealed = bool(meta.get("sealed"))
     if sealed and not sealed_intact(where / "tree"):  # changed since (a chown through a hard link): redo it
@@ -267,17 +269,16 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
     committed: list[str] = []
     exited: list[float] = []
 
-    def commit(box, code: int) -> None:
+    def commit(container_id: str, code: int) -> None:
         exited.append(time.monotonic())
         if code != 0:
             return
-        config = docker.images.get(agent_tag).attrs.get("Config") or {}
+        config = (docker.image(agent_tag) or {}).get("Config") or {}
         changes = [f"LABEL {LABEL_PREPARED}={key}", f"LABEL {image.LABEL_MANAGED}=1"]
         if config.get("Cmd"):
             changes.append("CMD " + json.dumps(config["Cmd"]))
         repo, _, name = tag.rpartition(":")
-        made = box.commit(repository=repo, tag=name, changes=changes)
-        committed.append(made.id)
+        committed.append(docker.commit(container_id, repo, name, changes))
 
     secrets_dir = jdir / "setup-secrets"
     mounts = [Mount(str(ws_path), "/workspace", False), Mount(str(ws_path / ".git"), "/workspace/.git", True)]
@@ -568,10 +569,12 @@ def prune(docker, home: Path, min_age_s: float | None, dry_run: bool) -> list[st
             continue
         with _locked(root / f"{where.name}.lock"):
             if tag and docker is not None:
+                from toren_action.sandbox.image import labels
+
                 try:
-                    img = docker.images.get(tag)
-                    if (img.labels or {}).get(LABEL_PREPARED) == where.name:
-                        docker.images.remove(tag)
+                    img = docker.image(tag)
+                    if img is not None and labels(img).get(LABEL_PREPARED) == where.name:
+                        docker.remove_image(tag)
                 except Exception:  # noqa: BLE001,S110 - gone already, or used by a container: the next cleanup
                     pass
             remove_tree(where)

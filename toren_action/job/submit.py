@@ -8,7 +8,6 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from toren_action.config.settings import Settings
 from toren_action.core.errors import TorenError
@@ -18,6 +17,7 @@ from toren_action.job.log import Reporter
 from toren_action.job.plan import Plan, check_engine, make_plan
 from toren_action.job.report import Outcome
 from toren_action.jobs.store import Store, new_job_id
+from toren_action.sandbox.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Submitted:
     store: Store
     home: Path
     job_id: str
-    docker: Any
+    docker: Engine
 
 
 def submit(settings: Settings, *, background: bool) -> Submitted:
@@ -41,10 +41,9 @@ def submit(settings: Settings, *, background: bool) -> Submitted:
         from toren_action.jobs.worker import max_jobs
 
         max_jobs()  # a bad TOREN_MAX_JOBS is refused now, not by a worker that could then run nothing
-    connected = container.connect_soon()  # the SDK loads while the plan's checks wait for git
     job_id = new_job_id()
     plan = make_plan(settings, job_id)
-    docker = connected()  # the engine must answer before a job exists
+    docker = container.client()  # the engine must answer before a job exists
     check_engine(plan, docker)  # its networks and runtimes (only when --network or --gpus ask for them)
     home = toren_home()
     store = Store(home)

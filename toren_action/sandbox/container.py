@@ -1,4 +1,4 @@
-"""Running one hardened container with the Docker SDK: live output, timeout, removal whatever happens.
+"""Running one hardened container on the Engine API: live output, timeout, removal whatever happens.
 
 Everything the container prints is hostile. Its output is read from an attach stream opened before the start
 (Docker keeps no log of it: the log driver is ``none``, so the engine's disk cannot be filled), with natural
@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from toren_action.config.validate import Mount
+from toren_action.config.validate import Mount, memory_size
 from toren_action.core.errors import DockerError, JobTimedOut
+from toren_action.sandbox.engine import AttachStream, Engine, EngineError, Unreachable
 
 LABEL_JOB = "toren.job"
 LABEL_MANAGED = "toren.managed"
@@ -28,44 +29,16 @@ MAX_LINE_BYTES = 1 << 20
 READ_BYTES = 64 * 1024
 
 
-def client():
-    """A Docker client, or a clear error when no engine answers."""
-    import docker
-    import docker.errors
-
+def client() -> Engine:
+    """The Docker engine, answering, or a clear error when none does."""
     try:
-        c = docker.from_env(timeout=300)
-        c.ping()
-        return c
-    except docker.errors.DockerException as exc:
+        engine = Engine()
+        engine.ping()
+        return engine
+    except Unreachable as exc:
         raise DockerError(
-            f"no Docker engine answers ({_first_line(exc)}); start one with scripts/setup-docker.sh or set DOCKER_HOST"
+            f"no Docker engine answers ({exc}); start one with scripts/setup-docker.sh or set DOCKER_HOST"
         ) from None
-
-
-def connect_soon() -> Callable[[], Any]:
-    """Start :func:`client` in a thread and return the function that waits for it: its client, or its error.
-
-    Importing the Docker SDK (with requests and urllib3) is the largest part of a job's start-up; begun before
-    the planning's git work, most of it happens while this process waits for git."""
-    box: dict[str, Any] = {}
-
-    def connect() -> None:
-        try:
-            box["client"] = client()
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits, raised there
-            box["error"] = exc
-
-    thread = threading.Thread(target=connect, name="toren-docker-connect", daemon=True)
-    thread.start()
-
-    def wait() -> Any:
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["client"]
-
-    return wait
 
 
 @dataclass
@@ -98,95 +71,105 @@ def has_gpu_runtime(info: dict) -> bool:
     return "nvidia" in (info.get("Runtimes") or {})
 
 
-def network_exists(docker_client, name: str) -> bool:
+def network_exists(engine: Engine, name: str) -> bool:
     """Whether the engine has a network called ``name`` (or with that id): one call."""
-    return any(n.name == name or n.id == name for n in docker_client.networks.list(names=[name]))
+    return any(n.get("Name") == name or n.get("Id") == name for n in engine.networks(name))
 
 
-def device_requests(gpus: str | None):
+def device_requests(gpus: str | None) -> list[dict[str, Any]] | None:
+    """--gpus as the API's DeviceRequests: all, a count, or device=ID,ID."""
     if not gpus:
         return None
-    from docker.types import DeviceRequest
-
+    request: dict[str, Any] = {"Driver": "", "Count": 0, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}
     if gpus == "all":
-        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    if gpus.isdigit():
-        return [DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]
-    return [DeviceRequest(device_ids=gpus.split("=", 1)[1].split(","), capabilities=[["gpu"]])]
+        request["Count"] = -1
+    elif gpus.isdigit():
+        request["Count"] = int(gpus)
+    else:
+        request["DeviceIDs"] = gpus.split("=", 1)[1].split(",")
+    return [request]
 
 
-def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None],
+def create_config(spec: ContainerSpec, ncpu: int) -> dict[str, Any]:
+    """The container's configuration as the Engine API takes it: hardened whatever the spec says (no
+    capabilities, no new privileges, an init, no log file), its limits, its labels."""
+    memory = memory_size(spec.memory)
+    host: dict[str, Any] = {
+        "Mounts": [{"Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}
+                   for m in spec.mounts],
+        "NetworkMode": spec.network,
+        "SecurityOpt": ["no-new-privileges"],
+        "CapDrop": ["ALL"],
+        "PidsLimit": spec.pids_limit,
+        "Memory": memory,
+        "MemorySwap": memory,  # memory plus swap: the container cannot swap past its limit
+        "NanoCpus": nano_cpus(spec.cpus, ncpu),
+        "LogConfig": {"Type": "none", "Config": {}},  # output comes through the attach stream, never a log file
+        "Init": True,
+    }
+    requests = device_requests(spec.gpus)
+    if requests:
+        host["DeviceRequests"] = requests
+    return {
+        "Image": spec.image,
+        "Cmd": list(spec.command),
+        "User": spec.user,
+        "WorkingDir": "/workspace",
+        "Env": [f"{k}={v}" for k, v in spec.environment.items()],
+        "Labels": {LABEL_JOB: spec.job_id, LABEL_MANAGED: "1", "toren.role": spec.role},
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "HostConfig": host,
+    }
+
+
+def run(engine: Engine, spec: ContainerSpec, on_line: Callable[[str], bool | None],
         on_start: Callable[[str], None] | None = None,
-        on_exit: Callable[[object, int], None] | None = None) -> ContainerResult:
+        on_exit: Callable[[str, int], None] | None = None) -> ContainerResult:
     """Create, start and wait for a container; stream its output line by line to ``on_line``. When ``on_line``
-    returns True (a budget passed, a bad key), the container is killed at once. ``on_exit(container, exit
+    returns True (a budget passed, a bad key), the container is killed at once. ``on_exit(container id, exit
     code)`` runs once it has exited and its output is read, before it is removed (the setup commits it).
 
     The container is removed on every path out of here: normal exit, timeout, error or Ctrl-C.
     """
-    import docker.errors
-    import requests.exceptions
-    from docker.types import LogConfig
-    from docker.types import Mount as DockerMount
-
-    mounts = [DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
-    container = None
-    stream = None
+    container_id: str | None = None
+    stream: AttachStream | None = None
     started = time.monotonic()
     try:
         try:
-            container = docker_client.containers.create(
-                spec.image,
-                command=spec.command,
-                name=spec.name,
-                user=spec.user,
-                working_dir="/workspace",
-                environment=spec.environment,
-                labels={LABEL_JOB: spec.job_id, LABEL_MANAGED: "1", "toren.role": spec.role},
-                mounts=mounts,
-                network_mode=spec.network,
-                device_requests=device_requests(spec.gpus),
-                security_opt=["no-new-privileges"],
-                cap_drop=["ALL"],
-                pids_limit=spec.pids_limit,
-                mem_limit=spec.memory,
-                memswap_limit=spec.memory,
-                nano_cpus=_nano_cpus(docker_client, spec.cpus),
-                log_config=LogConfig(type="none"),  # output comes through the attach stream, never a log file
-                init=True,
-                detach=True,
-            )
+            config = create_config(spec, int(engine.info().get("NCPU") or 0))
+            container_id = engine.create(config, spec.name)
             if on_start:
-                on_start(container.id)
-            stream = _attach(docker_client, container)  # before the start: no line is missed
-            container.start()
-        except docker.errors.APIError as exc:
+                on_start(container_id)
+            stream = engine.attach(container_id)  # before the start: no line is missed
+            engine.start(container_id)
+        except EngineError as exc:
             raise _start_error(exc, spec) from None
+        except OSError as exc:
+            raise DockerError(f"the Docker engine went away while starting the {spec.role} container "
+                              f"({exc.strerror or exc})") from None
 
-        reader = threading.Thread(target=_pump, args=(container, stream, on_line), daemon=True)
+        reader = threading.Thread(target=_pump, args=(engine, container_id, stream, on_line), daemon=True)
         reader.start()
         remaining = spec.timeout_s - (time.monotonic() - started)
         try:
-            status = container.wait(timeout=max(remaining, 0.001))
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            _kill(container)
+            code = engine.wait(container_id, timeout=max(remaining, 0.001))
+        except (TimeoutError, OSError, EngineError):
+            _kill(engine, container_id)
             reader.join(timeout=5)
             raise JobTimedOut(
                 f"the {spec.role} ran past the timeout of {spec.timeout_s / 60:g} min; its container was stopped "
                 "and removed (raise --timeout to give it longer)"
             ) from None
-        reader.join(timeout=60)  # the container has exited: its log stream ends once the last lines are read
-        code = int(status.get("StatusCode", 1))
+        reader.join(timeout=60)  # the container has exited: its stream ends once the last lines are read
         if on_exit is not None:
-            on_exit(container, code)
-        return ContainerResult(code, container.id, time.monotonic() - started)
+            on_exit(container_id, code)
+        return ContainerResult(code, container_id, time.monotonic() - started)
     finally:
-        if container is not None:
+        if container_id is not None:
             try:
-                container.remove(v=True, force=True)  # v: with the anonymous volumes the image's VOLUMEs made
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError:
+                engine.remove(container_id)  # with the anonymous volumes the image's VOLUMEs made
+            except (EngineError, OSError):
                 pass
         if stream is not None:
             try:
@@ -195,41 +178,26 @@ def run(docker_client, spec: ContainerSpec, on_line: Callable[[str], bool | None
                 pass
 
 
-def _nano_cpus(docker_client, cpus: float) -> int:
-    """--cpus as nano-CPUs, cut to the engine's CPU count (Docker refuses a limit above it)."""
-    try:
-        have = int(docker_client.info().get("NCPU") or 0)
-    except Exception:  # noqa: BLE001 - an engine that does not say: ask for the limit as given
-        have = 0
+def nano_cpus(cpus: float, have: int) -> int:
+    """--cpus as nano-CPUs, cut to the engine's CPU count ``have`` (Docker refuses a limit above it; 0: the
+    engine did not say, ask for the limit as given)."""
     wanted = min(cpus, have) if have else cpus
     return max(int(wanted * 1_000_000_000), 10_000_000)  # Docker's smallest limit: 0.01 CPU
 
 
-def _attach(docker_client, container):
-    """The container's stdout and stderr as Docker's multiplexed raw stream, with no read timeout (an agent may
-    be silent for longer than the client's timeout)."""
-    sock = docker_client.api.attach_socket(container.id, params={"stdout": 1, "stderr": 1, "stream": 1})
-    for s in (sock, getattr(sock, "_sock", None)):
-        if s is not None and hasattr(s, "settimeout"):
-            s.settimeout(None)
-    return sock
-
-
-def _frames(sock):
+def _frames(stream: AttachStream):
     """The payloads of Docker's multiplexed stream (an 8-byte header: stream, 0, 0, 0, a big-endian length),
     in pieces of at most READ_BYTES, stdout and stderr in the order they came."""
-    from docker.utils.socket import read
-
     while True:
         header = b""
         while len(header) < 8:
-            data = read(sock, 8 - len(header))
+            data = stream.read(8 - len(header))
             if not data:
                 return
             header += data
         size = int.from_bytes(header[4:8], "big")
         while size:
-            data = read(sock, min(size, READ_BYTES))
+            data = stream.read(min(size, READ_BYTES))
             if not data:
                 return
             size -= len(data)
@@ -289,7 +257,7 @@ def _text(line: bytes) -> str:
     return line.decode("utf-8", errors="replace").rstrip("\r")
 
 
-def _pump(container, stream, on_line: Callable[[str], bool | None]) -> None:
+def _pump(engine: Engine, container_id: str, stream: AttachStream, on_line: Callable[[str], bool | None]) -> None:
     """Hand each line of the container's output to ``on_line``; kill the container the first time it says so."""
     splitter = LineSplitter()
     stopped = False
@@ -299,7 +267,7 @@ def _pump(container, stream, on_line: Callable[[str], bool | None]) -> None:
         for line in lines:
             if on_line(_text(line)) and not stopped:
                 stopped = True
-                _kill(container)
+                _kill(engine, container_id)
 
     try:
         for data in _frames(stream):
@@ -307,22 +275,20 @@ def _pump(container, stream, on_line: Callable[[str], bool | None]) -> None:
         hand(splitter.flush())
     except Exception:  # noqa: BLE001 - the stream broke or on_line failed: what was read is kept, and a
         try:  # container whose output no one reads any more (budgets unwatched) is not left running
-            _kill(container)
+            _kill(engine, container_id)
         except Exception:  # noqa: BLE001,S110 - the engine went away too: run() removes it or says so
             pass
 
 
-def _kill(container) -> None:
-    import docker.errors
-
+def _kill(engine: Engine, container_id: str) -> None:
     try:
-        container.kill()
-    except docker.errors.APIError:
+        engine.kill(container_id)
+    except (EngineError, OSError):
         pass
 
 
 def _start_error(exc, spec: ContainerSpec) -> DockerError:
-    text = _first_line(exc)
+    text = first_line(exc)
     if "could not select device driver" in text or "nvidia" in text.lower():
         return DockerError(f"--gpus: this Docker engine cannot give containers GPUs ({text}); install the NVIDIA "
                            "container toolkit or drop --gpus")
@@ -331,20 +297,20 @@ def _start_error(exc, spec: ContainerSpec) -> DockerError:
     return DockerError(f"Docker refused to start the {spec.role} container: {text}")
 
 
-def _first_line(exc) -> str:
+def first_line(exc) -> str:
     """What Docker said, in one line: the first line of the API's explanation (or of the error's text), or the
     error's class name when it said nothing."""
     text = str(getattr(exc, "explanation", None) or exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def remove_job_containers(docker_client, job_id: str | None = None, dry_run: bool = False) -> list[str]:
+def remove_job_containers(engine: Engine, job_id: str | None = None, dry_run: bool = False) -> list[str]:
     """Remove containers Toren created (by label), for one job or all, with their anonymous volumes (those of the
     image's VOLUMEs); returns their ids. ``dry_run``: only the ids of those it would remove."""
     label = f"{LABEL_JOB}={job_id}" if job_id else f"{LABEL_MANAGED}=1"
     removed = []
-    for c in docker_client.containers.list(all=True, filters={"label": label}):
+    for c in engine.containers({"label": [label]}):
         if not dry_run:
-            c.remove(v=True, force=True)
-        removed.append(c.id)
+            engine.remove(c["Id"])
+        removed.append(c["Id"])
     return removed

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from toren_action.agents.base import CLI_PREFIX, NODE_PREFIX, AgentProfile
 from toren_action.core.errors import ImageError
-from toren_action.sandbox.container import _first_line
+from toren_action.sandbox.container import first_line
+from toren_action.sandbox.engine import Engine, EngineError
 
 IMAGE_REPOSITORY = "toren/agent"
 LABEL_MANAGED = "toren.managed"
@@ -123,17 +124,12 @@ class ImageRecipe:
         return buf.getvalue()
 
 
-def resolve_base(client, ref: str, pull: str, progress: Callable[[str], None]) -> tuple[str, str]:
+def resolve_base(engine: Engine, ref: str, pull: str, progress: Callable[[str], None]) -> tuple[str, str]:
     """The base image's id and architecture after applying the pull policy (missing, always, never)."""
-    import docker.errors
-
-    present = None
     try:
-        present = client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        pass
-    except docker.errors.APIError as exc:
-        raise ImageError(f"--base-image: Docker cannot read {ref}: {_first_line(exc)}") from None
+        present = engine.image(ref)
+    except (EngineError, OSError) as exc:
+        raise ImageError(f"--base-image: Docker cannot read {ref}: {first_line(exc)}") from None
     if present is not None and pull != "always":
         return _check_os(present, ref)
     if pull == "never":
@@ -141,33 +137,45 @@ def resolve_base(client, ref: str, pull: str, progress: Callable[[str], None]) -
             f"--base-image: {ref} is not present locally and --pull never forbids pulling; "
             "build or load it first, or use --pull missing"
         )
+    import docker.errors
+
     progress(f"pulling {ref}")
     try:
         repo, tag = _split_tag(ref)
-        image = client.images.pull(repo, tag=tag)
-    except docker.errors.APIError as exc:
+        engine.sdk.images.pull(repo, tag=tag)
+        pulled = engine.image(ref)
+    except (docker.errors.APIError, EngineError) as exc:
         if present is not None:  # --pull always but the registry is unreachable: say so, do not use stale
-            raise ImageError(f"--base-image: could not pull {ref} ({_first_line(exc)}); use --pull missing "
+            raise ImageError(f"--base-image: could not pull {ref} ({first_line(exc)}); use --pull missing "
                              "to use the local copy") from None
-        raise ImageError(f"--base-image: could not pull {ref} ({_first_line(exc)}); check the name, or build it "
+        raise ImageError(f"--base-image: could not pull {ref} ({first_line(exc)}); check the name, or build it "
                          "locally and use --pull never") from None
-    return _check_os(image, ref)
+    if pulled is None:
+        raise ImageError(f"--base-image: {ref} was pulled but the engine does not have it; pull it again")
+    return _check_os(pulled, ref)
 
 
-def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None],
+def labels(inspect: dict) -> dict[str, str]:
+    """An image's labels, from its inspect."""
+    return (inspect.get("Config") or {}).get("Labels") or {}
+
+
+def ensure_image(engine: Engine, recipe: ImageRecipe, progress: Callable[[str], None],
                  home: Path | None = None) -> tuple[str, bool]:
     """Build the agent image when its content-hash tag is missing. Returns (tag, built). The image's id goes on
     the record of images Toren built (in ``home``, TOREN_HOME by default)."""
-    import docker.errors
-
     tag = recipe.tag
     try:
-        present = client.images.get(tag)
-        if (present.labels or {}).get(LABEL_HASH) == recipe.content_hash():
-            record_built(present.id, home)  # built before the record was kept, or by another TOREN_HOME
+        present = engine.image(tag)
+    except (EngineError, OSError) as exc:
+        raise ImageError(f"Docker cannot read the agent image {tag}: {first_line(exc)}") from None
+    if present is not None:
+        if labels(present).get(LABEL_HASH) == recipe.content_hash():
+            record_built(present["Id"], home)  # built before the record was kept, or by another TOREN_HOME
         return tag, False
-    except docker.errors.ImageNotFound:
-        pass
+    import docker.errors
+
+    client = engine.sdk
     progress(f"building {tag}")
     tail: list[str] = []
     context = tempfile.TemporaryFile()  # noqa: SIM115 - closed below; the Node runtime makes it ~140 MB
@@ -192,13 +200,15 @@ def ensure_image(client, recipe: ImageRecipe, progress: Callable[[str], None],
                 raise ImageError(f"building the agent image failed: {chunk['error'].strip()}"
                                  + (f" (last output: {last.strip()})" if last else ""))
     except docker.errors.APIError as exc:
-        raise ImageError(f"building the agent image failed: {_first_line(exc)}") from None
+        raise ImageError(f"building the agent image failed: {first_line(exc)}") from None
     finally:
         context.close()
     try:
-        record_built(client.images.get(tag).id, home)
-    except docker.errors.APIError:  # gone already (another cleanup): nothing to record
-        pass
+        built = engine.image(tag)
+    except (EngineError, OSError):
+        built = None
+    if built is not None:  # else gone already (another cleanup): nothing to record
+        record_built(built["Id"], home)
     return tag, True
 
 
@@ -266,8 +276,8 @@ def _split_tag(ref: str) -> tuple[str, str | None]:
     return ref, "latest"
 
 
-def _check_os(image, ref: str) -> tuple[str, str]:
-    os_name = image.attrs.get("Os", "linux")
+def _check_os(inspect: dict, ref: str) -> tuple[str, str]:
+    os_name = inspect.get("Os", "linux")
     if os_name != "linux":
         raise ImageError(f"--base-image: {ref} is a {os_name} image; Toren needs a Linux image")
-    return image.id, image.attrs.get("Architecture") or "amd64"
+    return inspect["Id"], inspect.get("Architecture") or "amd64"
