@@ -28,16 +28,17 @@ def cmd_run(args: Namespace) -> int:
     from toren_action.job.submit import run_in_foreground, submit
 
     settings = Settings.load(run_flags(args), config_file=args.config)
-    from toren_action.job import race
+    if settings.judge or settings.attempts or settings.agents or settings.race_attempt:  # a race, or one attempt
+        from toren_action.job import race
 
-    race.check_judge(settings)  # --judge outside a race, or without a key: refused before anything starts
-    if race.is_race(settings):
-        from toren_action.cli.race import run_race
+        race.check_judge(settings)  # --judge outside a race, or without a key: refused before anything starts
+        if race.is_race(settings):
+            from toren_action.cli.race import run_race
 
-        return run_race(args, settings)
-    if settings.race_attempt:  # one attempt of a fleet race: in the foreground, its record written at the end
-        settings = race.fleet_settings(settings)
-        args.disable_daemon = True
+            return run_race(args, settings)
+        if settings.race_attempt:  # one attempt of a fleet race: in the foreground, its record written at the end
+            settings = race.fleet_settings(settings)
+            args.disable_daemon = True
     job = submit(settings, background=not args.disable_daemon)
     for warning in job.plan.warnings:
         say(f"toren: warning: {warning}")  # a closed stderr must not stop the job that now exists
@@ -54,6 +55,8 @@ def cmd_run(args: Namespace) -> int:
     record = job.store.get(job.job_id)
     if settings.race_attempt:
         from pathlib import Path as _Path
+
+        from toren_action.job import race
 
         path = _Path(settings.race_record or f"toren-attempt-{settings.race_attempt}.json")
         race.write_record(path, job.plan, record)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from toren_action.core.errors import ConfigError, UsageError
+from toren_action.core.patterns import LazyPattern, lazy
 
 #: The sections of ``toren run --help`` that settings' flags go in, in the order shown (cli adds "execution",
 #: the flags that are not settings, after them).
@@ -452,33 +453,33 @@ HOST_ONLY_KEYS = frozenset(key for key, spec in SETTINGS.items() if spec.host_on
 #: by single '_', starting with a letter, at most 64 characters (DATABASE_URL, DJANGO_SETTINGS_MODULE, LC_ALL). This
 #: leaves out lower-case names (http_proxy, npm_config_*), a leading '_' (_JAVA_OPTIONS) and exported shell
 #: functions (BASH_FUNC_x%%). A name of that shape must still be in none of the families below.
-REPOSITORY_ENV_SHAPE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
+REPOSITORY_ENV_SHAPE = lazy(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
 REPOSITORY_ENV_MAX = 64
 #: Families of variables that reach past the task: they route or intercept the CLI's traffic (and with it a
 #: subscription token), load code into every process, change what a program or shell runs at start-up, or point
 #: the CLI, git or a credential somewhere else. A repository may set none of them; the user may (--env).
-REPOSITORY_ENV_FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("a proxy setting", re.compile(r"PROXY")),  # HTTPS_PROXY, ALL_PROXY, NO_PROXY, GOPROXY, ...
-    ("a TLS or CA setting", re.compile(r"SSL|TLS|CERT|(?:^|_)CA(?:_|$)|CAFILE|CAPATH|CAINFO|CABUNDLE|INSECURE|"
+REPOSITORY_ENV_FAMILIES: tuple[tuple[str, LazyPattern], ...] = (
+    ("a proxy setting", lazy(r"PROXY")),  # HTTPS_PROXY, ALL_PROXY, NO_PROXY, GOPROXY, ...
+    ("a TLS or CA setting", lazy(r"SSL|TLS|CERT|(?:^|_)CA(?:_|$)|CAFILE|CAPATH|CAINFO|CABUNDLE|INSECURE|"
                                        r"(?:^|_)NO_VERIFY(?:_|$)")),
     ("a dynamic loader or C library setting",
-     re.compile(r"^(?:LD|DYLD|GCONV|GLIBC|MALLOC)_|^(?:LOCPATH|NLSPATH|HOSTALIASES|RES_OPTIONS|LOCALDOMAIN|"
+     lazy(r"^(?:LD|DYLD|GCONV|GLIBC|MALLOC)_|^(?:LOCPATH|NLSPATH|HOSTALIASES|RES_OPTIONS|LOCALDOMAIN|"
                 r"RESOLV_HOST_CONF|GETCONF_DIR|TZDIR)$")),
     ("a language or tool start-up setting",
-     re.compile(r"^(?:NODE|NPM|YARN|PNPM|COREPACK|BUN|DENO|PIP|UV|PIPX|POETRY|CONDA|VIRTUAL|JAVA|JDK|MAVEN|GRADLE|"
+     lazy(r"^(?:NODE|NPM|YARN|PNPM|COREPACK|BUN|DENO|PIP|UV|PIPX|POETRY|CONDA|VIRTUAL|JAVA|JDK|MAVEN|GRADLE|"
                 r"LUA|DOTNET|CORECLR|COMPLUS|GIT|BASH|ZSH|SSH|GNUPG|GPG|DOCKER|KUBE|XDG|SUDO|LESS|GEM|BUNDLE)_|"
                 r"^(?:PYTHON|PERL|RUBY)|_OPTIONS$|_OPTS$|"
                 r"^(?:ENV|PROMPT_COMMAND|PS[0-9]|IFS|CDPATH|GLOBIGNORE|SHELLOPTS|BASHOPTS|ZDOTDIR|INPUTRC|"
                 r"HISTFILE|CLASSPATH|PHPRC|PHP_INI_SCAN_DIR|TCLLIBPATH|EDITOR|VISUAL|PAGER|MANPAGER|BROWSER|"
                 r"LESSOPEN|LESSCLOSE|TERMINFO|TERMCAP|KUBECONFIG|NETRC|CURL_HOME|WGETRC)$")),
     ("a compiler, build or archive tool setting",
-     re.compile(r"^(?:GNUPG|GPG|TERMINFO|RIPGREP|RUSTUP|RUSTFLAGS|RUSTC|RUSTDOC|CARGO|CMAKE|PKG_CONFIG|XZ|ZSTD|BZIP|GZIP|LZ4|ZIP|UNZIP)|"
+     lazy(r"^(?:GNUPG|GPG|TERMINFO|RIPGREP|RUSTUP|RUSTFLAGS|RUSTC|RUSTDOC|CARGO|CMAKE|PKG_CONFIG|XZ|ZSTD|BZIP|GZIP|LZ4|ZIP|UNZIP)|"
                 r"^(?:GO[A-Z]+|CC|CXX|CPP|LD|AR|AS|NM|RANLIB|STRIP|CFLAGS|CXXFLAGS|CPPFLAGS|LDFLAGS|LDLIBS|MAKEFLAGS|"
                 r"MFLAGS|MAKEFILES|LIBRARY_PATH|CPATH|C_INCLUDE_PATH|CPLUS_INCLUDE_PATH|OBJC_INCLUDE_PATH|MAGIC)$")),
-    ("a system setting", re.compile(r"^(?:PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|TMPDIR|TMP|TEMP|HOSTNAME|MAIL|"
+    ("a system setting", lazy(r"^(?:PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|TMPDIR|TMP|TEMP|HOSTNAME|MAIL|"
                                     r"DISPLAY|XAUTHORITY|DBUS_SESSION_BUS_ADDRESS)$")),
     ("an agent, model API, cloud or GitHub setting",
-     re.compile(r"^(?:ANTHROPIC|CLAUDE|OPENAI|CODEX|GEMINI|GOOGLE|GCLOUD|CLOUDSDK|VERTEX|QWEN|DASHSCOPE|OPENROUTER|"
+     lazy(r"^(?:ANTHROPIC|CLAUDE|OPENAI|CODEX|GEMINI|GOOGLE|GCLOUD|CLOUDSDK|VERTEX|QWEN|DASHSCOPE|OPENROUTER|"
                 r"OLLAMA|MCP|AWS|AZURE|GITHUB|GH|TOREN)_")),
 )
 

@@ -10,27 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from toren_action.core.errors import UsageError
+from toren_action.core.patterns import lazy
 
 MAX_BRANCH_LENGTH = 200
 MAX_SPEC_BYTES = 1_000_000
 
-_BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_GITHUB_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
-_GIT_URL = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$")
-_ISSUE_URL = re.compile(
+_BRANCH_FORBIDDEN = lazy(r"[\x00-\x20\x7f~^:?*\[\\]")
+_ENV_NAME = lazy(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GITHUB_NAME = lazy(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+_GIT_URL = lazy(r"^(?:(?:https?|ssh|git|file)://\S+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+)$")
+_ISSUE_URL = lazy(
     r"^https?://([^/\s@]+)/(?:api/v3/repos/)?([A-Za-z0-9-]+/[A-Za-z0-9._-]+)/issues/([1-9][0-9]*)/?$")
-_ISSUE_SHORT = re.compile(r"^([A-Za-z0-9-]+/[A-Za-z0-9._-]+)#([1-9][0-9]*)$")
+_ISSUE_SHORT = lazy(r"^([A-Za-z0-9-]+/[A-Za-z0-9._-]+)#([1-9][0-9]*)$")
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_IMAGE_REF = re.compile(
+_IMAGE_REF = lazy(
     r"^(?:(?:localhost(?::[0-9]+)?|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::[0-9]+)?|[A-Za-z0-9-]+:[0-9]+)/)?"  # registry
     rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*"  # path
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
     r"(?:@sha256:[a-f0-9]{64})?$"  # digest
 )
-_IMAGE_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{12,64}$")
-_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_GPU_DEVICE = re.compile(r"^device=(?:[0-9]+|GPU-[0-9a-fA-F-]+)(?:,(?:[0-9]+|GPU-[0-9a-fA-F-]+))*$")
+_IMAGE_ID = lazy(r"^(?:sha256:)?[a-f0-9]{12,64}$")
+_NETWORK = lazy(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_GPU_DEVICE = lazy(r"^device=(?:[0-9]+|GPU-[0-9a-fA-F-]+)(?:,(?:[0-9]+|GPU-[0-9a-fA-F-]+))*$")
 
 #: Places inside the container that Toren owns; user volumes may not cover them.
 RESERVED_CONTAINER_PATHS = ("/workspace", "/run/toren")
@@ -170,7 +171,7 @@ def issue_ref(text: str) -> IssueRef:
                      f"{text!r} is not an issue; use https://github.com/OWNER/NAME/issues/N or OWNER/NAME#N")
 
 
-_PR_URL = re.compile(
+_PR_URL = lazy(
     r"^https?://([^/\s@]+)/([A-Za-z0-9-]+/[A-Za-z0-9._-]+)/pulls?/([1-9][0-9]*)(?:/(?:files|commits|checks))?/?"
     r"(?:#[\w-]*)?$")
 
@@ -279,7 +280,7 @@ def network_spec(text: str) -> str:
 
 #: Docker's smallest memory limit for a container (its daemon refuses less when the container is created).
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
-_SIZE = re.compile(r"^([0-9]+)([bkmg]?)$", re.I)
+_SIZE = lazy(r"^([0-9]+)([bkmg]?)$", re.I)
 
 
 def memory_size(text: str, option: str = "--memory") -> int:

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import re
 
+from toren_action.core.patterns import lazy
+
 ZWSP = "\u200b"
 
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = lazy("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
                       "\ud800-\udfff]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
@@ -65,14 +67,14 @@ _AT = "@\uff20\ufe6b"
 _HASH = "#\uff03\ufe5f"
 _ALNUM = "A-Za-z0-9\uff10-\uff19\uff21-\uff3a\uff41-\uff5a"
 _DIGIT = "0-9\uff10-\uff19"
-_MENTION = re.compile(f"([{_AT}])(?=[{_ALNUM}])")
-_REFERENCE = re.compile(f"([{_HASH}])(?=[{_DIGIT}])")
-_GH_REFERENCE = re.compile(f"(?<![{_ALNUM}])(GH-)(?=[{_DIGIT}])", re.I)
-_URL_REFERENCE = re.compile(f"(/(?:issues|pull|pulls|discussions)/)(?=[{_DIGIT}])", re.I)
+_MENTION = lazy(f"([{_AT}])(?=[{_ALNUM}])")
+_REFERENCE = lazy(f"([{_HASH}])(?=[{_DIGIT}])")
+_GH_REFERENCE = lazy(f"(?<![{_ALNUM}])(GH-)(?=[{_DIGIT}])", re.I)
+_URL_REFERENCE = lazy(f"(/(?:issues|pull|pulls|discussions)/)(?=[{_DIGIT}])", re.I)
 #: A closing keyword (close, closes, closed, fix, fixes, fixed, resolve, resolves, resolved) ...
-_KEYWORD = re.compile(r"(?<!\w)(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?!\w)", re.I)
+_KEYWORD = lazy(r"(?<!\w)(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?!\w)", re.I)
 #: ... followed, past any colon, space or Markdown around it, by something that could be a reference.
-_KEYWORD_NEXT = re.compile(f"[\\s:*_~`\\[(\\\\{ZWSP}]*(?:[{_HASH}]|GH-|https?://|[\\w.-]+/[\\w.-]+[{_HASH}]"
+_KEYWORD_NEXT = lazy(f"[\\s:*_~`\\[(\\\\{ZWSP}]*(?:[{_HASH}]|GH-|https?://|[\\w.-]+/[\\w.-]+[{_HASH}]"
                            f"|[\\w.-]+[{_HASH}])", re.I)
 
 
@@ -111,7 +113,7 @@ def title(text: str) -> str:
     return one_line(defuse(text)).strip()
 
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#!|~&$])")
+_MARKDOWN = lazy(r"([\\`*_{}\[\]()<>#!|~&$])")
 
 
 def inline(text: str) -> str:
@@ -143,12 +145,12 @@ def fence(text: str, info: str = "") -> str:
     return f"{fence_}{one_line(info).replace('`', '')}\n{body}\n{fence_}"
 
 
-_FENCE_LINE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_FENCE_LINE = lazy(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 #: A code span: a backtick run (not after a backslash, which would make it a literal backtick) up to the next
 #: run of the same length. Anything this misses is escaped as text, the safe direction.
-_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)")
-_HTML = re.compile(r"<(?=[A-Za-z/!?])")
-_ENTITY = re.compile(r"&(?=#[0-9]+;|#[xX][0-9A-Fa-f]+;|[A-Za-z][A-Za-z0-9]*;)")
+_CODE_SPAN = lazy(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+_HTML = lazy(r"<(?=[A-Za-z/!?])")
+_ENTITY = lazy(r"&(?=#[0-9]+;|#[xX][0-9A-Fa-f]+;|[A-Za-z][A-Za-z0-9]*;)")
 
 
 def _text_part(part: str) -> str:
@@ -188,7 +190,7 @@ def block(text: str) -> str:
     return "\n".join(out)
 
 
-_WORKFLOW_COMMAND = re.compile(r"^(\s*)(::)")
+_WORKFLOW_COMMAND = lazy(r"^(\s*)(::)")
 
 
 def workflow_safe(text: str) -> str:

@@ -220,16 +220,18 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def update_mirror(home: Path, origin: str, env: dict[str, str] | None = None,
-                  redact: Callable[[str], str] = str) -> Path:
+                  redact: Callable[[str], str] = str, head: str | None = None) -> Path:
     """Create or refresh the bare mirror of ``origin`` (one per repository, shared by all its jobs). ``env``
-    carries credentials for the origin (see github.git_auth_env); nothing is stored in the mirror's config."""
+    carries credentials for the origin (see github.git_auth_env); nothing is stored in the mirror's config.
+    ``head``: the origin's default branch when the caller has just read it (the plan's ``git ls-remote``);
+    else it is asked."""
     mirror = mirror_path(home, origin)
     with _locked(mirror):
         if (mirror / "HEAD").is_file():
-            git("remote", "update", "--prune", cwd=mirror, env=env, redact=redact, trusted=True)
+            git("fetch", "--quiet", "--prune", "origin", cwd=mirror, env=env, redact=redact, trusted=True)
             # follow the origin's default branch if it changed
-            head = _remote_head(origin, env)
-            if head:
+            head = head or _remote_head(origin, env)
+            if head and _symbolic_head(mirror) != f"refs/heads/{head}":
                 git("symbolic-ref", "HEAD", f"refs/heads/{head}", cwd=mirror, trusted=True)
         else:
             tmp = mirror.with_suffix(".tmp")
@@ -240,6 +242,15 @@ def update_mirror(home: Path, origin: str, env: dict[str, str] | None = None,
             git("clone", "--mirror", "--quiet", origin, str(tmp), env=env, redact=redact)
             tmp.rename(mirror)
     return mirror
+
+
+def _symbolic_head(mirror: Path) -> str | None:
+    """The ref the mirror's HEAD names (the mirror is Toren's own: its HEAD file is git's one line)."""
+    try:
+        text = (mirror / "HEAD").read_text("utf-8", errors="replace")
+    except OSError:
+        return None
+    return text[len("ref: "):].strip() if text.startswith("ref: ") else None
 
 
 def _remote_head(origin: str, env: dict[str, str] | None = None) -> str | None:

@@ -37,11 +37,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from toren_action.core.errors import GitError, UsageError
+from toren_action.core.patterns import lazy
 from toren_action.core.redact import LITERAL_RE, TOKEN_PATTERNS, mask_tokens
 from toren_action.git import workspace
 
-_NAMED = [(name, re.compile(p)) for name, p in TOKEN_PATTERNS.items()]
-_ASSIGNED = re.compile(r"""(?i)(?:key|token|secret|passw(?:or)?d|credential)s?["']?\s*[:=]\s*["']([^"'\s]{20,})["']""")
+_NAMED = [(name, lazy(p)) for name, p in TOKEN_PATTERNS.items()]
+_ASSIGNED = lazy(r"""(?i)(?:key|token|secret|passw(?:or)?d|credential)s?["']?\s*[:=]\s*["']([^"'\s]{20,})["']""")
 RULES = ("secret-value", "secret-pattern", "workflow", "symlink", "large-file", "binary", "protected-path")
 #: Everything under this directory counts as a workflow change (workflows, composite actions, dependabot...).
 WORKFLOW_DIR = ".github/"
@@ -79,8 +80,8 @@ LINE_OVERLAP = 64 * 1024
 MAX_FINDINGS_PER_FILE = 50
 #: The longest chain of symlinks followed (Linux's limit).
 MAX_LINK_HOPS = 40
-_NULL_OID = re.compile(r"0+")
-_RAW = re.compile(r":(\d{6}) (\d{6}) ([0-9a-f]{40,64}) ([0-9a-f]{40,64}) ([A-Z])\d*")
+_NULL_OID = lazy(r"0+")
+_RAW = lazy(r":(\d{6}) (\d{6}) ([0-9a-f]{40,64}) ([0-9a-f]{40,64}) ([A-Z])\d*")
 
 
 @dataclass(frozen=True)

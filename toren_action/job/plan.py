@@ -18,6 +18,7 @@ from toren_action.config.settings import Settings
 from toren_action.config.task import Task, from_spec, title_of
 from toren_action.config.validate import IssueRef, Mount, RepoRef
 from toren_action.core.errors import ActorNotAllowed, MissingCredentials, UsageError
+from toren_action.core.patterns import lazy
 from toren_action.core.redact import CREDENTIAL_NAME, Redactor, Secret
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ CONTAINER_TASK = "/run/toren/task"
 CONTAINER_SOCKETS = "/run/toren/sockets"
 #: The repository's setup script, used when no setup command is given (job/setup.py).
 SETUP_SCRIPT = ".toren/setup.sh"
-_LOOPBACK = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^/@]*@)?(?:localhost|127\.[0-9.]+|\[::1\])(?:[:/]|$)", re.I)
+_LOOPBACK = lazy(r"^[a-z][a-z0-9+.-]*://(?:[^/@]*@)?(?:localhost|127\.[0-9.]+|\[::1\])(?:[:/]|$)", re.I)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +71,8 @@ class Plan:
     egress_hosts: tuple[str, ...] = ()
     #: The branch the job starts from: --base-branch, else the origin's default branch (checked to exist).
     base_branch: str | None = None
+    #: The origin's default branch as its HEAD named it when planned (None: detached); the mirror follows it.
+    origin_head: str | None = None
     #: --base-ref's commit in the local repository (the job starts from it instead of the base branch's tip).
     base_commit: str | None = None
     #: What the user should know before the job starts (uncommitted work left out, a detached HEAD): one line each.
@@ -171,7 +174,7 @@ def make_plan(s: Settings, job_id: str, environ: dict[str, str] | None = None, c
                 ca_bundle=ca_bundle, timeout_s=s.timeout_minutes * 60, uid=uid, gid=gid,
                 credentials=tuple(c.name for c in access.credentials), passthrough=access.passthrough, github=gh,
                 force_push=s.force_branch, push_lease=lease, proxy_key=access.proxy_key,
-                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, base_branch=base,
+                key_proxy_upstream=access.upstream, egress_hosts=egress_hosts, base_branch=base, origin_head=heads.head,
                 base_commit=base_commit, warnings=warnings, on_failure=s.on_failure,
                 setup_secrets=setup_secrets, pull=pull, round=pull.rounds + 1 if pull else None,
                 parent_job=pull.source_job if pull else None)

@@ -204,7 +204,7 @@ def prepare(home: Path, plans: tuple[Plan, ...], docker, log: Callable[[str], No
 
     plan = plans[0]
     env = plan.github.git_env if plan.github else {}
-    mirror = workspace.update_mirror(home, plan.origin, env=env, redact=plan.redactor)
+    mirror = workspace.update_mirror(home, plan.origin, env=env, redact=plan.redactor, head=plan.origin_head)
     counters = {"mirror_fetches": 1, "image_builds": 0, "image_reuses": 0}
     base = plan.settings.base_branch or workspace.default_branch(mirror)
     try:

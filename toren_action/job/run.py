@@ -283,7 +283,8 @@ def prepare_workspace(job: JobRun) -> Prepared:
     job.enter("preparing", f"cloning {plan.origin} into the job workspace")
     mirror = workspace.mirror_path(job.home, plan.origin)
     if race is None or not (mirror / "HEAD").is_file():
-        mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor)
+        mirror = workspace.update_mirror(job.home, plan.origin, env=job.git_env, redact=plan.redactor,
+                                         head=plan.origin_head)
         if race is not None:
             races.count(job.store, race.race_id, "mirror_fetches")
     else:
@@ -993,9 +994,28 @@ def _nothing_committed(job: JobRun, ws: Workspace, partial: TorenError | None) -
 # -- check the change --------------------------------------------------------------------------------------------
 
 def check_change(job: JobRun, ws: Workspace, change: Change) -> list:
-    """The diff policy, then the code scan, both on the commit; returns the scan's findings (for the PR)."""
-    enforce_policy(job, ws, change)
-    return code_scan(job, ws, change)
+    """The diff policy and the code scan, both on the commit; returns the scan's findings (for the PR). The scan
+    (the commit's files written out, bandit) runs in a thread while the policy reads the diff; a policy block
+    wins, and the scan's verdict is read only after the policy's."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def scan() -> None:
+        try:
+            box["scanned"] = scan_commit(job, ws, change)
+        except BaseException as exc:  # noqa: BLE001 - raised by the job's thread below
+            box["error"] = exc
+
+    scanner = threading.Thread(target=scan, name="toren-code-scan", daemon=True)
+    scanner.start()
+    try:
+        enforce_policy(job, ws, change)
+    finally:
+        scanner.join()
+    if "error" in box:
+        raise box["error"]
+    return code_scan(job, box["scanned"])
 
 
 def _committed_tree(jdir: Path, ws: Workspace, change: Change, name: str, paths: list[str] | None = None) -> Path:
@@ -1033,16 +1053,23 @@ def enforce_policy(job: JobRun, ws: Workspace, change: Change) -> None:
                         + f"; the change is kept in {ws.path}")
 
 
-def code_scan(job: JobRun, ws: Workspace, change: Change) -> list:
-    """The code scan on the committed files; findings at or above --fail-on block the job."""
+def scan_commit(job: JobRun, ws: Workspace, change: Change) -> tuple[list, str]:
+    """The code scan on the committed files, written out from the commit's objects: (findings, what ran)."""
+    from toren_action.guard import codescan
+
+    tree = _committed_tree(job.dir, ws, change, "scan-tree", change.files)
+    try:
+        return codescan.scan(tree, change.files, job.scanner)
+    finally:
+        remove_tree(tree)
+
+
+def code_scan(job: JobRun, scanned: tuple[list, str]) -> list:
+    """The code scan's findings logged and recorded; those at or above --fail-on block the job."""
     from toren_action.guard import codescan
 
     plan = job.plan
-    tree = _committed_tree(job.dir, ws, change, "scan-tree", change.files)
-    try:
-        findings, what = codescan.scan(tree, change.files, job.scanner)
-    finally:
-        remove_tree(tree)
+    findings, what = scanned
     job.log.line(f"code scan: {what}")
     for f in findings:
         job.log.line(f"code scan: {plan.redactor(str(f))}")

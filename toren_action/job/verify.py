@@ -29,6 +29,7 @@ from typing import Any
 
 from toren_action.core import texts
 from toren_action.core.errors import JobTimedOut, UsageError
+from toren_action.core.patterns import lazy
 
 #: Bounds on what a run of the command may make Toren read or keep.
 MAX_JUNIT_FILE_BYTES = 10 << 20
@@ -56,7 +57,7 @@ PYTEST_JUNIT = f"{RESULTS_MOUNT}/pytest-junit.xml"
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 SOURCES = ("junit", "pytest", "unittest", "go", "cargo", "jest", "exit-code")
-_PYTEST_WORD = re.compile(r"(?:^|[\s;&|(/'\"])(?:py\.test|pytest)(?=$|[\s;&|)'\"])|-m\s+pytest\b")
+_PYTEST_WORD = lazy(r"(?:^|[\s;&|(/'\"])(?:py\.test|pytest)(?=$|[\s;&|)'\"])|-m\s+pytest\b")
 
 
 def runs_pytest(command: str) -> bool:
@@ -236,23 +237,23 @@ def read_junit(root: Path, paths: Iterable[str], run: TestRun) -> bool:
 
 # -- summary lines -----------------------------------------------------------------------------------------------
 
-_PYTEST_FINAL = re.compile(r"^=*\s*((?:\d+ [a-z]+(?:, )?)+) in [\d.]+s\b.*$")
-_PYTEST_PART = re.compile(r"(?<!\d)(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)\b")
-_PYTEST_LINE = re.compile(r"^(FAILED|ERROR) ([^\s(].*?)(?: - .*)?$")
-_PYTEST_STATUS = re.compile(r" (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b")
-_UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in [\d.]+s$")
-_UNITTEST_END = re.compile(r"^(OK|FAILED)(?: \((.*)\))?$")
-_UNITTEST_HEAD = re.compile(r"^(FAIL|ERROR): (\S+) \((\S+?)\)")
-_UNITTEST_VERBOSE = re.compile(r"^(\S+) \((\S+?)\)(?: .*?)? \.\.\. (ok|FAIL|ERROR|skipped|expected failure|"
+_PYTEST_FINAL = lazy(r"^=*\s*((?:\d+ [a-z]+(?:, )?)+) in [\d.]+s\b.*$")
+_PYTEST_PART = lazy(r"(?<!\d)(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)\b")
+_PYTEST_LINE = lazy(r"^(FAILED|ERROR) ([^\s(].*?)(?: - .*)?$")
+_PYTEST_STATUS = lazy(r" (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b")
+_UNITTEST_RAN = lazy(r"^Ran (\d+) tests? in [\d.]+s$")
+_UNITTEST_END = lazy(r"^(OK|FAILED)(?: \((.*)\))?$")
+_UNITTEST_HEAD = lazy(r"^(FAIL|ERROR): (\S+) \((\S+?)\)")
+_UNITTEST_VERBOSE = lazy(r"^(\S+) \((\S+?)\)(?: .*?)? \.\.\. (ok|FAIL|ERROR|skipped|expected failure|"
                                r"unexpected success)")
-_GO_CASE = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+) \([\d.]+s\)$")
-_GO_PACKAGE = re.compile(r"^(ok|FAIL)\s+(\S+)\s+(?:[\d.]+s|\(cached\))")
-_CARGO_CASE = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)\b")
-_CARGO_RESULT = re.compile(r"^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored;")
-_JEST_TESTS = re.compile(r"^Tests:\s+(\S.*\d+ total)$")  # the line is right-stripped
-_JEST_PART = re.compile(r"(?<!\d)(\d+) (failed|passed|skipped|todo|pending|total)\b")
-_JEST_FAILING = re.compile(r"^\s+● (.+? › .+)$")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_GO_CASE = lazy(r"^\s*--- (PASS|FAIL|SKIP): (\S+) \([\d.]+s\)$")
+_GO_PACKAGE = lazy(r"^(ok|FAIL)\s+(\S+)\s+(?:[\d.]+s|\(cached\))")
+_CARGO_CASE = lazy(r"^test (.+?) \.\.\. (ok|FAILED|ignored)\b")
+_CARGO_RESULT = lazy(r"^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored;")
+_JEST_TESTS = lazy(r"^Tests:\s+(\S.*\d+ total)$")  # the line is right-stripped
+_JEST_PART = lazy(r"(?<!\d)(\d+) (failed|passed|skipped|todo|pending|total)\b")
+_JEST_FAILING = lazy(r"^\s+● (.+? › .+)$")
+_ANSI = lazy(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class SummaryReader:
