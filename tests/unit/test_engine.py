@@ -105,6 +105,13 @@ def test_an_answer_with_too_many_or_too_long_headers_is_refused(tmp_path, head):
         server.engine().info()
 
 
+def test_a_chunked_answer_with_an_endless_trailer_is_refused(tmp_path):
+    server = Answers(tmp_path / "s", [answer("200 OK", b"2\r\n{}\r\n0\r\n" + b"X-T: y\r\n" * 150 + b"\r\n",
+                                             ("Transfer-Encoding: chunked",))])
+    with pytest.raises(EngineError, match="trailer lines"):
+        server.engine().info()
+
+
 def test_ping_speaks_the_engines_api_version_and_refuses_one_too_old(tmp_path):
     server = Answers(tmp_path / "s", [
         answer("200 OK", b"OK", ("Api-Version: 1.43", "Content-Length: 2")),

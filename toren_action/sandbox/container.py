@@ -154,9 +154,12 @@ def run(engine: Engine, spec: ContainerSpec, on_line: Callable[[str], bool | Non
         remaining = spec.timeout_s - (time.monotonic() - started)
         try:
             code = engine.wait(container_id, timeout=max(remaining, 0.001))
-        except (TimeoutError, OSError, EngineError):
+        except (OSError, EngineError) as exc:
             _kill(engine, container_id)
             reader.join(timeout=5)
+            if not isinstance(exc, TimeoutError):
+                raise DockerError(f"the Docker engine stopped answering while the {spec.role} ran ({first_line(exc)});"
+                                  " its container was stopped and removed") from None
             raise JobTimedOut(
                 f"the {spec.role} ran past the timeout of {spec.timeout_s / 60:g} min; its container was stopped "
                 "and removed (raise --timeout to give it longer)"

@@ -321,9 +321,10 @@ def _read_body(reader: IO[bytes], headers: dict[str, str]) -> bytes:
             except ValueError:
                 raise EngineError(0, "the engine's answer has a bad chunk") from None
             if size == 0:
-                while _line(reader) not in (b"\r\n", b"\n", b""):  # the trailer
-                    pass
-                return bytes(body)
+                for _ in range(_MAX_HEADERS):  # the trailer
+                    if _line(reader) in (b"\r\n", b"\n", b""):
+                        return bytes(body)
+                raise EngineError(0, f"the engine's answer has over {_MAX_HEADERS} trailer lines")
             if len(body) + size > MAX_BODY_BYTES:
                 raise too_long
             chunk = reader.read(size)
