@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,21 +76,33 @@ def uses(workflow: str, action: str) -> str:
     return ref
 
 
-def two_shell_attempts(workflow: str) -> str:
+def checkout_wheel(dest: Path) -> Path:
+    """This checkout built once into a wheel, before any job starts. Under act every job runs on this one host
+    and the two matrix jobs install side by side: were each to `pip install` the checkout itself, their two
+    in-tree builds (setuptools writes build/ and *.egg-info inside the source folder) would race, and the one
+    that loses fails its install step (`error: [Errno 2] No such file or directory`), so its attempt never runs
+    and its record is missing. On GitHub each job has a runner, and a checkout, of its own."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
+                    "-w", str(dest), str(ROOT)], check=True, capture_output=True, text=True, timeout=600)
+    (wheel,) = dest.glob("toren_action-*.whl")
+    return wheel
+
+
+def two_shell_attempts(workflow: str, source: Path) -> str:
     """The shipped workflow with the two edits its header asks of a user: the matrix (two shell attempts) and
-    the source Toren is installed from (this checkout, as the Action's act test installs it)."""
+    the source Toren is installed from (this checkout, built once: ``checkout_wheel``)."""
     matrix = re.search(r"(?m)^        include:\n((?:          - \{attempt: \d+, agent: \w+\}\n)+)", workflow)
     assert matrix, "the matrix of toren-race.yml moved: update this test"
     workflow = workflow.replace(matrix.group(1), "          - {attempt: 1, agent: shell}\n"
                                                  "          - {attempt: 2, agent: shell}\n")
     install = "-m pip install --quiet --disable-pip-version-check .\n"
     assert workflow.count(install) == 2, "the install step of toren-race.yml changed: update this test"
-    return workflow.replace(install, install.replace(" .\n", f" {ROOT}\n"))
+    return workflow.replace(install, install.replace(" .\n", f" {source}\n"))
 
 
 def test_the_fleet_workflow_races_two_matrix_jobs_and_opens_one_pull_request(tmp_path, act_bin, docker_client):
     shipped = WORKFLOW.read_text()
-    workflow = two_shell_attempts(shipped)
+    workflow = two_shell_attempts(shipped, checkout_wheel(tmp_path / "dist"))
     out = tmp_path / "out"
     (out / "artifacts").mkdir(parents=True)
     for name, text in (("checkout", CHECKOUT_STANDIN), ("upload", UPLOAD_STANDIN), ("download", DOWNLOAD_STANDIN)):
@@ -112,7 +125,9 @@ def test_the_fleet_workflow_races_two_matrix_jobs_and_opens_one_pull_request(tmp
             "inputs": {"issue": "42", "verify": VERIFY},
             "repository": {"full_name": REPO, "name": "widget", "owner": {"login": "acme"}},
             "sender": {"login": "alice"}}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TOREN_", "GITHUB_"))}
+        # the jobs run the Toren they installed: no TOREN_/GITHUB_ setting of this shell, nor its PYTHONPATH (with
+        # this checkout on it, pip would take its toren_action.egg-info for the wheel, already installed)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TOREN_", "GITHUB_")) and k != "PYTHONPATH"}
         proc = subprocess.run(
             [act_bin, "workflow_dispatch", "-e", str(event), "-W", ".github/workflows/toren-race.yml",
              "-P", "self-hosted=-self-hosted", "-P", "linux=-self-hosted", "--action-offline-mode",
@@ -132,7 +147,10 @@ def test_the_fleet_workflow_races_two_matrix_jobs_and_opens_one_pull_request(tmp
         # two result records, one per matrix job, each uploaded as its own artifact
         records = {}
         for n in (1, 2):
-            (path,) = (out / "artifacts" / f"toren-attempt-{n}").glob("*.json")
+            paths = list((out / "artifacts" / f"toren-attempt-{n}").glob("*.json"))
+            # none: the job failed before its attempt ran (its install step, say); its own lines say why
+            assert len(paths) == 1, "\n".join(line for line in log.splitlines() if f"/attempt-{n}" in line)[-8000:]
+            path = paths[0]
             records[n] = json.loads(path.read_text())
         assert [(r["attempt"], r["kind"], r["branch"]) for r in records.values()] == [
             (1, "toren-race-attempt", "toren/issue-42/shell-1"), (2, "toren-race-attempt", "toren/issue-42/shell-2")]
