@@ -112,6 +112,14 @@ def test_a_chunked_answer_with_an_endless_trailer_is_refused(tmp_path):
         server.engine().info()
 
 
+@pytest.mark.parametrize("size", [b"-1", b"", b"0x10", b"zz"])
+def test_a_chunk_of_a_size_that_is_not_hex_digits_is_refused(tmp_path, size):
+    server = Answers(tmp_path / "s", [answer("200 OK", size + b"\r\n{}\r\n0\r\n\r\n",
+                                             ("Transfer-Encoding: chunked",))])
+    with pytest.raises(EngineError, match="bad chunk"):
+        server.engine().info()
+
+
 def test_ping_speaks_the_engines_api_version_and_refuses_one_too_old(tmp_path):
     server = Answers(tmp_path / "s", [
         answer("200 OK", b"OK", ("Api-Version: 1.43", "Content-Length: 2")),
@@ -140,9 +148,21 @@ def test_a_docker_host_it_cannot_reach_says_how_to(host):
         Engine({"DOCKER_HOST": host})
 
 
-def test_a_tcp_docker_host_is_taken_as_docker_takes_it():
+def test_a_tcp_docker_host_is_taken_as_docker_takes_it(tmp_path):
     e = Engine({"DOCKER_HOST": "tcp://127.0.0.1:2376"})
     assert e._address == ("127.0.0.1", 2376) and e._tls is None
+    tls = Engine({"DOCKER_HOST": "tcp://127.0.0.1", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)})
+    assert tls._address == ("127.0.0.1", 2376) and tls._tls.check_hostname  # TLS: its port, and the host checked
+    assert Engine({"DOCKER_HOST": "tcp://127.0.0.1"})._address == ("127.0.0.1", 2375)
+
+
+@pytest.mark.parametrize("host", ["tcp://localhost:bad", "tcp://[::1", "tcp://:2375"])
+def test_a_malformed_docker_host_is_one_line_naming_it(host, monkeypatch):
+    with pytest.raises(Unreachable, match="DOCKER_HOST="):
+        Engine({"DOCKER_HOST": host})
+    monkeypatch.setenv("DOCKER_HOST", host)
+    with pytest.raises(DockerError, match="no Docker engine answers"):
+        container.client()
 
 
 def test_the_attach_stream_is_read_after_the_upgrade_without_losing_a_byte(tmp_path):

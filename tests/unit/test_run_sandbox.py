@@ -109,3 +109,32 @@ def test_the_secrets_go_first_when_the_container_fails_and_the_proxies_follow(re
     assert seen == {"secrets": ["EXTRA_SECRET"], "serving": [True, True]}
     assert not (job.dir / "secrets").exists()
     assert len(proxies) == 2 and all(_released(x) for x in proxies)
+
+
+def test_a_policy_block_comes_before_the_code_scan_reads_anything(monkeypatch):
+    """The scan parses whole files on the host: a file the policy refuses (over --max-file-mb) must never reach
+    it, so the policy decides first and a block ends the checks there."""
+    from types import SimpleNamespace
+
+    from toren_action.core.errors import PolicyBlocked
+    from toren_action.job import run
+
+    scanned: list[str] = []
+
+    def blocked(job, ws, change):
+        raise PolicyBlocked("huge.py is over --max-file-mb")
+
+    def scan(job, ws, change):
+        scanned.extend(change.files)
+        return [], "bandit"
+
+    monkeypatch.setattr(run, "enforce_policy", blocked)
+    monkeypatch.setattr(run, "scan_commit", scan)
+    with pytest.raises(PolicyBlocked):
+        run.check_change(SimpleNamespace(), SimpleNamespace(), SimpleNamespace(files=["huge.py"], commit="c"))
+    assert scanned == []
+    monkeypatch.setattr(run, "enforce_policy", lambda job, ws, change: None)  # the variant: a change it allows
+    job = SimpleNamespace(plan=SimpleNamespace(settings=SimpleNamespace(fail_on="high"), redactor=str),
+                          log=SimpleNamespace(line=lambda text: None))
+    assert run.check_change(job, SimpleNamespace(), SimpleNamespace(files=["ok.py"], commit="c")) == []
+    assert scanned == ["ok.py"]

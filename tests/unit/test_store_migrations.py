@@ -106,3 +106,29 @@ def test_the_verification_step_can_run_in_either_order_with_the_setup_step(tmp_p
     conn.commit()
     conn.close()
     assert Store(tmp_path).get(job_id).verification == {"outcome": "passed", "counts": {"fixed": 1}}
+
+
+def test_two_processes_opening_a_new_home_at_once_both_get_the_store(tmp_path):
+    """Two `toren run` started together on a fresh TOREN_HOME: switching the new database to WAL is refused at
+    once by SQLite ("database is locked", no busy wait) while the other process reads it to decide the same; it
+    failed about one start in twenty. Both processes import, say they are ready, wait for one go, open the
+    store and write a job; twenty times over, each on a new home."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys\nfrom pathlib import Path\nfrom toren_action.jobs.store import Store\n"
+            "Path(sys.argv[2] + '.' + sys.argv[3]).touch()\n"
+            "while not Path(sys.argv[2]).exists(): pass\n"
+            "Store(Path(sys.argv[1])).create_job(repo='r', branch='b', agent='shell', model=None, base_image='i', "
+            "inputs={})\n")
+    for trial in range(20):
+        home, go = tmp_path / f"home-{trial}", tmp_path / f"go-{trial}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(home), str(go), str(n)], stderr=subprocess.PIPE,
+                                  text=True) for n in range(2)]
+        while len(list(tmp_path.glob(f"go-{trial}.*"))) < 2 and all(p.poll() is None for p in procs):
+            time.sleep(0.002)
+        go.touch()
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], (trial, [e[-600:] for e in errors])
+        assert len(Store(home).list(limit=None)) == 2

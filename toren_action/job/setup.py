@@ -49,9 +49,11 @@ from pathlib import Path
 
 from toren_action.config import validate
 from toren_action.config.validate import Mount
-from toren_action.core.errors import SetupFailed
+from toren_action.core.errors import DockerError, SetupFailed
 from toren_action.core.paths import remove_tree, write_private
 from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_TASK, SETUP_SCRIPT, Plan
+from toren_action.sandbox.container import first_line
+from toren_action.sandbox.engine import EngineError
 
 #: The repository of the prepared images; their tag: prepared_tag (job-<id> without a cache).
 PREPARED_REPOSITORY = "toren/prepared"
@@ -198,7 +200,10 @@ def prepare(plan: Plan, docker, ws_path: Path, base_commit: str, agent_tag: str,
     command = setup_command(plan, ws_path, entries)
     if command is None:
         return None
-    image = docker.image(agent_tag)
+    try:
+        image = docker.image(agent_tag)
+    except (EngineError, OSError) as exc:
+        raise DockerError(f"Docker cannot read the agent image {agent_tag}: {first_line(exc)}") from None
     if image is None:
         raise SetupFailed(f"the agent image {agent_tag} is gone (removed while the job started); run the job again")
     key = cache_key(plan, image["Id"], command, cache_key_files(plan.settings.setup_cache_key, entries))
@@ -242,7 +247,7 @@ def _kept(docker, where: Path, key: str) -> PreparedEnv | None:
     try:
         meta = json.loads((where / "meta.json").read_text("utf-8"))
         image = docker.image(meta["image"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, EngineError):  # unreadable: made again (or the engine says)
         return None
     if image is None or labels(image).get(LABEL_PREPARED) != key or not (where / "tree").is_dir():
         return None
@@ -273,12 +278,16 @@ def _make(plan: Plan, docker, ws_path: Path, agent_tag: str, tag: str, key: str,
         exited.append(time.monotonic())
         if code != 0:
             return
-        config = (docker.image(agent_tag) or {}).get("Config") or {}
-        changes = [f"LABEL {LABEL_PREPARED}={key}", f"LABEL {image.LABEL_MANAGED}=1"]
-        if config.get("Cmd"):
-            changes.append("CMD " + json.dumps(config["Cmd"]))
-        repo, _, name = tag.rpartition(":")
-        committed.append(docker.commit(container_id, repo, name, changes))
+        try:
+            config = (docker.image(agent_tag) or {}).get("Config") or {}
+            changes = [f"LABEL {LABEL_PREPARED}={key}", f"LABEL {image.LABEL_MANAGED}=1"]
+            if config.get("Cmd"):
+                changes.append("CMD " + json.dumps(config["Cmd"]))
+            repo, _, name = tag.rpartition(":")
+            committed.append(docker.commit(container_id, repo, name, changes))
+        except (EngineError, OSError) as exc:
+            raise SetupFailed(f"the setup ran, but Docker could not keep its container as {tag}: "
+                              f"{first_line(exc)}; run the job again") from None
 
     secrets_dir = jdir / "setup-secrets"
     mounts = [Mount(str(ws_path), "/workspace", False), Mount(str(ws_path / ".git"), "/workspace/.git", True)]

@@ -7,6 +7,7 @@ table holds every state change with its time, which is what `status`, `logs` and
 from __future__ import annotations
 
 import builtins
+import fcntl
 import json
 import os
 import secrets
@@ -271,8 +272,16 @@ class Store:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.execute("PRAGMA foreign_keys = ON")
-        if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self._conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new database to WAL needs it to itself, and SQLite refuses the switch at once ("database is
+        # locked": no busy wait) while another process reads it to decide the same. Two `toren run` started
+        # together on a new TOREN_HOME did: the check and the switch are one process's at a time.
+        fd = os.open(home / "toren.db.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._conn.close()

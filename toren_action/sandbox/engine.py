@@ -59,14 +59,20 @@ class Engine:
         self.host = env.get("DOCKER_HOST") or DEFAULT_HOST
         self.timeout = timeout
         self._environ = dict(env)
-        url = urlsplit(self.host)
+        try:
+            url = urlsplit(self.host)
+            port = url.port if url.scheme != "unix" else None
+        except ValueError as exc:
+            raise Unreachable(f"DOCKER_HOST={self.host[:200]} is not an address ({exc}); use unix:///path or "
+                              "tcp://host:port") from None
         self._scheme = url.scheme
+        tls = bool(env.get("DOCKER_TLS_VERIFY") or env.get("DOCKER_CERT_PATH")) or url.scheme == "https"
         if url.scheme == "unix":
             self._path = url.path or "/var/run/docker.sock"
         elif url.scheme in ("tcp", "http", "https"):
             if not url.hostname:
-                raise Unreachable(f"DOCKER_HOST={self.host} names no host")
-            self._address = (url.hostname, url.port or 2375)
+                raise Unreachable(f"DOCKER_HOST={self.host[:200]} names no host; use tcp://host:port")
+            self._address = (url.hostname, port or (2376 if tls else 2375))
         else:
             raise Unreachable(f"DOCKER_HOST={self.host}: Toren reaches an engine over a unix socket or tcp; for "
                               "ssh, forward the socket (ssh -nNL /tmp/docker.sock:/var/run/docker.sock HOST) and "
@@ -85,9 +91,8 @@ class Engine:
         import ssl
 
         where = Path(cert_path or Path.home() / ".docker")
-        if verify:
+        if verify:  # the engine's certificate checked against the CA, and for the host it was asked by
             ctx = ssl.create_default_context(cafile=str(where / "ca.pem") if (where / "ca.pem").is_file() else None)
-            ctx.check_hostname = False  # as Docker's clients do: the engine's certificate names its CA, not a host
         else:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -264,8 +269,15 @@ class Engine:
         listing images, which a warm job does not do."""
         if self._sdk is None:
             import docker
+            import docker.errors
 
-            self._sdk = docker.from_env(timeout=int(self.timeout), environment=self._environ)
+            try:
+                self._sdk = docker.from_env(timeout=int(self.timeout), environment=self._environ)
+            except docker.errors.DockerException as exc:
+                from toren_action.core.errors import DockerError
+
+                raise DockerError(f"the Docker SDK cannot reach {self.host} ({str(exc).splitlines()[0][:300]}); "
+                                  "start the engine (scripts/setup-docker.sh) or fix DOCKER_HOST") from None
         return self._sdk
 
 
@@ -281,6 +293,12 @@ class AttachStream:
         return self._stream.read1(n)
 
     def close(self) -> None:
+        """End the stream now, even while another thread is blocked reading it (the shutdown wakes that read;
+        closing the reader alone would wait for it, for ever if the engine keeps the connection open)."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self._stream.close()
         finally:
@@ -316,10 +334,9 @@ def _read_body(reader: IO[bytes], headers: dict[str, str]) -> bytes:
         body = bytearray()
         while True:
             size_text = _line(reader).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise EngineError(0, "the engine's answer has a bad chunk") from None
+            if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
+                raise EngineError(0, "the engine's answer has a bad chunk")
+            size = int(size_text, 16)
             if size == 0:
                 for _ in range(_MAX_HEADERS):  # the trailer
                     if _line(reader) in (b"\r\n", b"\n", b""):
