@@ -58,7 +58,7 @@ class Engine:
         env = os.environ if environ is None else environ
         self.host = env.get("DOCKER_HOST") or DEFAULT_HOST
         self.timeout = timeout
-        self._environ = dict(env)
+        self._environ = {k: v for k, v in env.items() if k.startswith("DOCKER_")}  # for the SDK: nothing else
         try:
             url = urlsplit(self.host)
             port = url.port if url.scheme != "unix" else None
