@@ -53,7 +53,8 @@ from toren_action.core.errors import DockerError, SetupFailed
 from toren_action.core.paths import remove_tree, write_private
 from toren_action.job.plan import CONTAINER_SECRETS, CONTAINER_TASK, SETUP_SCRIPT, Plan
 from toren_action.sandbox.container import first_line
-from toren_action.sandbox.engine import EngineError
+from toren_action.sandbox.engine import Engine, EngineError
+from toren_action.sandbox.image import labels
 
 #: The repository of the prepared images; their tag: prepared_tag (job-<id> without a cache).
 PREPARED_REPOSITORY = "toren/prepared"
@@ -88,7 +89,7 @@ class PreparedEnv:
     tree: Path
     paths: tuple[str, ...]
     duration_s: float  # the whole setup stage: finding the key, reusing or running, commit, keeping, linking
-    docker: object = field(repr=False, default=None)
+    docker: Engine | None = field(repr=False, default=None)
     #: Made for this job alone (--no-setup-cache): release() removes the image and the files.
     scratch: bool = False
     #: The paths put in place in the job's clone, and so in its .git/info/exclude (those its commit does not have).
@@ -109,7 +110,8 @@ class PreparedEnv:
             return
         remove_tree(self.tree.parent)
         try:
-            self.docker.remove_image(self.image, force=True)  # type: ignore[attr-defined]
+            if self.docker is not None:
+                self.docker.remove_image(self.image, force=True)
         except Exception:  # noqa: BLE001,S110 - already gone, or the engine went away: cleanup prunes it
             pass
 
@@ -242,8 +244,6 @@ def prepared_tag(home: Path, key: str) -> str:
 
 def _kept(docker, where: Path, key: str) -> PreparedEnv | None:
     """The prepared environment of this key when both its image and its files are still there."""
-    from toren_action.sandbox.image import labels
-
     try:
         meta = json.loads((where / "meta.json").read_text("utf-8"))
         image = docker.image(meta["image"])
@@ -578,8 +578,6 @@ def prune(docker, home: Path, min_age_s: float | None, dry_run: bool) -> list[st
             continue
         with _locked(root / f"{where.name}.lock"):
             if tag and docker is not None:
-                from toren_action.sandbox.image import labels
-
                 try:
                     img = docker.image(tag)
                     if img is not None and labels(img).get(LABEL_PREPARED) == where.name:
