@@ -146,16 +146,16 @@ class Engine:
         the engine's default when None)."""
         target = self._prefix + path + ("?" + urlencode(query, doseq=True) if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        sock, reader, status, headers = self._send(method, target, data, self.timeout if timeout is None else timeout)
-        try:
-            payload = b"" if status in (204, 304) or method == "HEAD" else _read_body(reader, headers)
-        finally:
-            reader.close()
-            sock.close()
+        status, _, payload = self._exchange(method, target, data, self.timeout if timeout is None else timeout)
         if status not in ok:
-            message = _message(payload) or f"HTTP {status}"
-            raise (NotFound if status == 404 else EngineError)(status, message)
+            raise _refused(status, payload, "")
         return status, payload
+
+    def _exchange(self, method: str, target: str, body: bytes | None,
+                  timeout: float | None) -> tuple[int, dict[str, str], bytes]:
+        """One request on a connection of its own, its whole answer read: (status, headers, body)."""
+        sock, reader, status, headers = self._send(method, target, body, timeout)
+        return status, headers, _finish(sock, reader, status, headers, method)
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         _, payload = self.request(method, path, **kw)
@@ -167,12 +167,7 @@ class Engine:
         """That the engine answers, and the API version to speak: the engine's own (its ``Api-Version``
         header), which must be at least :data:`MIN_API`."""
         try:
-            sock, reader, status, headers = self._send("GET", "/_ping", None, self.timeout)
-            try:
-                _read_body(reader, headers)
-            finally:
-                reader.close()
-                sock.close()
+            status, headers, _ = self._exchange("GET", "/_ping", None, self.timeout)
         except (OSError, EngineError) as exc:
             raise Unreachable(f"{self.host}: {_os_reason(exc)}") from None
         if status != 200:
@@ -201,9 +196,6 @@ class Engine:
 
     def remove_image(self, ref: str, force: bool = False) -> None:
         self.request("DELETE", f"/images/{quote(ref, safe='/:@')}", query={"force": int(force)})
-
-    def images(self, filters: dict[str, list[str]], all: bool = False) -> list[dict[str, Any]]:
-        return self.json("GET", "/images/json", query={"all": int(all), "filters": json.dumps(filters)})
 
     def networks(self, name: str) -> list[dict[str, Any]]:
         return self.json("GET", "/networks", query={"filters": json.dumps({"name": [name]})})
@@ -251,13 +243,7 @@ class Engine:
         target = f"{self._prefix}/containers/{container_id}/attach?stream=1&stdout=1&stderr=1"
         sock, reader, status, headers = self._send("POST", target, None, self.timeout, upgrade=True)
         if status not in (101, 200):
-            try:
-                payload = _read_body(reader, headers)
-            finally:
-                reader.close()
-                sock.close()
-            message = _message(payload) or f"HTTP {status} to attach"
-            raise (NotFound if status == 404 else EngineError)(status, message)
+            raise _refused(status, _finish(sock, reader, status, headers, "POST"), " to attach")
         sock.settimeout(None)
         return AttachStream(sock, reader)
 
@@ -363,6 +349,21 @@ def _read_body(reader: IO[bytes], headers: dict[str, str]) -> bytes:
     if len(data) > MAX_BODY_BYTES:
         raise too_long
     return data
+
+
+def _finish(sock: socket.socket, reader: IO[bytes], status: int, headers: dict[str, str], method: str) -> bytes:
+    """The rest of an answer (its bounded body; none for 204, 304 or HEAD), then its connection closed."""
+    try:
+        return b"" if status in (204, 304) or method == "HEAD" else _read_body(reader, headers)
+    finally:
+        reader.close()
+        sock.close()
+
+
+def _refused(status: int, payload: bytes, what: str) -> EngineError:
+    """The engine's error status as an error: its message, else the status (:class:`NotFound` for 404)."""
+    message = _message(payload) or f"HTTP {status}{what}"
+    return (NotFound if status == 404 else EngineError)(status, message)
 
 
 def _message(payload: bytes) -> str:
